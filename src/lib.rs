@@ -1,0 +1,3 @@
+//! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
+
+pub mod transform;
