@@ -1,1 +1,173 @@
-fn main() {}
+//! Transform kernel benchmarks: the rewriter on the peer benchmark's fixtures
+//! against a serde_json parse + modify + serialize redactor, in the same run.
+//!
+//! Fixtures: `$CONSENTRY_FIXTURES`, else `/tmp/consentry-bench/fixtures` (made by
+//! `../shared/bench/setup.sh`), else `../shared/bench/fixtures`, else the demo
+//! CRM's generator (same shape). Run: `cargo bench --bench transform`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use consentry::transform::{
+    Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, Limits, Mark, Mask, Program,
+    RecordOutcome, Render, Rewriter, Selector, Subject, Unlisted, rewrite_into,
+};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let dirs = [
+        std::env::var("CONSENTRY_FIXTURES").ok().map(PathBuf::from),
+        Some(PathBuf::from("/tmp/consentry-bench/fixtures")),
+        Some(PathBuf::from("../shared/bench/fixtures")),
+    ];
+    for d in dirs.into_iter().flatten() {
+        if let Ok(b) = std::fs::read(d.join(name)) {
+            return b;
+        }
+    }
+    let n = match name {
+        "contact_1.json" => 0,
+        "contacts_100.json" => 100,
+        _ => 10_000,
+    };
+    consentry::demo::data::fixture_body(n)
+}
+
+/// The peer policy: email and date of birth redacted, phone masked to its last 4.
+/// With `notes`, the free-text notes are scanned for e-mails, phones and cards.
+fn program(records: &str, notes: bool) -> (Program, ActionTable) {
+    let env = Dfa::build(&[(Selector::parse(records).unwrap(), Mark::Record)]).unwrap();
+    let mut fields = vec![
+        ("$.properties.email", Action::Redact, DetectorSet::EMPTY),
+        ("$.properties.date_of_birth", Action::Redact, DetectorSet::EMPTY),
+        ("$.properties.phone", Action::Mask(Mask::Last(4)), DetectorSet::EMPTY),
+    ];
+    if notes {
+        let scan = DetectorSet::EMPTY
+            .with(Detector::Email)
+            .with(Detector::Phone)
+            .with(Detector::PaymentCard);
+        fields.push(("$.properties.notes", Action::Allow, scan));
+    }
+    let mut sels: Vec<(Selector, Mark)> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (Selector::parse(f.0).unwrap(), Mark::Field(i as u32)))
+        .collect();
+    sels.push((Selector::parse("$.id").unwrap(), Mark::Subject));
+    let rec = Dfa::build(&sels).unwrap();
+    let specs = fields
+        .iter()
+        .map(|f| FieldSpec {
+            selector: f.0.into(),
+            category: 0,
+            scan: f.2,
+        })
+        .collect();
+    let render = Render {
+        placeholder: b"\"[REDACTED]\"".as_slice().into(),
+        ..Render::default()
+    };
+    let prog = Program::new(env, rec, specs, vec!["user".into()], Unlisted::Allow, Arc::new(render));
+    let table = ActionTable {
+        fields: fields.iter().map(|f| f.1).collect(),
+        detectors: [Action::Redact; Detector::COUNT],
+        unlisted: Action::Allow,
+    };
+    (prog, table)
+}
+
+/// The DOM baseline: what a serde_json redactor does with the same policy.
+fn serde_redact(body: &[u8]) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    fn one(rec: &mut serde_json::Value) {
+        if let Some(p) = rec.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for k in ["email", "date_of_birth"] {
+                if let Some(x) = p.get_mut(k) {
+                    *x = serde_json::Value::String("[REDACTED]".into());
+                }
+            }
+            if let Some(x) = p.get_mut("phone") {
+                let d: String = x.as_str().unwrap_or("").chars().filter(|c| c.is_ascii_digit()).collect();
+                *x = serde_json::Value::String(format!("***{}", &d[d.len().saturating_sub(4)..]));
+            }
+        }
+    }
+    match v.get_mut("results").and_then(|r| r.as_array_mut()) {
+        Some(list) => list.iter_mut().for_each(one),
+        None => one(&mut v),
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn kernel(c: &mut Criterion) {
+    let cases = [
+        ("contact_1", "contact_1.json", "$"),
+        ("contacts_100", "contacts_100.json", "$.results[*]"),
+        ("export_10k", "export.json", "$.results[*]"),
+    ];
+    for (name, file, records) in cases {
+        let body = fixture(file);
+        let mut g = c.benchmark_group(format!("transform/{name}"));
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        if body.len() > 1 << 20 {
+            g.sample_size(10);
+        }
+        let fields = program(records, false);
+        let notes = program(records, true);
+        let limits = Limits::default();
+        let mut out = Vec::with_capacity(body.len() + 1024);
+        let keep = |_: Subject<'_>| RecordOutcome::Keep;
+        g.bench_function("rewriter_fields", |b| {
+            b.iter(|| {
+                out.clear();
+                rewrite_into(&fields.0, &fields.1, limits, black_box(&body), keep, &mut out).unwrap()
+            })
+        });
+        g.bench_function("rewriter_fields_and_notes", |b| {
+            b.iter(|| {
+                out.clear();
+                rewrite_into(&notes.0, &notes.1, limits, black_box(&body), keep, &mut out).unwrap()
+            })
+        });
+        // As the proxy runs it: 64 KiB chunks in, a fresh output buffer per chunk.
+        g.bench_function("rewriter_fields_chunked_64k", |b| {
+            b.iter(|| {
+                let mut rw = Rewriter::new(&fields.0, &fields.1, limits);
+                let mut gate = keep;
+                let mut n = 0;
+                for chunk in black_box(&body).chunks(64 << 10) {
+                    let mut o = Vec::new();
+                    rw.push(chunk, &mut gate, &mut o).unwrap();
+                    n += o.len();
+                }
+                let mut o = Vec::new();
+                rw.finish(&mut gate, &mut o).unwrap();
+                n + o.len()
+            })
+        });
+        g.bench_function("serde_json_dom", |b| b.iter(|| serde_redact(black_box(&body))));
+        g.finish();
+    }
+}
+
+fn detectors(c: &mut Criterion) {
+    let body = fixture("contacts_100.json");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let mut g = c.benchmark_group("detect");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    let mut out = Vec::new();
+    g.bench_function("all_detectors_over_list_text", |b| {
+        b.iter(|| {
+            out.clear();
+            consentry::transform::detect::detect(black_box(text.as_bytes()), DetectorSet::all(), &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernel, detectors);
+criterion_main!(benches);

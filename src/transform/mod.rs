@@ -18,7 +18,9 @@ pub mod selector;
 pub use automaton::{Dfa, Mark};
 pub use detect::{Detector, DetectorSet};
 pub use program::{Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Unlisted};
-pub use rewrite::{Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all};
+pub use rewrite::{
+    Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all, rewrite_into,
+};
 pub use selector::{Selector, SelectorError};
 
 #[cfg(test)]

@@ -194,7 +194,8 @@ pub struct Rewriter<'p> {
     prog: &'p Program,
     table: &'p ActionTable,
     limits: Limits,
-    // Input window: buf[0] is absolute offset `base`.
+    /// Bytes carried over between chunks (not yet output); buf[0] is absolute offset `base`.
+    /// A chunk is scanned in place when nothing is carried over.
     buf: Vec<u8>,
     base: usize,
     pos: usize,
@@ -214,7 +215,6 @@ pub struct Rewriter<'p> {
     cur: Option<Record>,
     next_container: u32,
     spare: Vec<Vec<Edit>>,
-    out: Vec<u8>,
     scratch: Scratch,
     key_buf: Vec<u8>,
     finished: bool,
@@ -248,7 +248,6 @@ impl<'p> Rewriter<'p> {
             cur: None,
             next_container: 0,
             spare: Vec::new(),
-            out: Vec::new(),
             scratch: Scratch::default(),
             key_buf: Vec::new(),
             finished: false,
@@ -256,108 +255,100 @@ impl<'p> Rewriter<'p> {
         }
     }
 
-    /// Scans the next chunk of the body.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), TransformError> {
-        self.buf.extend_from_slice(chunk);
-        self.scan(false)
+    /// Scans the next chunk of the body, asks `gate` about each completed
+    /// record, and appends the output that is final so far to `out`.
+    pub fn push(&mut self, chunk: &[u8], gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+        self.feed(chunk, false, gate, out)
     }
 
-    /// Marks the end of the body; fails if the document is incomplete.
-    pub fn finish(&mut self) -> Result<(), TransformError> {
-        self.scan(true)?;
-        if self.expect != Expect::End {
-            return Err(self.malformed(Malformed::UnexpectedEnd, self.pos));
-        }
-        self.finished = true;
-        Ok(())
+    /// Marks the end of the body (fails if the document is incomplete) and
+    /// writes the rest of the output.
+    pub fn finish(&mut self, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+        self.feed(&[], true, gate, out)
     }
 
-    /// Subjects of completed records that still need a decision, oldest first.
+    /// Retries records whose decision `gate` deferred.
+    pub fn resume(&mut self, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+        let last = self.finished;
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.settle(&buf, last, gate, out);
+        self.buf = buf;
+        self.compact();
+        r
+    }
+
+    /// Subjects of completed records still waiting for a decision, oldest first.
     pub fn undecided(&self) -> impl Iterator<Item = Subject<'_>> {
         let skip = (self.decided - self.record_base) as usize;
         self.records
             .iter()
             .skip(skip)
-            .map(|r| self.subject(r.subject))
-    }
-
-    /// Decides the oldest undecided record.
-    pub fn decide(&mut self, outcome: RecordOutcome) {
-        let i = (self.decided - self.record_base) as usize;
-        if let Some(r) = self.records.get_mut(i) {
-            r.decision = Some(outcome);
-            self.decided += 1;
-        }
-    }
-
-    /// Decides every completed record with `gate`.
-    pub fn decide_with(&mut self, mut gate: impl FnMut(Subject<'_>) -> RecordOutcome) {
-        let skip = (self.decided - self.record_base) as usize;
-        for i in skip..self.records.len() {
-            let outcome = gate(self.subject(self.records[i].subject));
-            self.records[i].decision = Some(outcome);
-            self.decided += 1;
-        }
-    }
-
-    /// Output that is final so far (appended to `out`).
-    pub fn take_output(&mut self, out: &mut Vec<u8>) -> Result<(), TransformError> {
-        self.flush()?;
-        if self.finished && self.env.is_empty() {
-            let end = self.base + self.buf.len();
-            self.out
-                .extend_from_slice(&self.buf[self.cursor - self.base..end - self.base]);
-            self.cursor = end;
-        }
-        let consumed = self.cursor - self.base;
-        if consumed > 0 {
-            self.buf.drain(..consumed);
-            self.base = self.cursor;
-        }
-        if self.buf.len() > self.limits.max_buffer {
-            return Err(TransformError::TooLarge {
-                limit: self.limits.max_buffer,
-            });
-        }
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.out);
-        } else {
-            out.append(&mut self.out);
-        }
-        Ok(())
+            .map(|r| subject_of(&self.buf, self.base, r.subject))
     }
 
     /// Whether the whole body has been scanned and written out.
     pub fn is_complete(&self) -> bool {
-        self.finished && self.env.is_empty() && self.cursor == self.base + self.buf.len()
+        self.finished && self.env.is_empty() && self.buf.is_empty()
     }
 
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
-    fn subject(&self, cap: SubjectCap) -> Subject<'_> {
-        match cap {
-            SubjectCap::Missing => Subject::Missing,
-            SubjectCap::Ambiguous => Subject::Ambiguous,
-            SubjectCap::Invalid => Subject::Invalid,
-            SubjectCap::Span(s, e) => Subject::Id(self.scalar_text(s, e)),
+    fn feed(&mut self, chunk: &[u8], last: bool, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+        if self.buf.is_empty() {
+            // Nothing carried over: scan the chunk where it lies, keep only the tail.
+            self.scan_in(chunk, last)?;
+            self.settle(chunk, last, gate, out)?;
+            let from = self.cursor - self.base;
+            self.buf.extend_from_slice(&chunk[from..]);
+            self.base = self.cursor;
+        } else {
+            self.buf.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.buf);
+            let r = self.scan_in(&buf, last).and_then(|()| self.settle(&buf, last, gate, out));
+            self.buf = buf;
+            r?;
+            self.compact();
         }
+        if self.buf.len() > self.limits.max_buffer {
+            return Err(TransformError::TooLarge {
+                limit: self.limits.max_buffer,
+            });
+        }
+        Ok(())
     }
 
-    /// The text of a scalar in the window: a string decoded, anything else as spelled.
-    fn scalar_text(&self, s: usize, e: usize) -> Cow<'_, str> {
-        let raw = &self.buf[s - self.base..e - self.base];
-        if raw.first() == Some(&b'"') {
-            let inner = &raw[1..raw.len() - 1];
-            if memchr::memchr(b'\\', inner).is_none() {
-                return String::from_utf8_lossy(inner);
+    /// Decides what the gate can, and writes out what is final.
+    fn settle(&mut self, win: &[u8], last: bool, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+        if last {
+            if self.expect != Expect::End {
+                return Err(self.malformed(Malformed::UnexpectedEnd, self.pos));
             }
-            let mut v = Vec::with_capacity(inner.len());
-            lex::unescape(inner, &mut v);
-            return Cow::Owned(String::from_utf8_lossy(&v).into_owned());
+            self.finished = true;
         }
-        String::from_utf8_lossy(raw)
+        let skip = (self.decided - self.record_base) as usize;
+        for i in skip..self.records.len() {
+            let Some(outcome) = gate.decide(subject_of(win, self.base, self.records[i].subject)) else {
+                break;
+            };
+            self.records[i].decision = Some(outcome);
+            self.decided += 1;
+        }
+        self.flush(win, out)?;
+        if self.finished && self.env.is_empty() {
+            let end = self.base + win.len();
+            copy(win, self.base, &mut self.cursor, end, out);
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) {
+        let consumed = self.cursor - self.base;
+        if consumed > 0 {
+            self.buf.drain(..consumed);
+            self.base = self.cursor;
+        }
     }
 
     fn malformed(&self, kind: Malformed, at: usize) -> TransformError {
@@ -369,24 +360,24 @@ impl<'p> Rewriter<'p> {
 
     // ------------------------------------------------------------------ scan
 
-    fn scan(&mut self, last: bool) -> Result<(), TransformError> {
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.scan_in(&buf, last);
-        self.buf = buf;
-        r
-    }
-
+    /// Scans the window from `self.pos`. The common path (key, colon, value,
+    /// comma, next key) runs straight through without returning to the state
+    /// dispatch; `self.expect` records where to resume when the window ends.
     fn scan_in(&mut self, buf: &[u8], last: bool) -> Result<(), TransformError> {
         let base = self.base;
         let end = base + buf.len();
         if self.pos == 0 && buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
             return Err(self.malformed(Malformed::ByteOrderMark, 0));
         }
-        let mut p = self.pos;
-        loop {
+        let ws = |mut p: usize| {
             while p < end && lex::is_ws(buf[p - base]) {
                 p += 1;
             }
+            p
+        };
+        let mut p = self.pos;
+        'scan: loop {
+            p = ws(p);
             if p >= end {
                 break;
             }
@@ -397,9 +388,28 @@ impl<'p> Rewriter<'p> {
                         p = self.close(p, false)?;
                         continue;
                     }
-                    match self.value(buf, p, last)? {
-                        Some(next) => p = next,
-                        None => break,
+                    // Array elements: value, comma, value, ...
+                    loop {
+                        match self.value(buf, p, last)? {
+                            Some(next) => p = next,
+                            None => break 'scan,
+                        }
+                        if self.expect != Expect::CommaOrClose {
+                            continue 'scan;
+                        }
+                        p = ws(p);
+                        if p >= end || buf[p - base] != b',' {
+                            continue 'scan;
+                        }
+                        match self.frames.last_mut() {
+                            Some(f) if !f.obj => f.comma = p,
+                            _ => continue 'scan,
+                        }
+                        self.expect = Expect::Value;
+                        p = ws(p + 1);
+                        if p >= end {
+                            break 'scan;
+                        }
                     }
                 }
                 Expect::KeyOrClose | Expect::Key => {
@@ -407,15 +417,49 @@ impl<'p> Rewriter<'p> {
                         p = self.close(p, true)?;
                         continue;
                     }
-                    if b != b'"' {
-                        return Err(self.malformed(Malformed::Unexpected, p));
+                    // Object members: key, colon, value, comma, key, ...
+                    loop {
+                        if buf[p - base] != b'"' {
+                            return Err(self.malformed(Malformed::Unexpected, p));
+                        }
+                        let Some((key_end, escaped)) = self.string_end(buf, p)? else {
+                            break 'scan;
+                        };
+                        self.key(buf, p, key_end, escaped);
+                        self.expect = Expect::Colon;
+                        p = ws(key_end);
+                        if p >= end {
+                            break 'scan;
+                        }
+                        if buf[p - base] != b':' {
+                            return Err(self.malformed(Malformed::Unexpected, p));
+                        }
+                        self.expect = Expect::Value;
+                        p = ws(p + 1);
+                        if p >= end {
+                            break 'scan;
+                        }
+                        match self.value(buf, p, last)? {
+                            Some(next) => p = next,
+                            None => break 'scan,
+                        }
+                        if self.expect != Expect::CommaOrClose {
+                            continue 'scan;
+                        }
+                        p = ws(p);
+                        if p >= end || buf[p - base] != b',' {
+                            continue 'scan;
+                        }
+                        match self.frames.last_mut() {
+                            Some(f) if f.obj => f.comma = p,
+                            _ => continue 'scan,
+                        }
+                        self.expect = Expect::Key;
+                        p = ws(p + 1);
+                        if p >= end {
+                            break 'scan;
+                        }
                     }
-                    let Some(key_end) = self.string_end(buf, p)? else {
-                        break;
-                    };
-                    self.key(buf, p, key_end);
-                    self.expect = Expect::Colon;
-                    p = key_end;
                 }
                 Expect::Colon => {
                     if b != b':' {
@@ -450,7 +494,7 @@ impl<'p> Rewriter<'p> {
     /// Finds the end of the string starting at `p` (its opening quote);
     /// `None` if the window ends first.
     #[inline]
-    fn string_end(&mut self, buf: &[u8], p: usize) -> Result<Option<usize>, TransformError> {
+    fn string_end(&mut self, buf: &[u8], p: usize) -> Result<Option<(usize, bool)>, TransformError> {
         let base = self.base;
         let (from, mut escaped) = match self.partial {
             Some((s, resume, esc)) if s == p => (resume, esc),
@@ -459,7 +503,7 @@ impl<'p> Rewriter<'p> {
         match lex::string(buf, from - base, &mut escaped) {
             Ok(Str::End(e)) => {
                 self.partial = None;
-                Ok(Some(e + base))
+                Ok(Some((e + base, escaped)))
             }
             Ok(Str::More(r)) => {
                 self.partial = Some((p, r + base, escaped));
@@ -470,7 +514,7 @@ impl<'p> Rewriter<'p> {
     }
 
     /// A key has been read: compute the member's automaton state.
-    fn key(&mut self, buf: &[u8], start: usize, end: usize) {
+    fn key(&mut self, buf: &[u8], start: usize, end: usize, escaped: bool) {
         let Some(f) = self.frames.last() else {
             return;
         };
@@ -488,7 +532,7 @@ impl<'p> Rewriter<'p> {
         };
         let state = if dfa.reads_keys(f.state) {
             let raw = &buf[start + 1 - self.base..end - 1 - self.base];
-            if memchr::memchr(b'\\', raw).is_some() {
+            if escaped {
                 self.key_buf.clear();
                 lex::unescape(raw, &mut self.key_buf);
                 dfa.step_key(f.state, &self.key_buf)
@@ -513,7 +557,7 @@ impl<'p> Rewriter<'p> {
         let scalar_end = match b {
             b'{' | b'[' => None,
             b'"' => match self.string_end(buf, p)? {
-                Some(e) => Some(e),
+                Some((e, _)) => Some(e),
                 None => return Ok(None),
             },
             b't' | b'f' | b'n' => {
@@ -535,6 +579,33 @@ impl<'p> Rewriter<'p> {
             },
             _ => return Err(self.malformed(Malformed::Unexpected, p)),
         };
+
+        // Fast path: a scalar nothing can select (most of a typical body).
+        if let (Some(e), Some(f)) = (scalar_end, self.frames.last_mut()) {
+            let dead = f.zone == Zone::Quiet
+                || (f.inherit == DEAD
+                    && self.prog.unlisted == Unlisted::Allow
+                    && DEAD
+                        == if f.obj {
+                            self.slot.state
+                        } else if f.zone == Zone::Env {
+                            self.prog.envelope.step_elem(f.state)
+                        } else {
+                            self.prog.record.step_elem(f.state)
+                        });
+            if dead {
+                let index = f.members;
+                f.members += 1;
+                let next = if f.obj { self.slot.start } else { p };
+                let patch = (f.last_edit != NONE && index > 0 && f.last_edit_member == index - 1)
+                    .then_some((f.zone, f.last_edit));
+                if let Some(edit) = patch.and_then(|(zone, at)| self.edit_mut(zone, at)) {
+                    edit.next = next;
+                }
+                self.expect = Expect::CommaOrClose;
+                return Ok(Some(e));
+            }
+        }
 
         // Where this value sits: its slot and its parent's context.
         let (mut zone, parent_inherit, container, index, slot) = match self.frames.last_mut() {
@@ -835,7 +906,7 @@ impl<'p> Rewriter<'p> {
 
     // ----------------------------------------------------------------- flush
 
-    fn flush(&mut self) -> Result<(), TransformError> {
+    fn flush(&mut self, win: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
         let prog = self.prog;
         while let Some(&edit) = self.env.front() {
             if edit.value_end == NONE {
@@ -852,7 +923,7 @@ impl<'p> Rewriter<'p> {
                             match removal(&edit, &mut self.env_removed) {
                                 Removal::Wait => break,
                                 Removal::Range(a, b) => {
-                                    self.copy_to(a);
+                                    copy(win, self.base, &mut self.cursor, a, out);
                                     self.cursor = b;
                                 }
                                 // A single-record body cannot lose its record.
@@ -872,12 +943,9 @@ impl<'p> Rewriter<'p> {
                             } else {
                                 self.table
                             };
-                            let Some(rec) = self.records.pop_front() else {
-                                break;
-                            };
-                            self.copy_to(edit.value_start);
-                            self.apply_record(&rec, table);
-                            self.cursor = rec.end;
+                            let Some(rec) = self.records.pop_front() else { break };
+                            copy(win, self.base, &mut self.cursor, edit.value_start, out);
+                            self.apply_record(win, &rec, table, out);
                             self.recycle(rec);
                         }
                     }
@@ -885,21 +953,20 @@ impl<'p> Rewriter<'p> {
                     self.record_base += 1;
                 }
                 Target::Env(_) | Target::Unlisted | Target::Rec(_) => {
-                    let (action, scan) = self.resolve(edit.target, self.table);
+                    let table = self.table;
+                    let (action, scan) = self.resolve(edit.target, table);
                     if action == Action::Remove {
                         match removal(&edit, &mut self.env_removed) {
                             Removal::Wait => break,
                             Removal::Range(a, b) => {
-                                self.copy_to(a);
+                                copy(win, self.base, &mut self.cursor, a, out);
                                 self.cursor = b;
                                 self.stats.removed += 1;
                             }
-                            Removal::NotMember => {
-                                self.replace(&edit, Action::Redact, scan, self.table)
-                            }
+                            Removal::NotMember => self.replace(win, &edit, Action::Redact, scan, table, out),
                         }
                     } else {
-                        self.replace(&edit, action, scan, self.table);
+                        self.replace(win, &edit, action, scan, table, out);
                     }
                 }
             }
@@ -918,33 +985,19 @@ impl<'p> Rewriter<'p> {
         table.resolve(self.prog, marks)
     }
 
-    /// Copies the window from the cursor up to `to` unchanged.
-    fn copy_to(&mut self, to: usize) {
-        if to > self.cursor {
-            let (a, b) = (self.cursor - self.base, to - self.base);
-            self.out.extend_from_slice(&self.buf[a..b]);
-            self.cursor = to;
-        }
-    }
-
     /// Writes the bytes up to the edit, then its replacement.
-    fn replace(&mut self, edit: &Edit, action: Action, scan: DetectorSet, table: &ActionTable) {
-        self.copy_to(edit.value_start);
-        let raw = &self.buf[edit.value_start - self.base..edit.value_end - self.base];
-        let done = actions::render(
-            action,
-            scan,
-            raw,
-            table,
-            &self.prog.render,
-            &mut self.scratch,
-            &mut self.out,
-        );
-        self.count(done);
-        self.cursor = edit.value_end;
-    }
-
-    fn count(&mut self, done: Applied) {
+    fn replace(
+        &mut self,
+        win: &[u8],
+        edit: &Edit,
+        action: Action,
+        scan: DetectorSet,
+        table: &ActionTable,
+        out: &mut Vec<u8>,
+    ) {
+        copy(win, self.base, &mut self.cursor, edit.value_start, out);
+        let raw = &win[edit.value_start - self.base..edit.value_end - self.base];
+        let done = actions::render(action, scan, raw, table, &self.prog.render, &mut self.scratch, out);
         match done {
             Applied::Unchanged => {}
             Applied::Masked => self.stats.masked += 1,
@@ -952,35 +1005,75 @@ impl<'p> Rewriter<'p> {
             Applied::Redacted => self.stats.redacted += 1,
             Applied::Scanned(n) => self.stats.detected += n as u64,
         }
+        self.cursor = edit.value_end;
     }
 
-    fn apply_record(&mut self, rec: &Record, table: &ActionTable) {
+    fn apply_record(&mut self, win: &[u8], rec: &Record, table: &ActionTable, out: &mut Vec<u8>) {
         let mut removed: Vec<(u32, u32)> = Vec::new();
         for edit in &rec.edits {
             let (action, scan) = self.resolve(edit.target, table);
             if action == Action::Remove {
-                match removal(edit, &mut removed) {
-                    Removal::Range(a, b) => {
-                        self.copy_to(a);
-                        self.cursor = b;
-                        self.stats.removed += 1;
-                        continue;
-                    }
-                    Removal::Wait | Removal::NotMember => {
-                        self.replace(edit, Action::Redact, scan, table);
-                        continue;
-                    }
+                if let Removal::Range(a, b) = removal(edit, &mut removed) {
+                    copy(win, self.base, &mut self.cursor, a, out);
+                    self.cursor = b;
+                    self.stats.removed += 1;
+                    continue;
                 }
+                // The record's own root cannot be deleted from inside it.
+                self.replace(win, edit, Action::Redact, scan, table, out);
+                continue;
             }
-            self.replace(edit, action, scan, table);
+            self.replace(win, edit, action, scan, table, out);
         }
-        self.copy_to(rec.end);
+        copy(win, self.base, &mut self.cursor, rec.end, out);
     }
 
     fn recycle(&mut self, mut rec: Record) {
         rec.edits.clear();
         if self.spare.len() < 8 {
             self.spare.push(rec.edits);
+        }
+    }
+}
+
+/// Decides records as the rewriter completes them.
+pub trait Gate {
+    /// `None` defers the decision; the record then waits for `Rewriter::resume`.
+    fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome>;
+}
+
+impl<F: FnMut(Subject<'_>) -> RecordOutcome> Gate for F {
+    fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
+        Some(self(subject))
+    }
+}
+
+/// Copies `win` from the cursor up to absolute offset `to`, unchanged.
+#[inline]
+fn copy(win: &[u8], base: usize, cursor: &mut usize, to: usize, out: &mut Vec<u8>) {
+    if to > *cursor {
+        out.extend_from_slice(&win[*cursor - base..to - base]);
+        *cursor = to;
+    }
+}
+
+fn subject_of(win: &[u8], base: usize, cap: SubjectCap) -> Subject<'_> {
+    match cap {
+        SubjectCap::Missing => Subject::Missing,
+        SubjectCap::Ambiguous => Subject::Ambiguous,
+        SubjectCap::Invalid => Subject::Invalid,
+        SubjectCap::Span(s, e) => {
+            let raw = &win[s - base..e - base];
+            if raw.first() != Some(&b'"') {
+                return Subject::Id(String::from_utf8_lossy(raw));
+            }
+            let inner = &raw[1..raw.len() - 1];
+            if memchr::memchr(b'\\', inner).is_none() {
+                return Subject::Id(String::from_utf8_lossy(inner));
+            }
+            let mut v = Vec::with_capacity(inner.len());
+            lex::unescape(inner, &mut v);
+            Subject::Id(Cow::Owned(String::from_utf8_lossy(&v).into_owned()))
         }
     }
 }
@@ -1027,20 +1120,31 @@ fn text_of(raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Runs a whole body through a rewriter in one go, keeping every record.
-/// Convenience for policy tests, benchmarks and callers that already hold the body.
-pub fn rewrite_all(
+/// Runs a whole body through a rewriter in one go, appending to `out`.
+/// For policy tests, benchmarks and callers that already hold the body.
+pub fn rewrite_into(
     prog: &Program,
     table: &ActionTable,
     limits: Limits,
     body: &[u8],
     mut gate: impl FnMut(Subject<'_>) -> RecordOutcome,
-) -> Result<(Vec<u8>, Stats), TransformError> {
+    out: &mut Vec<u8>,
+) -> Result<Stats, TransformError> {
     let mut rw = Rewriter::new(prog, table, limits);
+    rw.push(body, &mut gate, out)?;
+    rw.finish(&mut gate, out)?;
+    Ok(rw.stats())
+}
+
+/// Like `rewrite_into`, returning a new buffer.
+pub fn rewrite_all(
+    prog: &Program,
+    table: &ActionTable,
+    limits: Limits,
+    body: &[u8],
+    gate: impl FnMut(Subject<'_>) -> RecordOutcome,
+) -> Result<(Vec<u8>, Stats), TransformError> {
     let mut out = Vec::with_capacity(body.len() + 64);
-    rw.push(body)?;
-    rw.finish()?;
-    rw.decide_with(&mut gate);
-    rw.take_output(&mut out)?;
-    Ok((out, rw.stats()))
+    let stats = rewrite_into(prog, table, limits, body, gate, &mut out)?;
+    Ok((out, stats))
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::rewrite::Gate;
 use super::*;
 
 /// A field: selector relative to the record, and its action for the test purpose.
@@ -72,16 +73,13 @@ fn run_with(
 /// Feeds `body` split at every possible point and checks the output never changes.
 fn every_split(p: &(Program, ActionTable), body: &str, expected: &str) {
     let bytes = body.as_bytes();
+    let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
     for cut in 0..=bytes.len() {
         let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
         let mut out = Vec::new();
-        rw.push(&bytes[..cut]).unwrap();
-        rw.decide_with(|_| RecordOutcome::Keep);
-        rw.take_output(&mut out).unwrap();
-        rw.push(&bytes[cut..]).unwrap();
-        rw.finish().unwrap();
-        rw.decide_with(|_| RecordOutcome::Keep);
-        rw.take_output(&mut out).unwrap();
+        rw.push(&bytes[..cut], &mut keep, &mut out).unwrap();
+        rw.push(&bytes[cut..], &mut keep, &mut out).unwrap();
+        rw.finish(&mut keep, &mut out).unwrap();
         assert!(rw.is_complete());
         assert_eq!(String::from_utf8(out).unwrap(), expected, "split at {cut}");
     }
@@ -334,18 +332,15 @@ fn lists_stream_record_by_record() {
     );
     let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
     let mut out = Vec::new();
-    rw.push(br#"{"results":[{"e":"1"},{"e":"2"},{"e":"3"#)
+    let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
+    rw.push(br#"{"results":[{"e":"1"},{"e":"2"},{"e":"3"#, &mut keep, &mut out)
         .unwrap();
-    rw.decide_with(|_| RecordOutcome::Keep);
-    rw.take_output(&mut out).unwrap();
     assert_eq!(
         String::from_utf8(out.clone()).unwrap(),
         r#"{"results":[{"e":null},{"e":null}"#
     );
-    rw.push(br#""}]}"#).unwrap();
-    rw.finish().unwrap();
-    rw.decide_with(|_| RecordOutcome::Keep);
-    rw.take_output(&mut out).unwrap();
+    rw.push(br#""}]}"#, &mut keep, &mut out).unwrap();
+    rw.finish(&mut keep, &mut out).unwrap();
     assert_eq!(
         String::from_utf8(out).unwrap(),
         r#"{"results":[{"e":null},{"e":null},{"e":null}]}"#
@@ -368,18 +363,15 @@ fn memory_is_bounded_by_the_largest_record() {
     };
     let mut rw = Rewriter::new(&p.0, &p.1, limits);
     let mut out = Vec::new();
-    rw.push(b"{\"results\":[").unwrap();
+    let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
+    rw.push(b"{\"results\":[", &mut keep, &mut out).unwrap();
     for _ in 0..1000 {
-        rw.push(br#"{"e":"0123456789"},"#).unwrap();
-        rw.decide_with(|_| RecordOutcome::Keep);
-        rw.take_output(&mut out).unwrap();
+        rw.push(br#"{"e":"0123456789"},"#, &mut keep, &mut out).unwrap();
     }
     // An unfinished record larger than the limit must not be held.
     let big = format!(r#"{{"e":"{}"#, "x".repeat(100));
-    rw.push(big.as_bytes()).unwrap();
-    rw.decide_with(|_| RecordOutcome::Keep);
     assert_eq!(
-        rw.take_output(&mut out),
+        rw.push(big.as_bytes(), &mut keep, &mut out),
         Err(TransformError::TooLarge { limit: 64 })
     );
 }
@@ -431,6 +423,7 @@ fn malformed_input_fails() {
         );
     }
     let invalid_utf8 = [b'[', b'"', 0xC3, 0x28, b'"', b']'];
+    // (the deferral path is covered in `deferred_decisions_wait_for_resume`)
     assert!(
         rewrite_all(&p.0, &p.1, Limits::default(), &invalid_utf8, |_| {
             RecordOutcome::Keep
@@ -494,4 +487,28 @@ fn most_restrictive_action_wins_on_overlap() {
         run(&p, r#"{"p":{"email":"j@d.example"}}"#).unwrap(),
         r#"{"p":{"email":"***@d.example"}}"#
     );
+}
+
+#[test]
+fn deferred_decisions_wait_for_resume() {
+    let p = program("$.results[*]", &[], Some("$.id"), Unlisted::Allow);
+    let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
+    let mut out = Vec::new();
+    struct Later;
+    impl Gate for Later {
+        fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
+            None
+        }
+    }
+    rw.push(br#"{"results":[{"id":"1"},{"id":"2"}]}"#, &mut Later, &mut out).unwrap();
+    rw.finish(&mut Later, &mut out).unwrap();
+    assert!(out.is_empty(), "nothing leaves before its record is decided");
+    let ids: Vec<String> = rw.undecided().map(|s| s.map_id()).collect();
+    assert_eq!(ids, vec!["id:1", "id:2"]);
+    let mut drop_first = |s: Subject<'_>| {
+        if s == Subject::Id("1".into()) { RecordOutcome::Drop } else { RecordOutcome::Keep }
+    };
+    rw.resume(&mut drop_first, &mut out).unwrap();
+    assert!(rw.is_complete());
+    assert_eq!(String::from_utf8(out).unwrap(), r#"{"results":[{"id":"2"}]}"#);
 }

@@ -1,0 +1,3 @@
+//! `consentry demo`: a sample CRM and the gateway in front of it.
+
+pub mod data;
