@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: panics on bad fixtures are fine
 //! Transform kernel benchmarks: the rewriter on the peer benchmark's fixtures
 //! against a serde_json parse + modify + serialize redactor, in the same run.
 //!
@@ -41,8 +42,16 @@ fn program(records: &str, notes: bool) -> (Program, ActionTable) {
     let env = Dfa::build(&[(Selector::parse(records).unwrap(), Mark::Record)]).unwrap();
     let mut fields = vec![
         ("$.properties.email", Action::Redact, DetectorSet::EMPTY),
-        ("$.properties.date_of_birth", Action::Redact, DetectorSet::EMPTY),
-        ("$.properties.phone", Action::Mask(Mask::Last(4)), DetectorSet::EMPTY),
+        (
+            "$.properties.date_of_birth",
+            Action::Redact,
+            DetectorSet::EMPTY,
+        ),
+        (
+            "$.properties.phone",
+            Action::Mask(Mask::Last(4)),
+            DetectorSet::EMPTY,
+        ),
     ];
     if notes {
         let scan = DetectorSet::EMPTY
@@ -70,7 +79,14 @@ fn program(records: &str, notes: bool) -> (Program, ActionTable) {
         placeholder: b"\"[REDACTED]\"".as_slice().into(),
         ..Render::default()
     };
-    let prog = Program::new(env, rec, specs, vec!["user".into()], Unlisted::Allow, Arc::new(render));
+    let prog = Program::new(
+        env,
+        rec,
+        specs,
+        vec!["user".into()],
+        Unlisted::Allow,
+        Arc::new(render),
+    );
     let table = ActionTable {
         fields: fields.iter().map(|f| f.1).collect(),
         detectors: [Action::Redact; Detector::COUNT],
@@ -90,7 +106,12 @@ fn serde_redact(body: &[u8]) -> Vec<u8> {
                 }
             }
             if let Some(x) = p.get_mut("phone") {
-                let d: String = x.as_str().unwrap_or("").chars().filter(|c| c.is_ascii_digit()).collect();
+                let d: String = x
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| c.is_ascii_digit())
+                    .collect();
                 *x = serde_json::Value::String(format!("***{}", &d[d.len().saturating_sub(4)..]));
             }
         }
@@ -123,7 +144,15 @@ fn kernel(c: &mut Criterion) {
         g.bench_function("rewriter_fields", |b| {
             b.iter(|| {
                 out.clear();
-                rewrite_into(&fields.0, &fields.1, limits, black_box(&body), keep, &mut out).unwrap()
+                rewrite_into(
+                    &fields.0,
+                    &fields.1,
+                    limits,
+                    black_box(&body),
+                    keep,
+                    &mut out,
+                )
+                .unwrap()
             })
         });
         g.bench_function("rewriter_fields_and_notes", |b| {
@@ -148,7 +177,9 @@ fn kernel(c: &mut Criterion) {
                 n + o.len()
             })
         });
-        g.bench_function("serde_json_dom", |b| b.iter(|| serde_redact(black_box(&body))));
+        g.bench_function("serde_json_dom", |b| {
+            b.iter(|| serde_redact(black_box(&body)))
+        });
         g.finish();
     }
 }
@@ -162,7 +193,11 @@ fn detectors(c: &mut Criterion) {
     g.bench_function("all_detectors_over_list_text", |b| {
         b.iter(|| {
             out.clear();
-            consentry::transform::detect::detect(black_box(text.as_bytes()), DetectorSet::all(), &mut out);
+            consentry::transform::detect::detect(
+                black_box(text.as_bytes()),
+                DetectorSet::all(),
+                &mut out,
+            );
             out.len()
         })
     });

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 const FIRST: [&str; 26] = [
     "Alice", "Bob", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal",
-    "Lena", "Marta", "Nikolai", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tomoko", "Ulrich", "Vera",
-    "Wei", "Ximena", "Yusuf", "Zoe",
+    "Lena", "Marta", "Nikolai", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tomoko", "Ulrich",
+    "Vera", "Wei", "Ximena", "Yusuf", "Zoe",
 ];
 const LAST: [&str; 26] = [
-    "Andersen", "Bauer", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Hoffmann", "Ivanova",
-    "Jansen", "Kowalski", "Lopez", "Muller", "Nakamura", "Okafor", "Petrov", "Quintero", "Rossi",
-    "Schmidt", "Tanaka", "Umarov", "Varga", "Weber", "Xu", "Yilmaz", "Zimmer",
+    "Andersen", "Bauer", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Hoffmann",
+    "Ivanova", "Jansen", "Kowalski", "Lopez", "Muller", "Nakamura", "Okafor", "Petrov", "Quintero",
+    "Rossi", "Schmidt", "Tanaka", "Umarov", "Varga", "Weber", "Xu", "Yilmaz", "Zimmer",
 ];
 const DOMAINS: [&str; 5] = [
     "example.com",
@@ -34,9 +34,20 @@ const CITIES: [(&str, &str, &str); 6] = [
     ("Dublin", "D", "IE"),
 ];
 const STREETS: [&str; 6] = [
-    "Main St", "Hauptstrasse", "Rue de la Paix", "Calle Mayor", "Elm Street", "Harbour Road",
+    "Main St",
+    "Hauptstrasse",
+    "Rue de la Paix",
+    "Calle Mayor",
+    "Elm Street",
+    "Harbour Road",
 ];
-const STAGES: [&str; 5] = ["subscriber", "lead", "opportunity", "customer", "evangelist"];
+const STAGES: [&str; 5] = [
+    "subscriber",
+    "lead",
+    "opportunity",
+    "customer",
+    "evangelist",
+];
 const JOBS: [&str; 5] = [
     "Head of Sales",
     "CTO",
@@ -45,9 +56,30 @@ const JOBS: [&str; 5] = [
     "Founder",
 ];
 const WORDS: [&str; 24] = [
-    "call", "scheduled", "follow", "up", "renewal", "discussed", "pricing", "quote", "contract",
-    "legal", "review", "onboarding", "ticket", "escalated", "budget", "approved", "demo", "requested",
-    "integration", "invoice", "overdue", "upsell", "meeting", "feedback",
+    "call",
+    "scheduled",
+    "follow",
+    "up",
+    "renewal",
+    "discussed",
+    "pricing",
+    "quote",
+    "contract",
+    "legal",
+    "review",
+    "onboarding",
+    "ticket",
+    "escalated",
+    "budget",
+    "approved",
+    "demo",
+    "requested",
+    "integration",
+    "invoice",
+    "overdue",
+    "upsell",
+    "meeting",
+    "feedback",
 ];
 
 /// SplitMix64: tiny, fast, and good enough for sample data.
@@ -131,7 +163,12 @@ fn notes(r: &mut Rng, target: usize) -> String {
     while n < target {
         let roll = r.range(0, 100);
         let tok = if pii && roll < 3 {
-            format!("{}.{}@{}", r.pick(&FIRST).to_lowercase(), r.pick(&LAST).to_lowercase(), r.pick(&DOMAINS))
+            format!(
+                "{}.{}@{}",
+                r.pick(&FIRST).to_lowercase(),
+                r.pick(&LAST).to_lowercase(),
+                r.pick(&DOMAINS)
+            )
         } else if pii && roll < 5 {
             format!("call {}", phone(r))
         } else if pii && roll < 6 {
@@ -216,7 +253,8 @@ pub fn page(path: &str, after: u64, limit: u64, total: u64) -> Value {
     let results: Vec<Value> = (after + 1..=end).map(contact).collect();
     let mut v = json!({ "results": results });
     if end < total {
-        v["paging"] = json!({ "next": { "after": end.to_string(), "link": format!("{path}?after={end}") } });
+        v["paging"] =
+            json!({ "next": { "after": end.to_string(), "link": format!("{path}?after={end}") } });
     }
     v
 }
@@ -242,7 +280,10 @@ mod tests {
         assert_ne!(contact(7), contact(8));
         let with_pii = (1..=50)
             .filter(|&i| {
-                let n = contact(i)["properties"]["notes"].as_str().unwrap_or("").to_owned();
+                let n = contact(i)["properties"]["notes"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
                 n.contains('@') || n.contains("card") || n.contains("call +")
             })
             .count();
@@ -255,7 +296,11 @@ mod tests {
         for _ in 0..100 {
             let c = card(&mut r);
             let mut found = Vec::new();
-            crate::transform::detect::detect(c.as_bytes(), crate::transform::DetectorSet::all(), &mut found);
+            crate::transform::detect::detect(
+                c.as_bytes(),
+                crate::transform::DetectorSet::all(),
+                &mut found,
+            );
             assert_eq!(found.len(), 1, "{c}");
         }
     }

@@ -111,33 +111,47 @@ fn replace_text(action: Action, text: &[u8], render: &Render, out: &mut Vec<u8>)
     }
 }
 
-/// Applies a mask to `text`, writing the result to `out`.
+/// Applies a mask to `text`, writing the result to `out` (no allocation).
 pub fn mask(m: Mask, text: &str, out: &mut Vec<u8>) {
-    let chars = || text.chars();
+    let mut tmp = [0u8; 4];
+    let mut put =
+        |c: char, out: &mut Vec<u8>| out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
     match m {
         Mask::Last(n) => {
-            let keep: Vec<char> = chars().filter(|c| c.is_alphanumeric()).collect();
+            // The last n letters or digits, found from the end.
+            let n = n as usize;
+            let mut keep = ['\0'; 32];
+            let mut k = 0;
+            let mut more = false;
+            for c in text.chars().rev().filter(|c| c.is_alphanumeric()) {
+                if k == n {
+                    more = true;
+                    break;
+                }
+                keep[k] = c;
+                k += 1;
+            }
             out.extend_from_slice(MASK.as_bytes());
-            if keep.len() > n as usize {
-                let tail: String = keep[keep.len() - n as usize..].iter().collect();
-                out.extend_from_slice(tail.as_bytes());
+            if more {
+                for &c in keep[..k].iter().rev() {
+                    put(c, out);
+                }
             }
         }
         Mask::First(n) => {
-            if chars().count() > n as usize {
-                let head: String = chars().take(n as usize).collect();
-                out.extend_from_slice(head.as_bytes());
+            if text.chars().nth(n as usize).is_some() {
+                text.chars().take(n as usize).for_each(|c| put(c, out));
             }
             out.extend_from_slice(MASK.as_bytes());
         }
         Mask::FirstLast(a, b) => {
-            let count = chars().count();
+            let count = text.chars().count();
             if count > (a + b) as usize {
-                let head: String = chars().take(a as usize).collect();
-                let tail: String = chars().skip(count - b as usize).collect();
-                out.extend_from_slice(head.as_bytes());
+                text.chars().take(a as usize).for_each(|c| put(c, out));
                 out.extend_from_slice(MASK.as_bytes());
-                out.extend_from_slice(tail.as_bytes());
+                text.chars()
+                    .skip(count - b as usize)
+                    .for_each(|c| put(c, out));
             } else {
                 out.extend_from_slice(MASK.as_bytes());
             }
@@ -294,8 +308,10 @@ mod tests {
 
     #[test]
     fn hash_is_keyed_and_stable() {
-        let mut r = Render::default();
-        r.hash_key = Some(Arc::new(HashKey::new(b"0123456789abcdef0123").unwrap()));
+        let r = Render {
+            hash_key: Some(Arc::new(HashKey::new(b"0123456789abcdef0123").unwrap())),
+            ..Render::default()
+        };
         let a = run(
             Action::Hash,
             DetectorSet::EMPTY,
@@ -310,8 +326,10 @@ mod tests {
         );
         assert_eq!(a, b, "the decoded value is hashed");
         assert_eq!(a.len(), 34);
-        let mut r2 = Render::default();
-        r2.hash_key = Some(Arc::new(HashKey::new(b"another key of 20 by").unwrap()));
+        let r2 = Render {
+            hash_key: Some(Arc::new(HashKey::new(b"another key of 20 by").unwrap())),
+            ..Render::default()
+        };
         assert_ne!(
             a,
             run(

@@ -30,16 +30,80 @@ pub enum Mark {
     Record,
 }
 
+/// A member name of a transition, prepared for a quick comparison: its
+/// length and first eight (lowercased) bytes in one word decide almost every
+/// lookup; longer names compare their tail afterwards.
+#[derive(Debug, Clone)]
+struct Name {
+    len: usize,
+    head: u64,
+    tail: Box<[u8]>,
+    to: StateId,
+}
+
+impl Name {
+    fn new(name: &[u8], to: StateId) -> Name {
+        Name {
+            len: name.len(),
+            head: head(name),
+            tail: name.get(8..).unwrap_or_default().into(),
+            to,
+        }
+    }
+}
+
+/// The first eight bytes of `s` (zero-padded), ASCII letters lowercased.
+#[inline(always)]
+fn head(s: &[u8]) -> u64 {
+    let x = match s.get(..8) {
+        Some(w) => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            u64::from_le_bytes(a)
+        }
+        None => s.iter().rev().fold(0u64, |x, &b| x << 8 | b as u64),
+    };
+    // SWAR to-lowercase: flag bytes in 'A'..='Z' (high bit clear) and add 0x20.
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let a7 = x & LOW7;
+    let ge_a = a7 + 0x3f3f_3f3f_3f3f_3f3f;
+    let gt_z = a7 + 0x2525_2525_2525_2525;
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct State {
+    /// Bit `len % 64` is set for the length of every name in `names`: most
+    /// keys are rejected by one AND before any byte is compared.
+    lengths: u64,
     /// Lowercased member names with their targets; everything else goes to `other`.
-    names: Box<[(Box<[u8]>, StateId)]>,
+    names: Box<[Name]>,
     other: StateId,
     elem: StateId,
     /// Sorted, de-duplicated marks of the selectors that end here.
     pub marks: Box<[Mark]>,
     /// Whether any mark can be reached strictly below this state.
     pub live_below: bool,
+}
+
+impl State {
+    /// Compares `key` with the names of the same length.
+    #[inline(never)]
+    fn lookup(&self, key: &[u8]) -> StateId {
+        let mut h = None;
+        for name in self.names.iter() {
+            if name.len != key.len() {
+                continue;
+            }
+            let h = *h.get_or_insert_with(|| head(key));
+            if name.head == h && name.tail.eq_ignore_ascii_case(&key[key.len().min(8)..]) {
+                return name.to;
+            }
+        }
+        self.other
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,13 +162,17 @@ impl Dfa {
             let other = b.advance(&set, None);
             // Names whose transition equals `other` need no entry of their own.
             state_names.retain(|(_, t)| *t != other);
+            let state_names: Vec<Name> =
+                state_names.iter().map(|(n, t)| Name::new(n, *t)).collect();
             let elem = b.advance_elem(&set);
             let marks: BTreeSet<Mark> = set
                 .iter()
                 .filter(|&&(s, i)| i as usize == selectors[s as usize].0.steps().len())
                 .map(|&(s, _)| selectors[s as usize].1)
                 .collect();
+            let lengths = state_names.iter().fold(0u64, |m, n| m | 1 << (n.len % 64));
             b.states[next] = State {
+                lengths,
                 names: state_names.into_boxed_slice(),
                 other,
                 elem,
@@ -135,15 +203,20 @@ impl Dfa {
     }
 
     /// The transition taken by an object member whose (decoded) key is `key`.
-    #[inline]
+    #[inline(always)]
     pub fn step_key(&self, from: StateId, key: &[u8]) -> StateId {
         let st = &self.states[from as usize];
-        for (name, to) in st.names.iter() {
-            if name.len() == key.len() && name.eq_ignore_ascii_case(key) {
-                return *to;
-            }
+        if st.lengths & (1 << (key.len() % 64)) == 0 {
+            return st.other;
         }
-        st.other
+        st.lookup(key)
+    }
+
+    /// The length filter and the fallback transition of a state (see `step_key`).
+    #[inline]
+    pub fn key_filter(&self, from: StateId) -> (u64, StateId) {
+        let st = &self.states[from as usize];
+        (st.lengths, st.other)
     }
 
     /// The transition taken by an array element.
@@ -176,7 +249,7 @@ impl Dfa {
                     continue;
                 }
                 let st = &self.states[id];
-                let succ = st.names.iter().map(|(_, t)| *t).chain([st.other, st.elem]);
+                let succ = st.names.iter().map(|n| n.to).chain([st.other, st.elem]);
                 let live = succ.filter(|&t| t != DEAD).any(|t| {
                     let t = &self.states[t as usize];
                     !t.marks.is_empty() || t.live_below
@@ -230,11 +303,10 @@ impl Builder<'_> {
         for &(s, i) in set {
             match self.step(s, i) {
                 None => {}
-                Some(Step::Child(n)) => {
-                    if key == Some(&**n) {
-                        out.insert((s, i + 1));
-                    }
+                Some(Step::Child(n)) if key == Some(&**n) => {
+                    out.insert((s, i + 1));
                 }
+                Some(Step::Child(_)) => {}
                 Some(Step::Any) => {
                     out.insert((s, i + 1));
                 }
@@ -310,6 +382,35 @@ mod tests {
         assert!(d.state(d.start()).live_below);
         assert!(d.state(walk(&d, &[Some("properties")])).live_below);
         assert!(!d.state(s).live_below);
+    }
+
+    #[test]
+    fn long_and_non_ascii_names() {
+        let d = dfa(&[
+            ("$.hubspot_owner_id", Mark::Field(0)),
+            ("$['caf\\u00e9']", Mark::Field(1)),
+            ("$['a@b[c]']", Mark::Field(2)),
+        ]);
+        assert_eq!(
+            &*d.state(walk(&d, &[Some("HubSpot_Owner_ID")])).marks,
+            &[Mark::Field(0)]
+        );
+        assert_eq!(walk(&d, &[Some("hubspot_owner_ix")]), DEAD);
+        assert_eq!(walk(&d, &[Some("hubspot_")]), DEAD);
+        assert_eq!(
+            &*d.state(walk(&d, &[Some("CAF\u{e9}")])).marks,
+            &[Mark::Field(1)]
+        );
+        assert_eq!(
+            walk(&d, &[Some("CAF\u{c9}")]),
+            DEAD,
+            "only ASCII letters fold"
+        );
+        assert_eq!(
+            &*d.state(walk(&d, &[Some("A@B[C]")])).marks,
+            &[Mark::Field(2)]
+        );
+        assert_eq!(walk(&d, &[Some("a`b[c]")]), DEAD);
     }
 
     #[test]

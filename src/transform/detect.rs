@@ -383,7 +383,8 @@ fn card_or_phone(text: &[u8], i: usize, r: &Run, set: DetectorSet) -> Option<Fou
         } else {
             (10..=15).contains(&k) && seps + u32::from(r.paren) <= 6
         };
-        if ok && !date_like && !(r.dots == 3 && !r.plus) {
+        let dotted_quad = r.dots == 3 && !r.plus;
+        if ok && !date_like && !dotted_quad {
             return found(Detector::Phone);
         }
     }

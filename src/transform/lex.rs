@@ -68,7 +68,7 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
 #[inline(always)]
-fn load8(s: &[u8], i: usize) -> u64 {
+pub(crate) fn load8(s: &[u8], i: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&s[i..i + 8]);
     u64::from_le_bytes(a)
@@ -77,7 +77,7 @@ fn load8(s: &[u8], i: usize) -> u64 {
 /// High bit set in every byte lane that is `"`, `\`, below 0x20 or above 0x7F.
 /// The lowest flagged lane is always exact (borrows only run upwards).
 #[inline(always)]
-fn special_lanes(w: u64) -> u64 {
+pub(crate) fn special_lanes(w: u64) -> u64 {
     let q = w ^ (ONES * b'"' as u64);
     let b = w ^ (ONES * b'\\' as u64);
     let is_q = q.wrapping_sub(ONES) & !q;
@@ -86,13 +86,59 @@ fn special_lanes(w: u64) -> u64 {
     (is_q | is_b | ctl | w) & HIGH
 }
 
+/// The end of a short plain string starting at `i` (after its opening
+/// quote), looking at most four words ahead. The quote test uses the lane
+/// masks, not a reload of the byte, to keep the dependency chain short.
+#[inline(always)]
+pub fn short_string(buf: &[u8], i: usize) -> Short {
+    if i + 32 > buf.len() {
+        return Short::Other;
+    }
+    let mut at = i;
+    let (w, m) = loop {
+        let w = load8(buf, at);
+        let m = special_lanes(w);
+        if m != 0 {
+            break (w, m);
+        }
+        at += 8;
+        if at == i + 32 {
+            return Short::Plain(at);
+        }
+    };
+    let first = m & m.wrapping_neg();
+    let q = w ^ (ONES * b'"' as u64);
+    let is_q = q.wrapping_sub(ONES) & !q & HIGH;
+    if is_q & first != 0 {
+        Short::End(at + (m.trailing_zeros() / 8) as usize + 1)
+    } else {
+        Short::Other
+    }
+}
+
+/// What `short_string` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Short {
+    /// The string ends here (index past the closing quote).
+    End(usize),
+    /// 32 plain ASCII bytes: a long string; continue scanning from here.
+    Plain(usize),
+    /// An escape, a non-ASCII or control byte, or the window's end: use `string`.
+    Other,
+}
+
 /// Scans a string body from `i` (just after the opening quote, or a resume
 /// point). Sets `*escaped` when the string contains a backslash escape.
+///
+/// Short strings are scanned eight bytes at a time in a `u64`; once 16 plain
+/// bytes have gone by, the rest of a long string (notes, comments) is searched
+/// with `memchr2` for the next quote or backslash and the run before it is
+/// validated in one vectorisable pass.
 #[inline]
 pub fn string(buf: &[u8], mut i: usize, escaped: &mut bool) -> Result<Str, Malformed> {
     let n = buf.len();
     loop {
-        // Fast path: skip plain ASCII eight bytes at a time.
+        let mut words = 0;
         while i + 8 <= n {
             let m = special_lanes(load8(buf, i));
             if m != 0 {
@@ -100,6 +146,21 @@ pub fn string(buf: &[u8], mut i: usize, escaped: &mut bool) -> Result<Str, Malfo
                 break;
             }
             i += 8;
+            words += 1;
+            if words == 2 {
+                // A long run: jump to the next quote or backslash.
+                let run_end = memchr::memchr2(b'"', b'\\', &buf[i..]).map_or(n, |o| i + o);
+                match plain_run(&buf[i..run_end]) {
+                    Ok(()) => i = run_end,
+                    Err(PlainStop::At(k)) => i += k,
+                    Err(PlainStop::Control) => return Err(Malformed::ControlInString),
+                    Err(PlainStop::Utf8) => return Err(Malformed::InvalidUtf8),
+                }
+                if i >= n {
+                    return Ok(Str::More(n));
+                }
+                break;
+            }
         }
         // Either at a special byte or within 8 bytes of the end.
         while i < n && !is_special(buf[i]) {
@@ -123,6 +184,34 @@ pub fn string(buf: &[u8], mut i: usize, escaped: &mut bool) -> Result<Str, Malfo
                 None => return Ok(Str::More(i)),
             },
         }
+    }
+}
+
+enum PlainStop {
+    /// The run ends inside a UTF-8 character at this offset: resume there.
+    At(usize),
+    Control,
+    Utf8,
+}
+
+/// Validates a run that holds no quote or backslash: no control bytes, and UTF-8.
+#[inline]
+fn plain_run(run: &[u8]) -> Result<(), PlainStop> {
+    // Branch-free so it vectorises: OR of "below 0x20" and "high bit" per byte.
+    let (ctl, high) = run.iter().fold((0u8, 0u8), |(c, h), &b| {
+        (c | u8::from(b < 0x20), h | (b & 0x80))
+    });
+    if ctl != 0 {
+        return Err(PlainStop::Control);
+    }
+    if high == 0 {
+        return Ok(());
+    }
+    match std::str::from_utf8(run) {
+        Ok(_) => Ok(()),
+        // The run stops where the window does, in the middle of a character.
+        Err(e) if e.error_len().is_none() => Err(PlainStop::At(e.valid_up_to())),
+        Err(_) => Err(PlainStop::Utf8),
     }
 }
 

@@ -19,7 +19,8 @@ pub use automaton::{Dfa, Mark};
 pub use detect::{Detector, DetectorSet};
 pub use program::{Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Unlisted};
 pub use rewrite::{
-    Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all, rewrite_into,
+    Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,
+    rewrite_into,
 };
 pub use selector::{Selector, SelectorError};
 

@@ -164,6 +164,29 @@ struct Frame {
     record_root: bool,
 }
 
+/// What the key lookup needs about the innermost container, kept next to the
+/// scanner so that the common path does not chase the frame stack.
+#[derive(Debug, Clone, Copy)]
+struct Top {
+    zone: Zone,
+    state: StateId,
+    /// Nothing unlisted is edited and nothing is inherited: a member whose
+    /// key leads to the dead state needs no work at all.
+    dead_is_free: bool,
+    lengths: u64,
+    other: StateId,
+}
+
+impl Top {
+    const NONE: Top = Top {
+        zone: Zone::Quiet,
+        state: DEAD,
+        dead_is_free: true,
+        lengths: 0,
+        other: DEAD,
+    };
+}
+
 /// The member whose value comes next (set when its key has been read).
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -203,6 +226,7 @@ pub struct Rewriter<'p> {
     cursor: usize,
     expect: Expect,
     frames: Vec<Frame>,
+    top: Top,
     slot: Slot,
     /// A string (key or value) whose scan stopped at the window's end: (start, resume, escaped).
     partial: Option<(usize, usize, bool)>,
@@ -233,6 +257,7 @@ impl<'p> Rewriter<'p> {
             cursor: 0,
             expect: Expect::Value,
             frames: Vec::new(),
+            top: Top::NONE,
             slot: Slot {
                 start: 0,
                 comma: NONE,
@@ -257,18 +282,31 @@ impl<'p> Rewriter<'p> {
 
     /// Scans the next chunk of the body, asks `gate` about each completed
     /// record, and appends the output that is final so far to `out`.
-    pub fn push(&mut self, chunk: &[u8], gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         self.feed(chunk, false, gate, out)
     }
 
     /// Marks the end of the body (fails if the document is incomplete) and
     /// writes the rest of the output.
-    pub fn finish(&mut self, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+    pub fn finish(
+        &mut self,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         self.feed(&[], true, gate, out)
     }
 
     /// Retries records whose decision `gate` deferred.
-    pub fn resume(&mut self, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+    pub fn resume(
+        &mut self,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         let last = self.finished;
         let buf = std::mem::take(&mut self.buf);
         let r = self.settle(&buf, last, gate, out);
@@ -295,7 +333,13 @@ impl<'p> Rewriter<'p> {
         self.stats
     }
 
-    fn feed(&mut self, chunk: &[u8], last: bool, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        last: bool,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         if self.buf.is_empty() {
             // Nothing carried over: scan the chunk where it lies, keep only the tail.
             self.scan_in(chunk, last)?;
@@ -306,7 +350,9 @@ impl<'p> Rewriter<'p> {
         } else {
             self.buf.extend_from_slice(chunk);
             let buf = std::mem::take(&mut self.buf);
-            let r = self.scan_in(&buf, last).and_then(|()| self.settle(&buf, last, gate, out));
+            let r = self
+                .scan_in(&buf, last)
+                .and_then(|()| self.settle(&buf, last, gate, out));
             self.buf = buf;
             r?;
             self.compact();
@@ -320,7 +366,13 @@ impl<'p> Rewriter<'p> {
     }
 
     /// Decides what the gate can, and writes out what is final.
-    fn settle(&mut self, win: &[u8], last: bool, gate: &mut impl Gate, out: &mut Vec<u8>) -> Result<(), TransformError> {
+    fn settle(
+        &mut self,
+        win: &[u8],
+        last: bool,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         if last {
             if self.expect != Expect::End {
                 return Err(self.malformed(Malformed::UnexpectedEnd, self.pos));
@@ -329,7 +381,8 @@ impl<'p> Rewriter<'p> {
         }
         let skip = (self.decided - self.record_base) as usize;
         for i in skip..self.records.len() {
-            let Some(outcome) = gate.decide(subject_of(win, self.base, self.records[i].subject)) else {
+            let Some(outcome) = gate.decide(subject_of(win, self.base, self.records[i].subject))
+            else {
                 break;
             };
             self.records[i].decision = Some(outcome);
@@ -370,6 +423,10 @@ impl<'p> Rewriter<'p> {
             return Err(self.malformed(Malformed::ByteOrderMark, 0));
         }
         let ws = |mut p: usize| {
+            // Compact JSON has no whitespace: test one byte before looping.
+            if p < end && buf[p - base] > b' ' {
+                return p;
+            }
             while p < end && lex::is_ws(buf[p - base]) {
                 p += 1;
             }
@@ -417,7 +474,8 @@ impl<'p> Rewriter<'p> {
                         p = self.close(p, true)?;
                         continue;
                     }
-                    // Object members: key, colon, value, comma, key, ...
+                    // Object members: key, colon, value, comma, key, ... Compact
+                    // JSON (`"k":v,"k2"`) takes the two-byte fast checks.
                     loop {
                         if buf[p - base] != b'"' {
                             return Err(self.malformed(Malformed::Unexpected, p));
@@ -426,29 +484,50 @@ impl<'p> Rewriter<'p> {
                             break 'scan;
                         };
                         self.key(buf, p, key_end, escaped);
-                        self.expect = Expect::Colon;
-                        p = ws(key_end);
-                        if p >= end {
-                            break 'scan;
-                        }
-                        if buf[p - base] != b':' {
-                            return Err(self.malformed(Malformed::Unexpected, p));
+                        if key_end + 1 < end
+                            && buf[key_end - base] == b':'
+                            && buf[key_end + 1 - base] > b' '
+                        {
+                            p = key_end + 1;
+                        } else {
+                            self.expect = Expect::Colon;
+                            p = ws(key_end);
+                            if p >= end {
+                                break 'scan;
+                            }
+                            if buf[p - base] != b':' {
+                                return Err(self.malformed(Malformed::Unexpected, p));
+                            }
+                            p = ws(p + 1);
+                            if p >= end {
+                                self.expect = Expect::Value;
+                                break 'scan;
+                            }
                         }
                         self.expect = Expect::Value;
-                        p = ws(p + 1);
-                        if p >= end {
-                            break 'scan;
+                        // Fast path: a string no selector reaches.
+                        let dead = self.slot.state == DEAD && self.top.dead_is_free;
+                        if dead && buf[p - base] == b'"' {
+                            let Some((e, _)) = self.string_end(buf, p)? else {
+                                break 'scan;
+                            };
+                            self.member_done(self.slot.start);
+                            self.expect = Expect::CommaOrClose;
+                            p = e;
+                        } else {
+                            match self.value(buf, p, last)? {
+                                Some(next) => p = next,
+                                None => break 'scan,
+                            }
+                            if self.expect != Expect::CommaOrClose {
+                                continue 'scan;
+                            }
                         }
-                        match self.value(buf, p, last)? {
-                            Some(next) => p = next,
-                            None => break 'scan,
-                        }
-                        if self.expect != Expect::CommaOrClose {
-                            continue 'scan;
-                        }
-                        p = ws(p);
-                        if p >= end || buf[p - base] != b',' {
-                            continue 'scan;
+                        if !(p + 1 < end && buf[p - base] == b',' && buf[p + 1 - base] == b'"') {
+                            p = ws(p);
+                            if p >= end || buf[p - base] != b',' {
+                                continue 'scan;
+                            }
                         }
                         match self.frames.last_mut() {
                             Some(f) if f.obj => f.comma = p,
@@ -494,11 +573,19 @@ impl<'p> Rewriter<'p> {
     /// Finds the end of the string starting at `p` (its opening quote);
     /// `None` if the window ends first.
     #[inline]
-    fn string_end(&mut self, buf: &[u8], p: usize) -> Result<Option<(usize, bool)>, TransformError> {
+    fn string_end(
+        &mut self,
+        buf: &[u8],
+        p: usize,
+    ) -> Result<Option<(usize, bool)>, TransformError> {
         let base = self.base;
         let (from, mut escaped) = match self.partial {
             Some((s, resume, esc)) if s == p => (resume, esc),
-            _ => (p + 1, false),
+            _ => match lex::short_string(buf, p + 1 - base) {
+                lex::Short::End(e) => return Ok(Some((e + base, false))),
+                lex::Short::Plain(at) => (at + base, false),
+                lex::Short::Other => (p + 1, false),
+            },
         };
         match lex::string(buf, from - base, &mut escaped) {
             Ok(Str::End(e)) => {
@@ -514,38 +601,55 @@ impl<'p> Rewriter<'p> {
     }
 
     /// A key has been read: compute the member's automaton state.
+    #[inline]
     fn key(&mut self, buf: &[u8], start: usize, end: usize, escaped: bool) {
-        let Some(f) = self.frames.last() else {
-            return;
-        };
-        let dfa = match f.zone {
-            Zone::Env => &self.prog.envelope,
-            Zone::Rec => &self.prog.record,
-            Zone::Quiet => {
-                self.slot = Slot {
-                    start,
-                    comma: f.comma,
-                    state: DEAD,
-                };
-                return;
-            }
-        };
-        let state = if dfa.reads_keys(f.state) {
-            let raw = &buf[start + 1 - self.base..end - 1 - self.base];
+        let t = self.top;
+        let comma = self.frames.last().map_or(NONE, |f| f.comma);
+        let raw = &buf[start + 1 - self.base..end - 1 - self.base];
+        let state = if t.zone == Zone::Quiet {
+            DEAD
+        } else if !escaped && t.lengths & (1 << (raw.len() % 64)) == 0 {
+            t.other
+        } else {
+            let dfa = if t.zone == Zone::Env {
+                &self.prog.envelope
+            } else {
+                &self.prog.record
+            };
             if escaped {
                 self.key_buf.clear();
                 lex::unescape(raw, &mut self.key_buf);
-                dfa.step_key(f.state, &self.key_buf)
+                dfa.step_key(t.state, &self.key_buf)
             } else {
-                dfa.step_key(f.state, raw)
+                dfa.step_key(t.state, raw)
             }
-        } else {
-            DEAD
         };
         self.slot = Slot {
             start,
-            comma: f.comma,
+            comma,
             state,
+        };
+    }
+
+    /// Re-reads the innermost frame into `self.top` after a push or pop.
+    fn refresh_top(&mut self) {
+        self.top = match self.frames.last() {
+            None => Top::NONE,
+            Some(f) => {
+                let (lengths, other) = match f.zone {
+                    Zone::Env => self.prog.envelope.key_filter(f.state),
+                    Zone::Rec => self.prog.record.key_filter(f.state),
+                    Zone::Quiet => (0, DEAD),
+                };
+                Top {
+                    zone: f.zone,
+                    state: f.state,
+                    dead_is_free: f.zone == Zone::Quiet
+                        || (f.inherit == DEAD && self.prog.unlisted == Unlisted::Allow),
+                    lengths,
+                    other,
+                }
+            }
         };
     }
 
@@ -594,14 +698,8 @@ impl<'p> Rewriter<'p> {
                             self.prog.record.step_elem(f.state)
                         });
             if dead {
-                let index = f.members;
-                f.members += 1;
                 let next = if f.obj { self.slot.start } else { p };
-                let patch = (f.last_edit != NONE && index > 0 && f.last_edit_member == index - 1)
-                    .then_some((f.zone, f.last_edit));
-                if let Some(edit) = patch.and_then(|(zone, at)| self.edit_mut(zone, at)) {
-                    edit.next = next;
-                }
+                self.member_done(next);
                 self.expect = Expect::CommaOrClose;
                 return Ok(Some(e));
             }
@@ -753,6 +851,7 @@ impl<'p> Rewriter<'p> {
                     edit_zone: zone,
                     record_root,
                 });
+                self.refresh_top();
                 self.expect = if b == b'{' {
                     Expect::KeyOrClose
                 } else {
@@ -788,11 +887,29 @@ impl<'p> Rewriter<'p> {
         }
     }
 
+    /// Counts a member of the innermost container that needs no edit; the
+    /// previous member's edit learns where this one (`start`) begins.
+    #[inline]
+    fn member_done(&mut self, start: usize) {
+        let Some(f) = self.frames.last_mut() else {
+            return;
+        };
+        let index = f.members;
+        f.members += 1;
+        if f.last_edit != NONE && index > 0 && f.last_edit_member == index - 1 {
+            let (zone, at) = (f.zone, f.last_edit);
+            if let Some(edit) = self.edit_mut(zone, at) {
+                edit.next = start;
+            }
+        }
+    }
+
     /// Closes the innermost container at `p` (`}` if `obj`, else `]`).
     fn close(&mut self, p: usize, obj: bool) -> Result<usize, TransformError> {
         let Some(f) = self.frames.pop() else {
             return Err(self.malformed(Malformed::Unexpected, p));
         };
+        self.refresh_top();
         if f.obj != obj {
             return Err(self.malformed(Malformed::Unexpected, p));
         }
@@ -943,7 +1060,9 @@ impl<'p> Rewriter<'p> {
                             } else {
                                 self.table
                             };
-                            let Some(rec) = self.records.pop_front() else { break };
+                            let Some(rec) = self.records.pop_front() else {
+                                break;
+                            };
                             copy(win, self.base, &mut self.cursor, edit.value_start, out);
                             self.apply_record(win, &rec, table, out);
                             self.recycle(rec);
@@ -963,7 +1082,9 @@ impl<'p> Rewriter<'p> {
                                 self.cursor = b;
                                 self.stats.removed += 1;
                             }
-                            Removal::NotMember => self.replace(win, &edit, Action::Redact, scan, table, out),
+                            Removal::NotMember => {
+                                self.replace(win, &edit, Action::Redact, scan, table, out)
+                            }
                         }
                     } else {
                         self.replace(win, &edit, action, scan, table, out);
@@ -997,7 +1118,15 @@ impl<'p> Rewriter<'p> {
     ) {
         copy(win, self.base, &mut self.cursor, edit.value_start, out);
         let raw = &win[edit.value_start - self.base..edit.value_end - self.base];
-        let done = actions::render(action, scan, raw, table, &self.prog.render, &mut self.scratch, out);
+        let done = actions::render(
+            action,
+            scan,
+            raw,
+            table,
+            &self.prog.render,
+            &mut self.scratch,
+            out,
+        );
         match done {
             Applied::Unchanged => {}
             Applied::Masked => self.stats.masked += 1,

@@ -333,8 +333,12 @@ fn lists_stream_record_by_record() {
     let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
     let mut out = Vec::new();
     let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
-    rw.push(br#"{"results":[{"e":"1"},{"e":"2"},{"e":"3"#, &mut keep, &mut out)
-        .unwrap();
+    rw.push(
+        br#"{"results":[{"e":"1"},{"e":"2"},{"e":"3"#,
+        &mut keep,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(
         String::from_utf8(out.clone()).unwrap(),
         r#"{"results":[{"e":null},{"e":null}"#
@@ -366,7 +370,8 @@ fn memory_is_bounded_by_the_largest_record() {
     let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
     rw.push(b"{\"results\":[", &mut keep, &mut out).unwrap();
     for _ in 0..1000 {
-        rw.push(br#"{"e":"0123456789"},"#, &mut keep, &mut out).unwrap();
+        rw.push(br#"{"e":"0123456789"},"#, &mut keep, &mut out)
+            .unwrap();
     }
     // An unfinished record larger than the limit must not be held.
     let big = format!(r#"{{"e":"{}"#, "x".repeat(100));
@@ -500,15 +505,30 @@ fn deferred_decisions_wait_for_resume() {
             None
         }
     }
-    rw.push(br#"{"results":[{"id":"1"},{"id":"2"}]}"#, &mut Later, &mut out).unwrap();
+    rw.push(
+        br#"{"results":[{"id":"1"},{"id":"2"}]}"#,
+        &mut Later,
+        &mut out,
+    )
+    .unwrap();
     rw.finish(&mut Later, &mut out).unwrap();
-    assert!(out.is_empty(), "nothing leaves before its record is decided");
+    assert!(
+        out.is_empty(),
+        "nothing leaves before its record is decided"
+    );
     let ids: Vec<String> = rw.undecided().map(|s| s.map_id()).collect();
     assert_eq!(ids, vec!["id:1", "id:2"]);
     let mut drop_first = |s: Subject<'_>| {
-        if s == Subject::Id("1".into()) { RecordOutcome::Drop } else { RecordOutcome::Keep }
+        if s == Subject::Id("1".into()) {
+            RecordOutcome::Drop
+        } else {
+            RecordOutcome::Keep
+        }
     };
     rw.resume(&mut drop_first, &mut out).unwrap();
     assert!(rw.is_complete());
-    assert_eq!(String::from_utf8(out).unwrap(), r#"{"results":[{"id":"2"}]}"#);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"results":[{"id":"2"}]}"#
+    );
 }
