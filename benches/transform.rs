@@ -38,7 +38,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// The peer policy: email and date of birth redacted, phone masked to its last 4.
 /// With `notes`, the free-text notes are scanned for e-mails, phones and cards.
-fn program(records: &str, notes: bool) -> (Program, ActionTable) {
+fn program(records: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
     let env = Dfa::build(&[(Selector::parse(records).unwrap(), Mark::Record)]).unwrap();
     let mut fields = vec![
         ("$.properties.email", Action::Redact, DetectorSet::EMPTY),
@@ -92,7 +92,7 @@ fn program(records: &str, notes: bool) -> (Program, ActionTable) {
         detectors: [Action::Redact; Detector::COUNT],
         unlisted: Action::Allow,
     };
-    (prog, table)
+    (Arc::new(prog), Arc::new(table))
 }
 
 /// The DOM baseline: what a serde_json redactor does with the same policy.
@@ -164,7 +164,7 @@ fn kernel(c: &mut Criterion) {
         // As the proxy runs it: 64 KiB chunks in, a fresh output buffer per chunk.
         g.bench_function("rewriter_fields_chunked_64k", |b| {
             b.iter(|| {
-                let mut rw = Rewriter::new(&fields.0, &fields.1, limits);
+                let mut rw = Rewriter::new(fields.0.clone(), fields.1.clone(), limits);
                 let mut gate = keep;
                 let mut n = 0;
                 for chunk in black_box(&body).chunks(64 << 10) {

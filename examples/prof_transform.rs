@@ -36,32 +36,32 @@ fn main() {
         placeholder: b"\"[REDACTED]\"".as_slice().into(),
         ..Render::default()
     };
-    let prog = Program::new(
+    let prog = Arc::new(Program::new(
         env,
         Dfa::build(&sels).unwrap(),
         specs,
         vec![],
         Unlisted::Allow,
         Arc::new(render),
-    );
-    let table = ActionTable {
+    ));
+    let table = Arc::new(ActionTable {
         fields: fields.iter().map(|f| f.1).collect(),
         detectors: [Action::Redact; Detector::COUNT],
         unlisted: Action::Allow,
-    };
-    let validate = Program::validate_only();
-    let allow = ActionTable::allow_all(&validate);
+    });
+    let validate = Arc::new(Program::validate_only());
+    let allow = Arc::new(ActionTable::allow_all(&validate));
     let env2 = Dfa::build(&[(Selector::parse("$.results[*]").unwrap(), Mark::Record)]).unwrap();
     let rec2 = Dfa::build(&[(Selector::parse("$.id").unwrap(), Mark::Subject)]).unwrap();
-    let records_only = Program::new(
+    let records_only = Arc::new(Program::new(
         env2,
         rec2,
         vec![],
         vec![],
         Unlisted::Allow,
         Arc::new(Render::default()),
-    );
-    let allow2 = ActionTable::allow_all(&records_only);
+    ));
+    let allow2 = Arc::new(ActionTable::allow_all(&records_only));
     let (prog, table) = match args.get(3).map(String::as_str) {
         Some("validate") => (&validate, &allow),
         Some("records") => (&records_only, &allow2),

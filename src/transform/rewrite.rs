@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::actions::{self, Applied, Scratch};
 use super::automaton::{DEAD, Mark, StateId};
@@ -213,9 +214,9 @@ struct Record {
 
 /// The streaming rewriter for one response body.
 #[derive(Debug)]
-pub struct Rewriter<'p> {
-    prog: &'p Program,
-    table: &'p ActionTable,
+pub struct Rewriter {
+    prog: Arc<Program>,
+    table: Arc<ActionTable>,
     limits: Limits,
     /// Bytes carried over between chunks (not yet output); buf[0] is absolute offset `base`.
     /// A chunk is scanned in place when nothing is carried over.
@@ -245,8 +246,9 @@ pub struct Rewriter<'p> {
     stats: Stats,
 }
 
-impl<'p> Rewriter<'p> {
-    pub fn new(prog: &'p Program, table: &'p ActionTable, limits: Limits) -> Rewriter<'p> {
+impl Rewriter {
+    pub fn new(prog: Arc<Program>, table: Arc<ActionTable>, limits: Limits) -> Rewriter {
+        let start = prog.envelope.start();
         Rewriter {
             prog,
             table,
@@ -261,7 +263,7 @@ impl<'p> Rewriter<'p> {
             slot: Slot {
                 start: 0,
                 comma: NONE,
-                state: prog.envelope.start(),
+                state: start,
             },
             partial: None,
             env: VecDeque::new(),
@@ -1024,7 +1026,8 @@ impl<'p> Rewriter<'p> {
     // ----------------------------------------------------------------- flush
 
     fn flush(&mut self, win: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
-        let prog = self.prog;
+        let prog = Arc::clone(&self.prog);
+        let base_table = Arc::clone(&self.table);
         while let Some(&edit) = self.env.front() {
             if edit.value_end == NONE {
                 break;
@@ -1058,7 +1061,7 @@ impl<'p> Rewriter<'p> {
                                 self.stats.records_redacted += 1;
                                 &prog.redacted
                             } else {
-                                self.table
+                                &base_table
                             };
                             let Some(rec) = self.records.pop_front() else {
                                 break;
@@ -1072,7 +1075,7 @@ impl<'p> Rewriter<'p> {
                     self.record_base += 1;
                 }
                 Target::Env(_) | Target::Unlisted | Target::Rec(_) => {
-                    let table = self.table;
+                    let table = &base_table;
                     let (action, scan) = self.resolve(edit.target, table);
                     if action == Action::Remove {
                         match removal(&edit, &mut self.env_removed) {
@@ -1103,7 +1106,7 @@ impl<'p> Rewriter<'p> {
             Target::Rec(s) => &self.prog.record.state(s).marks,
             Target::Unlisted | Target::Record(_) => &[],
         };
-        table.resolve(self.prog, marks)
+        table.resolve(&self.prog, marks)
     }
 
     /// Writes the bytes up to the edit, then its replacement.
@@ -1252,14 +1255,14 @@ fn text_of(raw: &[u8]) -> Vec<u8> {
 /// Runs a whole body through a rewriter in one go, appending to `out`.
 /// For policy tests, benchmarks and callers that already hold the body.
 pub fn rewrite_into(
-    prog: &Program,
-    table: &ActionTable,
+    prog: &Arc<Program>,
+    table: &Arc<ActionTable>,
     limits: Limits,
     body: &[u8],
     mut gate: impl FnMut(Subject<'_>) -> RecordOutcome,
     out: &mut Vec<u8>,
 ) -> Result<Stats, TransformError> {
-    let mut rw = Rewriter::new(prog, table, limits);
+    let mut rw = Rewriter::new(Arc::clone(prog), Arc::clone(table), limits);
     rw.push(body, &mut gate, out)?;
     rw.finish(&mut gate, out)?;
     Ok(rw.stats())
@@ -1267,8 +1270,8 @@ pub fn rewrite_into(
 
 /// Like `rewrite_into`, returning a new buffer.
 pub fn rewrite_all(
-    prog: &Program,
-    table: &ActionTable,
+    prog: &Arc<Program>,
+    table: &Arc<ActionTable>,
     limits: Limits,
     body: &[u8],
     gate: impl FnMut(Subject<'_>) -> RecordOutcome,

@@ -14,7 +14,7 @@ fn program(
     fields: &[F],
     subject: Option<&str>,
     unlisted: Unlisted,
-) -> (Program, ActionTable) {
+) -> (Arc<Program>, Arc<ActionTable>) {
     let env = Dfa::build(&[(Selector::parse(records).unwrap(), Mark::Record)]).unwrap();
     let mut sels: Vec<(Selector, Mark)> = fields
         .iter()
@@ -50,19 +50,19 @@ fn program(
             Unlisted::Remove => Action::Remove,
         },
     };
-    (prog, table)
+    (Arc::new(prog), Arc::new(table))
 }
 
 fn none() -> DetectorSet {
     DetectorSet::EMPTY
 }
 
-fn run(p: &(Program, ActionTable), body: &str) -> Result<String, TransformError> {
+fn run(p: &(Arc<Program>, Arc<ActionTable>), body: &str) -> Result<String, TransformError> {
     run_with(p, body, |_| RecordOutcome::Keep)
 }
 
 fn run_with(
-    p: &(Program, ActionTable),
+    p: &(Arc<Program>, Arc<ActionTable>),
     body: &str,
     gate: impl FnMut(Subject<'_>) -> RecordOutcome,
 ) -> Result<String, TransformError> {
@@ -71,11 +71,11 @@ fn run_with(
 }
 
 /// Feeds `body` split at every possible point and checks the output never changes.
-fn every_split(p: &(Program, ActionTable), body: &str, expected: &str) {
+fn every_split(p: &(Arc<Program>, Arc<ActionTable>), body: &str, expected: &str) {
     let bytes = body.as_bytes();
     let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
     for cut in 0..=bytes.len() {
-        let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
+        let mut rw = Rewriter::new(p.0.clone(), p.1.clone(), Limits::default());
         let mut out = Vec::new();
         rw.push(&bytes[..cut], &mut keep, &mut out).unwrap();
         rw.push(&bytes[cut..], &mut keep, &mut out).unwrap();
@@ -330,7 +330,7 @@ fn lists_stream_record_by_record() {
         None,
         Unlisted::Allow,
     );
-    let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
+    let mut rw = Rewriter::new(p.0.clone(), p.1.clone(), Limits::default());
     let mut out = Vec::new();
     let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
     rw.push(
@@ -365,7 +365,7 @@ fn memory_is_bounded_by_the_largest_record() {
         max_depth: 64,
         max_buffer: 64,
     };
-    let mut rw = Rewriter::new(&p.0, &p.1, limits);
+    let mut rw = Rewriter::new(p.0.clone(), p.1.clone(), limits);
     let mut out = Vec::new();
     let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
     rw.push(b"{\"results\":[", &mut keep, &mut out).unwrap();
@@ -497,7 +497,7 @@ fn most_restrictive_action_wins_on_overlap() {
 #[test]
 fn deferred_decisions_wait_for_resume() {
     let p = program("$.results[*]", &[], Some("$.id"), Unlisted::Allow);
-    let mut rw = Rewriter::new(&p.0, &p.1, Limits::default());
+    let mut rw = Rewriter::new(p.0.clone(), p.1.clone(), Limits::default());
     let mut out = Vec::new();
     struct Later;
     impl Gate for Later {
