@@ -1,4 +1,7 @@
 //! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
 
 pub mod demo;
+pub mod diag;
+pub mod path;
+pub mod policy;
 pub mod transform;

@@ -1,0 +1,222 @@
+//! Policies: which routes exist, where their personal data is, and what each
+//! purpose may see of it.
+//!
+//! `compile` turns a folder of YAML files (`source`) into a `PolicySet`, an
+//! immutable value the gateway holds behind an `Arc` and swaps whole on
+//! reload. On the request path the set only routes and looks up: `decide`
+//! returns a `Decision` for a method, path and purpose. Pure: no I/O after
+//! loading, no logging.
+
+pub mod compile;
+pub mod source;
+pub mod taxonomy;
+pub mod testing;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+
+use crate::transform::{ActionTable, Program};
+
+pub use compile::{Options, load_dir};
+
+/// Response headers that can carry personal data: they pass only where a
+/// resource allows them.
+pub const SENSITIVE_RESPONSE_HEADERS: &[&str] = &[
+    "location",
+    "content-location",
+    "content-disposition",
+    "link",
+    "set-cookie",
+    "refresh",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apply the decisions.
+    Enforce,
+    /// Compute and count the decisions, but pass responses unchanged.
+    Report,
+}
+
+/// A resource, compiled.
+#[derive(Debug)]
+pub struct Resource {
+    pub policy: Arc<str>,
+    pub name: Arc<str>,
+    /// The path template as written (`/crm/v3/objects/contacts/{id}`); logged instead of the path.
+    pub template: Arc<str>,
+    pub methods: Vec<Method>,
+    pub mode: Mode,
+    pub passthrough: bool,
+    pub program: Arc<Program>,
+    pub rules: Vec<Rule>,
+    /// Sensitive response headers this resource lets through.
+    pub response_headers: Vec<HeaderName>,
+}
+
+/// What one purpose (and the purposes below it) may see of a resource.
+#[derive(Debug)]
+pub struct Rule {
+    pub purpose: Arc<str>,
+    pub table: Arc<ActionTable>,
+}
+
+impl Resource {
+    /// The rule for `purpose`: the one whose purpose is the most specific
+    /// at or above it (`marketing` covers `marketing.advertising`).
+    pub fn rule_for(&self, purpose: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|r| taxonomy::is_within(purpose, &r.purpose))
+            .max_by_key(|r| r.purpose.len())
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Routed<'a> {
+    Found(&'a Arc<Resource>),
+    /// The path matches a template only when letters are folded: some CRMs
+    /// would treat it as the same resource, so it is refused.
+    CaseVariant,
+    /// The path exists for other methods.
+    WrongMethod,
+    NotFound,
+}
+
+/// What the policy says about one request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Forward, then rewrite the response with this table.
+    Inspect {
+        resource: Arc<Resource>,
+        table: Arc<ActionTable>,
+    },
+    /// Forward without reading the body (a passthrough resource).
+    Pass {
+        resource: Arc<Resource>,
+    },
+    Deny(Denial),
+}
+
+/// Why the policy refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No resource has this method and path.
+    Unmatched,
+    /// The path differs from a known template only in letter case.
+    CaseVariant,
+    /// The resource exists but no rule covers the purpose.
+    PurposeNotCovered {
+        policy: Arc<str>,
+        resource: Arc<str>,
+    },
+}
+
+/// All policies, compiled.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    routes: Vec<(Method, matchit::Router<usize>)>,
+    folded: matchit::Router<usize>,
+    resources: Vec<Arc<Resource>>,
+    custom_uses: HashSet<String>,
+}
+
+impl PolicySet {
+    /// An empty set: every request is unmatched (the fail-closed default).
+    pub fn empty() -> PolicySet {
+        PolicySet::default()
+    }
+
+    pub(crate) fn new(
+        resources: Vec<Resource>,
+        custom_uses: HashSet<String>,
+    ) -> Result<PolicySet, String> {
+        let mut set = PolicySet {
+            custom_uses,
+            ..PolicySet::default()
+        };
+        for (i, res) in resources.into_iter().enumerate() {
+            for m in &res.methods {
+                let router = match set.routes.iter_mut().find(|(rm, _)| rm == m) {
+                    Some((_, r)) => r,
+                    None => {
+                        set.routes.push((m.clone(), matchit::Router::new()));
+                        match set.routes.last_mut() {
+                            Some((_, r)) => r,
+                            None => continue,
+                        }
+                    }
+                };
+                router
+                    .insert(res.template.to_string(), i)
+                    .map_err(|e| format!("route {} {}: {e}", m, res.template))?;
+            }
+            // Templates that differ only in case collide here; the first wins,
+            // which is all the case-variant check needs.
+            let _ = set.folded.insert(res.template.to_ascii_lowercase(), i);
+            set.resources.push(Arc::new(res));
+        }
+        Ok(set)
+    }
+
+    pub fn resources(&self) -> &[Arc<Resource>] {
+        &self.resources
+    }
+
+    /// Finds the resource for a method and a normalised path.
+    pub fn route(&self, method: &Method, path: &str) -> Routed<'_> {
+        let router = self
+            .routes
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, r)| r);
+        if let Some(Ok(m)) = router.map(|r| r.at(path)) {
+            if let Some(res) = self.resources.get(*m.value) {
+                return Routed::Found(res);
+            }
+        }
+        if self.routes.iter().any(|(_, r)| r.at(path).is_ok()) {
+            return Routed::WrongMethod;
+        }
+        let lower = path.to_ascii_lowercase();
+        if lower != path && self.folded.at(&lower).is_ok() {
+            return Routed::CaseVariant;
+        }
+        Routed::NotFound
+    }
+
+    /// Whether `purpose` is a known data use (fideslang or declared by a policy).
+    pub fn knows_purpose(&self, purpose: &str) -> bool {
+        taxonomy::is_default(taxonomy::Kind::Use, purpose) || self.custom_uses.contains(purpose)
+    }
+
+    /// The decision for a request with a declared purpose.
+    pub fn decide(&self, method: &Method, path: &str, purpose: &str) -> Decision {
+        let res = match self.route(method, path) {
+            Routed::Found(r) => r,
+            Routed::CaseVariant => return Decision::Deny(Denial::CaseVariant),
+            Routed::WrongMethod | Routed::NotFound => return Decision::Deny(Denial::Unmatched),
+        };
+        let Some(rule) = res.rule_for(purpose) else {
+            return Decision::Deny(Denial::PurposeNotCovered {
+                policy: Arc::clone(&res.policy),
+                resource: Arc::clone(&res.name),
+            });
+        };
+        if res.passthrough {
+            return Decision::Pass {
+                resource: Arc::clone(res),
+            };
+        }
+        Decision::Inspect {
+            resource: Arc::clone(res),
+            table: Arc::clone(&rule.table),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::compile::{Options, compile};
+use super::testing::respond;
+use super::*;
+use crate::transform::HashKey;
+
+fn set(yaml: &str) -> Result<PolicySet, crate::diag::Report> {
+    compile(
+        &[(PathBuf::from("p.yaml"), yaml.to_owned())],
+        &Options::default(),
+    )
+    .map(|(s, _)| s)
+}
+
+const CONTACTS: &str = r#"
+name: contacts
+placeholder: "[REDACTED]"
+resources:
+  - name: contact
+    match: { methods: [GET], path: "/crm/v3/objects/contacts/{id}" }
+    subject: $.id
+    fields:
+      $.id: user.unique_id
+      $.properties.email: user.contact.email
+      $.properties.phone: user.contact.phone_number
+      $.properties.notes: { category: user.content, scan: [email, phone, payment_card] }
+    unlisted: allow
+  - name: contact-list
+    match: { methods: [GET], path: "/crm/v3/objects/contacts" }
+    records: $.results[*]
+    subject: $.id
+    fields:
+      $.properties.email: user.contact.email
+    envelope:
+      $.paging: system.operations
+  - name: properties
+    match: { methods: [GET], path: "/crm/v3/properties/contacts" }
+    passthrough: true
+rules:
+  - purpose: essential.service
+    allow: [user, system]
+    mask: { user.contact.phone_number: last4 }
+  - purpose: marketing
+    allow: [user.contact.email, user.unique_id, system]
+    redact: [user]
+"#;
+
+fn get(s: &PolicySet, path: &str, purpose: &str, body: &str) -> (u16, String) {
+    let (st, b) = respond(s, &Method::GET, path, purpose, body.as_bytes()).unwrap();
+    (st, String::from_utf8(b).unwrap())
+}
+
+#[test]
+fn purposes_see_different_views() {
+    let s = set(CONTACTS).unwrap();
+    let body = r#"{"id":"1","properties":{"email":"a@x.example","phone":"+1 555 234 5678","notes":"call +1 555 234 5678 or a@x.example","city":"Paris"}}"#;
+    assert_eq!(
+        get(&s, "/crm/v3/objects/contacts/1", "essential.service", body).1,
+        r#"{"id":"1","properties":{"email":"a@x.example","phone":"***5678","notes":"call ***5678 or a@x.example","city":"Paris"}}"#,
+        "the notes' phone number gets the same mask as the phone field"
+    );
+    // `marketing.advertising` uses the `marketing` rule; its notes are redacted whole.
+    assert_eq!(
+        get(
+            &s,
+            "/crm/v3/objects/contacts/1",
+            "marketing.advertising",
+            body
+        )
+        .1,
+        r#"{"id":"1","properties":{"email":"a@x.example","phone":"[REDACTED]","notes":"[REDACTED]","city":"Paris"}}"#
+    );
+    // A purpose no rule covers is refused.
+    assert_eq!(
+        get(&s, "/crm/v3/objects/contacts/1", "analytics", body).0,
+        403
+    );
+}
+
+#[test]
+fn lists_envelopes_and_unlisted_default() {
+    let s = set(CONTACTS).unwrap();
+    let body = r#"{"results":[{"id":"1","properties":{"email":"a@x.example","city":"Paris"}}],"paging":{"next":{"after":"1"}}}"#;
+    // `unlisted` defaults to redact: city and id are not listed for the list route.
+    assert_eq!(
+        get(&s, "/crm/v3/objects/contacts?limit=1", "marketing", body).1,
+        r#"{"results":[{"id":"[REDACTED]","properties":{"email":"a@x.example","city":"[REDACTED]"}}],"paging":{"next":{"after":"1"}}}"#
+    );
+}
+
+#[test]
+fn routing_and_normalisation() {
+    let s = set(CONTACTS).unwrap();
+    let m = Method::GET;
+    assert!(matches!(
+        s.route(&m, "/crm/v3/objects/contacts/7"),
+        Routed::Found(_)
+    ));
+    assert!(matches!(
+        s.route(&Method::HEAD, "/crm/v3/objects/contacts/7"),
+        Routed::Found(_)
+    ));
+    assert!(matches!(
+        s.route(&Method::DELETE, "/crm/v3/objects/contacts/7"),
+        Routed::WrongMethod
+    ));
+    assert!(matches!(
+        s.route(&m, "/crm/v3/objects/contacts/7/x"),
+        Routed::NotFound
+    ));
+    assert!(matches!(
+        s.route(&m, "/CRM/v3/objects/Contacts/7"),
+        Routed::CaseVariant
+    ));
+    assert_eq!(
+        get(
+            &s,
+            "/crm//v3/objects/%63ontacts/1/",
+            "essential.service",
+            "{}"
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        get(
+            &s,
+            "/crm/v3/objects/contacts/..%2f1",
+            "essential.service",
+            "{}"
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        get(
+            &s,
+            "/crm/v3/objects/contacts/1;x",
+            "essential.service",
+            "{}"
+        )
+        .0,
+        400
+    );
+    // Passthrough: the body is not read at all.
+    assert_eq!(
+        get(&s, "/crm/v3/properties/contacts", "marketing", "not json").1,
+        "not json"
+    );
+}
+
+#[test]
+fn every_error_at_once_with_lines_and_hints() {
+    let bad = r#"
+name: broken
+resources:
+  - name: a
+    match: { methods: [GET, FETCH], path: "crm/x" }
+    fields:
+      $.email: user.contact.emial
+      email: user.contact.email
+      $.notes: { category: user.content, scan: [email, ssn] }
+    unlisted: hide
+  - name: a
+    match: { methods: [GET], path: "/crm/y/" }
+rules:
+  - purpose: marketting
+    allow: [user]
+    mask: { user.contact.email: middle3 }
+  - purpose: essential
+    allow: [user.contact]
+    redact: [user.contact]
+"#;
+    let r = set(bad).unwrap_err();
+    let text = r.to_string();
+    let expect = [
+        ("unknown method `FETCH`", 5),
+        ("must start with `/`", 5),
+        ("unknown data category `user.contact.emial`", 7),
+        ("did you mean `user.contact.email`", 7),
+        ("selector `email`", 8),
+        ("unknown detector `ssn`", 9),
+        ("unknown `unlisted` action `hide`", 10),
+        ("resource `a` is declared twice", 11),
+        ("ends with `/`", 12),
+        ("unknown data use (purpose) `marketting`", 14),
+        ("unknown mask `middle3`", 16),
+        ("has two actions in this rule", 19),
+    ];
+    for (msg, line) in expect {
+        let hit = r.items.iter().find(|d| d.to_string().contains(msg));
+        let hit = hit.unwrap_or_else(|| panic!("missing `{msg}` in:\n{text}"));
+        assert_eq!(hit.line, line, "{msg}: {hit}");
+    }
+    assert!(r.errors() >= expect.len() - 1, "{text}");
+    assert!(text.starts_with("p.yaml:"), "{text}");
+}
+
+#[test]
+fn duplicate_routes_and_yaml_errors() {
+    let a = (PathBuf::from("a.yaml"), CONTACTS.to_owned());
+    let b = (
+        PathBuf::from("b.yaml"),
+        CONTACTS.replace("name: contacts", "name: other"),
+    );
+    let c = (
+        PathBuf::from("c.yaml"),
+        "name: x\nresources: [\n".to_owned(),
+    );
+    let r = compile(&[a, b, c], &Options::default()).unwrap_err();
+    let text = r.to_string();
+    assert!(
+        text.contains("is already declared by resource `contact` in a.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("c.yaml:"), "{text}");
+}
+
+#[test]
+fn custom_vocabulary_and_hash_keys() {
+    let yaml = r#"
+name: custom
+categories: [user.crm, user.crm.lead_score]
+purposes: [sales.outreach]
+resources:
+  - name: lead
+    match: { methods: [GET], path: "/leads/{id}" }
+    fields:
+      $.score: user.crm.lead_score
+      $.email: user.contact.email
+    unlisted: allow
+rules:
+  - purpose: sales.outreach
+    allow: [user.crm]
+    hash: [user.contact.email]
+"#;
+    let opts = Options {
+        require_hash_key: true,
+        ..Options::default()
+    };
+    let src = [(PathBuf::from("c.yaml"), yaml.to_owned())];
+    let e = compile(&src, &opts).unwrap_err();
+    assert!(e.to_string().contains("no hash key is configured"), "{e}");
+    let opts = Options {
+        hash_key: Some(Arc::new(
+            HashKey::new(b"0123456789abcdef0123456789").unwrap(),
+        )),
+        require_hash_key: true,
+    };
+    let (s, _) = compile(&src, &opts).unwrap();
+    assert!(s.knows_purpose("sales.outreach"));
+    let (st, body) = get(
+        &s,
+        "/leads/1",
+        "sales.outreach",
+        r#"{"score":7,"email":"a@b.example"}"#,
+    );
+    assert_eq!(st, 200);
+    assert!(body.starts_with(r#"{"score":7,"email":""#), "{body}");
+    assert!(!body.contains("a@b.example"), "{body}");
+}
+
+#[test]
+fn deprecated_keys_warn() {
+    let yaml = CONTACTS.replace("user.unique_id,", "user.unique_id.pseudonymous,");
+    let (_, warnings) = compile(&[(PathBuf::from("p.yaml"), yaml)], &Options::default()).unwrap();
+    let w: Vec<String> = warnings.warnings().map(|d| d.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|d| d.contains("deprecated") && d.contains("use `user.unique_id`")),
+        "{w:?}"
+    );
+}
