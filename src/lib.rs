@@ -1,5 +1,6 @@
 //! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
 
+pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod path;

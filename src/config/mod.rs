@@ -1,0 +1,644 @@
+//! Configuration: one YAML file, compiled (with its policy folder) into the
+//! immutable values the gateway runs with.
+//!
+//! `load` checks everything and reports every problem with file and line,
+//! policies included, so that a bad config never starts. Secrets (upstream
+//! credentials, the hash key) are expanded from the environment here and
+//! never printed: their types redact `Debug`.
+
+pub mod env;
+pub mod source;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use serde_saphyr::{Location, Spanned};
+use zeroize::Zeroizing;
+
+use crate::diag::{Report, at, parse_yaml};
+use crate::policy::{self, PolicySet, taxonomy};
+use crate::transform::HashKey;
+use source::ConfigFile;
+
+/// Everything the gateway needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub policies_dir: PathBuf,
+    pub clients: Arc<Clients>,
+    pub identity: Identity,
+    pub unmatched: Unmatched,
+    pub limits: Limits,
+    pub log: Log,
+    pub hash_key: Option<Arc<HashKey>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority of the CRM, plus an optional path prefix.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
+    /// Credentials and other headers set on every upstream request (marked sensitive).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub forwarded_headers: bool,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub body_idle_timeout: Duration,
+}
+
+/// A caller of the gateway.
+pub struct Client {
+    pub name: Arc<str>,
+    key_sha256: [u8; 32],
+    pub purposes: Vec<Arc<str>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .field("purposes", &self.purposes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Clients {
+    list: Vec<Client>,
+}
+
+impl Clients {
+    /// The client whose key hashes to the presented key's hash. Compares
+    /// against every client in constant time, whatever matches.
+    pub fn identify(&self, presented: &[u8]) -> Option<&Client> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented).into();
+        let mut found = None;
+        for c in &self.list {
+            if bool::from(c.key_sha256.ct_eq(&digest)) {
+                found = Some(c);
+            }
+        }
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The hex SHA-256 of an API key, as written in `clients[].api_key_sha256`.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(key.as_bytes()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| {
+            [
+                HEX[(b >> 4) as usize] as char,
+                HEX[(b & 15) as usize] as char,
+            ]
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub api_key_header: HeaderName,
+    pub purpose_header: HeaderName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    Deny,
+    Passthrough,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub request_body: u64,
+    pub response_body: u64,
+    pub decompressed_body: u64,
+    pub record: usize,
+    /// Responses up to this size are checked whole before the first byte is
+    /// sent (so any problem becomes a clean 502); larger ones stream.
+    pub stream_after: usize,
+    pub header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_body: 10 << 20,
+            response_body: 256 << 20,
+            decompressed_body: 256 << 20,
+            record: 8 << 20,
+            stream_after: 64 << 10,
+            header_bytes: 32 << 10,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            json_depth: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+    pub access: bool,
+}
+
+/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses `250ms`, `5s`, `2m`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+/// Loads the config file and its policies. Returns the warnings too.
+pub fn load(path: &Path) -> Result<(Config, PolicySet, Report), Report> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut r = Report::default();
+        r.error(
+            path,
+            Location::UNKNOWN,
+            format!("cannot read the config file: {e}"),
+            None,
+        );
+        r
+    })?;
+    load_str(path, &text, |n| std::env::var(n).ok())
+}
+
+/// `load` from text, with an injectable environment (for tests).
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, PolicySet, Report), Report> {
+    let src: ConfigFile = parse_yaml(path, text).map_err(|d| Report { items: vec![d] })?;
+    let mut b = Builder {
+        file: path,
+        r: Report::default(),
+        env: &env,
+    };
+    let config = b.build(&src);
+    let Builder { mut r, .. } = b;
+    let Some(config) = config else {
+        r.sort();
+        return Err(r);
+    };
+    let opts = policy::Options {
+        hash_key: config.hash_key.clone(),
+        require_hash_key: true,
+    };
+    match policy::load_dir(&config.policies_dir, &opts) {
+        Ok((set, warnings)) => {
+            // Client purposes must exist in the vocabulary the policies use.
+            for (client, cs) in config.clients.list.iter().zip(&src.clients) {
+                for (p, ps) in client.purposes.iter().zip(&cs.purposes) {
+                    if !set.knows_purpose(p) {
+                        let hint = taxonomy::suggest(taxonomy::Kind::Use, p)
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .or(Some("use a fideslang data use, or one a policy declares under `purposes:`".into()));
+                        r.error(
+                            path,
+                            at(ps),
+                            format!("client `{}`: unknown purpose `{p}`", client.name),
+                            hint,
+                        );
+                    }
+                }
+            }
+            r.extend(warnings);
+            r.sort();
+            if r.has_errors() {
+                return Err(r);
+            }
+            Ok((config, set, r))
+        }
+        Err(policy_report) => {
+            r.extend(policy_report);
+            r.sort();
+            Err(r)
+        }
+    }
+}
+
+struct Builder<'a> {
+    file: &'a Path,
+    r: Report,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, s: Location, msg: impl Into<String>, hint: Option<&str>) {
+        self.r.error(self.file, s, msg, hint.map(str::to_owned));
+    }
+
+    /// Expands `${VAR}` in a spanned string; reports a failure.
+    fn expand(&mut self, s: &Spanned<String>) -> Option<String> {
+        match env::expand(&s.value, self.env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(
+                    at(s),
+                    e,
+                    Some("export the variable before starting, or give a default: ${NAME:-value}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, s: &Option<Spanned<String>>, default: u64) -> u64 {
+        let Some(s) = s else { return default };
+        match parse_size(&s.value) {
+            Some(v) if v > 0 => v,
+            _ => {
+                self.err(
+                    at(s),
+                    format!("`{}` is not a size", s.value),
+                    Some("write bytes or a unit: 512, 64KiB, 10MiB, 1GiB"),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(s) = s else { return default };
+        match parse_duration(&s.value) {
+            Some(v) if !v.is_zero() => v,
+            _ => {
+                self.err(
+                    at(s),
+                    format!("`{}` is not a duration", s.value),
+                    Some("write 250ms, 5s or 2m"),
+                );
+                default
+            }
+        }
+    }
+
+    fn header_name(&mut self, s: &Spanned<String>) -> Option<HeaderName> {
+        match HeaderName::from_bytes(s.value.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => {
+                self.err(at(s), format!("`{}` is not a header name", s.value), None);
+                None
+            }
+        }
+    }
+
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.file
+            .parent()
+            .map_or_else(|| p.to_path_buf(), |d| d.join(p))
+    }
+
+    fn build(&mut self, src: &ConfigFile) -> Option<Config> {
+        let listen = self
+            .expand(&src.listen)
+            .and_then(|l| match l.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        at(&src.listen),
+                        format!("`{l}` is not an address"),
+                        Some("write host:port with an IP, e.g. 127.0.0.1:8080"),
+                    );
+                    None
+                }
+            });
+        let upstream = self.upstream(&src.upstream);
+        let policies_dir = self.relative(&src.policies.value);
+        let hash_key = self.hash_key(src.keys.as_ref());
+        let clients = self.clients(&src.clients);
+        let identity = self.identity(src.identity.as_ref());
+        let unmatched = match src.routes.as_ref().and_then(|r| r.unmatched.as_ref()) {
+            None => Unmatched::Deny,
+            Some(s) if s.value == "deny" => Unmatched::Deny,
+            Some(s) if s.value == "passthrough" => Unmatched::Passthrough,
+            Some(s) => {
+                self.err(
+                    at(s),
+                    format!("unknown `unmatched` behaviour `{}`", s.value),
+                    Some("write `deny` or `passthrough`"),
+                );
+                Unmatched::Deny
+            }
+        };
+        let limits = self.limits(src.limits.as_ref());
+        let log = self.log(src.log.as_ref());
+        if self.r.has_errors() {
+            return None;
+        }
+        Some(Config {
+            file: self.file.to_path_buf(),
+            listen: listen?,
+            upstream: upstream?,
+            policies_dir,
+            clients: Arc::new(clients),
+            identity,
+            unmatched,
+            limits,
+            log,
+            hash_key,
+        })
+    }
+
+    fn upstream(&mut self, u: &source::UpstreamSource) -> Option<Upstream> {
+        let url = self.expand(&u.url).unwrap_or_default();
+        let parsed = url.parse::<Uri>().ok();
+        let parts = parsed.map(|p| p.into_parts());
+        let (scheme, authority, prefix) = match parts {
+            Some(http::uri::Parts {
+                scheme: Some(s),
+                authority: Some(a),
+                path_and_query,
+                ..
+            }) if (s == http::uri::Scheme::HTTP || s == http::uri::Scheme::HTTPS)
+                && path_and_query
+                    .as_ref()
+                    .is_none_or(|pq| pq.query().is_none()) =>
+            {
+                let prefix = path_and_query
+                    .map(|pq| pq.path().trim_end_matches('/').to_owned())
+                    .unwrap_or_default();
+                (s, a, prefix)
+            }
+            _ => {
+                self.err(
+                    at(&u.url),
+                    "the upstream URL must be http:// or https:// with a host and no query",
+                    Some("e.g. https://api.hubapi.com or http://127.0.0.1:4000"),
+                );
+                (
+                    http::uri::Scheme::HTTP,
+                    http::uri::Authority::from_static("invalid"),
+                    String::new(),
+                )
+            }
+        };
+        let ca_file = u.ca_file.as_ref().map(|c| {
+            let p = self.relative(&c.value);
+            if !p.is_file() {
+                self.err(
+                    at(c),
+                    format!("CA file {} does not exist", p.display()),
+                    None,
+                );
+            }
+            p
+        });
+        let mut headers = Vec::new();
+        for h in &u.headers {
+            let Some(name) = self.header_name(&h.name) else {
+                continue;
+            };
+            let Some(value) = self.expand(&h.value) else {
+                continue;
+            };
+            match HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    headers.push((name, v));
+                }
+                Err(_) => self.err(
+                    at(&h.value),
+                    format!(
+                        "the value of header `{}` is not a valid header value",
+                        h.name.value
+                    ),
+                    None,
+                ),
+            }
+        }
+        let t = u.timeouts.as_ref();
+        Some(Upstream {
+            scheme,
+            authority,
+            prefix,
+            ca_file,
+            headers,
+            forwarded_headers: u.forwarded_headers.unwrap_or(true),
+            connect_timeout: self
+                .duration(&t.and_then(|t| t.connect.clone()), Duration::from_secs(5)),
+            response_timeout: self
+                .duration(&t.and_then(|t| t.response.clone()), Duration::from_secs(30)),
+            body_idle_timeout: self.duration(
+                &t.and_then(|t| t.body_idle.clone()),
+                Duration::from_secs(30),
+            ),
+        })
+    }
+
+    fn hash_key(&mut self, k: Option<&source::KeysSource>) -> Option<Arc<HashKey>> {
+        let k = k?;
+        let (raw, at_) = match (&k.hash_key, &k.hash_key_file) {
+            (Some(_), Some(f)) => {
+                self.err(at(f), "give `hash_key` or `hash_key_file`, not both", None);
+                return None;
+            }
+            (Some(v), None) => (Zeroizing::new(self.expand(v)?.into_bytes()), at(v)),
+            (None, Some(f)) => {
+                let p = self.relative(&f.value);
+                match std::fs::read(&p) {
+                    Ok(mut b) => {
+                        while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                            b.pop();
+                        }
+                        (Zeroizing::new(b), at(f))
+                    }
+                    Err(e) => {
+                        self.err(at(f), format!("cannot read {}: {e}", p.display()), None);
+                        return None;
+                    }
+                }
+            }
+            (None, None) => return None,
+        };
+        match HashKey::new(&raw) {
+            Some(key) => Some(Arc::new(key)),
+            None => {
+                self.err(
+                    at_,
+                    "the hash key is shorter than 16 bytes",
+                    Some("use 32 random bytes, e.g. `openssl rand -hex 32`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn clients(&mut self, list: &[source::ClientSource]) -> Clients {
+        let mut out = Clients::default();
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for c in list {
+            if !names.insert(c.name.value.clone()) {
+                self.err(
+                    at(&c.name),
+                    format!("client `{}` is declared twice", c.name.value),
+                    None,
+                );
+            }
+            let hex_digits = c.api_key_sha256.value.trim().to_ascii_lowercase();
+            let bytes: Option<Vec<u8>> = (hex_digits.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&hex_digits[2 * i..2 * i + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            let Some(bytes) = bytes else {
+                self.err(at(&c.api_key_sha256), "`api_key_sha256` must be 64 hex digits", Some(
+                    "store the SHA-256 of the key, never the key: `consentry client new-key` prints both",
+                ));
+                continue;
+            };
+            if !hashes.insert(bytes.clone()) {
+                self.err(
+                    at(&c.api_key_sha256),
+                    "two clients share this API key",
+                    None,
+                );
+            }
+            if c.purposes.is_empty() {
+                self.err(
+                    at(&c.name),
+                    format!("client `{}` has no purposes", c.name.value),
+                    Some("list the data uses it may declare"),
+                );
+            }
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            out.list.push(Client {
+                name: c.name.value.as_str().into(),
+                key_sha256: key,
+                purposes: c.purposes.iter().map(|p| p.value.as_str().into()).collect(),
+            });
+        }
+        out
+    }
+
+    fn identity(&mut self, i: Option<&source::IdentitySource>) -> Identity {
+        let key = i
+            .and_then(|i| i.api_key_header.as_ref())
+            .and_then(|h| self.header_name(h));
+        let purpose = i
+            .and_then(|i| i.purpose_header.as_ref())
+            .and_then(|h| self.header_name(h));
+        Identity {
+            api_key_header: key.unwrap_or(HeaderName::from_static("x-api-key")),
+            purpose_header: purpose.unwrap_or(HeaderName::from_static("x-purpose")),
+        }
+    }
+
+    fn limits(&mut self, l: Option<&source::LimitsSource>) -> Limits {
+        let d = Limits::default();
+        let Some(l) = l else { return d };
+        let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Limits {
+            request_body: self.size(&l.request_body, d.request_body),
+            response_body: self.size(&l.response_body, d.response_body),
+            decompressed_body: self.size(&l.decompressed_body, d.decompressed_body),
+            record: as_usize(self.size(&l.record, d.record as u64)),
+            stream_after: as_usize(self.size(&l.stream_after, d.stream_after as u64)),
+            header_bytes: as_usize(self.size(&l.header_bytes, d.header_bytes as u64)),
+            max_headers: l
+                .max_headers
+                .as_ref()
+                .map_or(d.max_headers, |m| m.value as usize),
+            header_read_timeout: self.duration(&l.header_read_timeout, d.header_read_timeout),
+            json_depth: l
+                .json_depth
+                .as_ref()
+                .map_or(d.json_depth, |m| (m.value as usize).clamp(2, 512)),
+        }
+    }
+
+    fn log(&mut self, l: Option<&source::LogSource>) -> Log {
+        let format = match l.and_then(|l| l.format.as_ref()) {
+            None => LogFormat::Text,
+            Some(f) if f.value == "text" => LogFormat::Text,
+            Some(f) if f.value == "json" => LogFormat::Json,
+            Some(f) => {
+                self.err(
+                    at(f),
+                    format!("unknown log format `{}`", f.value),
+                    Some("write `text` or `json`"),
+                );
+                LogFormat::Text
+            }
+        };
+        Log {
+            format,
+            level: l
+                .and_then(|l| l.level.as_ref())
+                .map_or_else(|| "info".to_owned(), |s| s.value.clone()),
+            access: l.and_then(|l| l.access).unwrap_or(true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

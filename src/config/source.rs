@@ -1,0 +1,143 @@
+//! The configuration file as written (`consentry.yaml`). Every field is
+//! documented in README.md, "Configuration reference".
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Data-plane listen address, e.g. `127.0.0.1:8080`.
+    pub listen: Spanned<String>,
+    pub upstream: UpstreamSource,
+    /// Policy folder, relative to this file.
+    pub policies: Spanned<String>,
+    #[serde(default)]
+    pub keys: Option<KeysSource>,
+    #[serde(default)]
+    pub clients: Vec<ClientSource>,
+    #[serde(default)]
+    pub identity: Option<IdentitySource>,
+    #[serde(default)]
+    pub routes: Option<RoutesSource>,
+    #[serde(default)]
+    pub limits: Option<LimitsSource>,
+    #[serde(default)]
+    pub log: Option<LogSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSource {
+    /// `http://host:port[/prefix]` or `https://...`; `${VAR}` allowed.
+    pub url: Spanned<String>,
+    /// Extra CA certificate(s) (PEM) to trust besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// Headers added to every upstream request (credentials); `${VAR}` allowed.
+    #[serde(default)]
+    pub headers: Vec<HeaderSource>,
+    /// Send `X-Forwarded-For` and `X-Forwarded-Proto` (default true).
+    #[serde(default)]
+    pub forwarded_headers: Option<bool>,
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSource {
+    pub name: Spanned<String>,
+    pub value: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSource {
+    /// TCP + TLS connect (default 5s).
+    #[serde(default)]
+    pub connect: Option<Spanned<String>>,
+    /// Until the upstream's response head arrives (default 30s).
+    #[serde(default)]
+    pub response: Option<Spanned<String>>,
+    /// Longest pause between two body chunks (default 30s).
+    #[serde(default)]
+    pub body_idle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSource {
+    /// Key of the `hash` action (at least 16 bytes); `${VAR}` allowed.
+    #[serde(default)]
+    pub hash_key: Option<Spanned<String>>,
+    /// A file holding that key (alternative to `hash_key`).
+    #[serde(default)]
+    pub hash_key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSource {
+    pub name: Spanned<String>,
+    /// SHA-256 of the client's API key, hex (`consentry client new-key` prints one).
+    pub api_key_sha256: Spanned<String>,
+    /// Data uses this client may declare.
+    pub purposes: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySource {
+    /// Header carrying the API key (default `X-Api-Key`).
+    #[serde(default)]
+    pub api_key_header: Option<Spanned<String>>,
+    /// Header carrying the purpose (default `X-Purpose`).
+    #[serde(default)]
+    pub purpose_header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesSource {
+    /// `deny` (default): 403 for requests no resource matches; `passthrough`: forward unread.
+    #[serde(default)]
+    pub unmatched: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSource {
+    #[serde(default)]
+    pub request_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub response_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub decompressed_body: Option<Spanned<String>>,
+    #[serde(default)]
+    pub record: Option<Spanned<String>>,
+    #[serde(default)]
+    pub stream_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub header_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_headers: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub header_read_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub json_depth: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    /// A tracing filter, e.g. `info` or `consentry=debug` (default `info`).
+    #[serde(default)]
+    pub level: Option<Spanned<String>>,
+    /// One line per request (default true).
+    #[serde(default)]
+    pub access: Option<bool>,
+}

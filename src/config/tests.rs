@@ -1,0 +1,157 @@
+use std::path::Path;
+
+use super::*;
+
+fn write_policy(dir: &Path) {
+    std::fs::write(
+        dir.join("p.yaml"),
+        r#"
+name: p
+resources:
+  - name: c
+    match: { methods: [GET], path: "/c/{id}" }
+    fields: { $.email: user.contact.email }
+rules:
+  - purpose: essential.service
+    allow: [user]
+"#,
+    )
+    .unwrap();
+}
+
+fn env(n: &str) -> Option<String> {
+    match n {
+        "TOKEN" => Some("s3cret-token".into()),
+        "HASH" => Some("0123456789abcdef0123456789abcdef".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn loads_a_full_config() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let key_hash = api_key_hash("client-key-0123456789abcdef");
+    let text = format!(
+        r#"
+listen: 127.0.0.1:0
+upstream:
+  url: http://127.0.0.1:4000/api/
+  headers:
+    - name: Authorization
+      value: "Bearer ${{TOKEN}}"
+  timeouts: {{ connect: 2s, response: 500ms }}
+policies: .
+keys:
+  hash_key: ${{HASH}}
+clients:
+  - name: desk
+    api_key_sha256: {key_hash}
+    purposes: [essential.service.operations.support]
+limits:
+  request_body: 1MiB
+  stream_after: 16KiB
+log: {{ format: json, access: false }}
+"#
+    );
+    let (c, set, _) = load_str(&dir.path().join("consentry.yaml"), &text, env).unwrap();
+    assert_eq!(c.upstream.prefix, "/api");
+    assert_eq!(c.upstream.response_timeout, Duration::from_millis(500));
+    assert_eq!(c.limits.request_body, 1 << 20);
+    assert_eq!(c.limits.stream_after, 16 << 10);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.hash_key.is_some());
+    assert_eq!(set.resources().len(), 1);
+    let client = c.clients.identify(b"client-key-0123456789abcdef").unwrap();
+    assert_eq!(&*client.name, "desk");
+    assert!(c.clients.identify(b"client-key-0123456789abcdeF").is_none());
+    // Secrets never show in Debug output.
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cret"), "{dbg}");
+    assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+}
+
+#[test]
+fn reports_every_config_error_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let text = r#"
+listen: localhost
+upstream:
+  url: ftp://crm
+  headers:
+    - name: "Bad Header"
+      value: x
+    - name: Authorization
+      value: "Bearer ${MISSING}"
+policies: .
+clients:
+  - name: a
+    api_key_sha256: not-hex
+    purposes: [essential.service]
+  - name: b
+    api_key_sha256: 0000000000000000000000000000000000000000000000000000000000000000
+    purposes: [marketting]
+limits: { request_body: 10 parsecs, header_read_timeout: soon }
+log: { format: xml }
+routes: { unmatched: maybe }
+"#;
+    let r = load_str(&dir.path().join("c.yaml"), text, env).unwrap_err();
+    let s = r.to_string();
+    for (needle, line) in [
+        ("`localhost` is not an address", 2),
+        ("must be http:// or https://", 4),
+        ("`Bad Header` is not a header name", 6),
+        ("`MISSING` is not set", 9),
+        ("must be 64 hex digits", 13),
+        ("`10 parsecs` is not a size", 18),
+        ("`soon` is not a duration", 18),
+        ("unknown log format `xml`", 19),
+        ("unknown `unmatched` behaviour", 20),
+    ] {
+        let d = r.items.iter().find(|d| d.message.contains(needle));
+        let d = d.unwrap_or_else(|| panic!("missing {needle} in\n{s}"));
+        assert_eq!(d.line, line, "{needle}");
+    }
+}
+
+#[test]
+fn unknown_client_purpose_and_policy_errors_come_together() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "name: x\nresources: []\nrules:\n  - purpose: nope\n",
+    )
+    .unwrap();
+    let text = r#"
+listen: 127.0.0.1:0
+upstream: { url: "http://127.0.0.1:1" }
+policies: .
+clients:
+  - name: b
+    api_key_sha256: 0000000000000000000000000000000000000000000000000000000000000000
+    purposes: [marketting]
+"#;
+    let r = load_str(&dir.path().join("c.yaml"), text, env).unwrap_err();
+    let s = r.to_string();
+    assert!(s.contains("bad.yaml:4"), "{s}");
+    let dir2 = tempfile::tempdir().unwrap();
+    write_policy(dir2.path());
+    let r = load_str(&dir2.path().join("c.yaml"), text, env).unwrap_err();
+    let s = r.to_string();
+    assert!(
+        s.contains("c.yaml:8") && s.contains("did you mean `marketing`"),
+        "{s}"
+    );
+}
+
+#[test]
+fn sizes_and_durations() {
+    assert_eq!(parse_size("64KiB"), Some(65536));
+    assert_eq!(parse_size("10MB"), Some(10_000_000));
+    assert_eq!(parse_size("7"), Some(7));
+    assert_eq!(parse_size("x"), None);
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("2h"), None);
+}
