@@ -17,6 +17,7 @@ pub mod selector;
 
 pub use automaton::{Dfa, Mark};
 pub use detect::{Detector, DetectorSet};
+pub use lex::Malformed;
 pub use program::{Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Unlisted};
 pub use rewrite::{
     Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,

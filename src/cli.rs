@@ -1,0 +1,325 @@
+//! The `consentry` command line.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, LogFormat};
+use crate::policy::{self, PolicySet, taxonomy};
+use crate::proxy::Gateway;
+use crate::{demo, server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consentry",
+    version,
+    about = "A privacy and consent compliance gateway for CRM HTTP APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Run the sample CRM and the gateway in front of it, and print curl commands to try.
+    Demo {
+        /// The configuration the gateway runs with; its upstream must be a loopback address.
+        #[arg(long, short, default_value = "consentry.yaml")]
+        config: PathBuf,
+    },
+    /// Validate and test policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Manage client API keys.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check every policy file in a folder; report all errors with file and line.
+    Check { dir: PathBuf },
+    /// Run the test cases (*.test.yaml) kept beside the policies.
+    Test { dir: PathBuf },
+    /// List the fideslang data categories and data uses policies may use.
+    Vocabulary,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Generate a random API key and print it with the hash for the config.
+    NewKey,
+    /// Read an API key on stdin and print its hash for `clients[].api_key_sha256`.
+    HashKey,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let (cfg, set) = load_config(&config)?;
+            init_logging(&cfg);
+            runtime()?.block_on(serve(cfg, set))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { config } => {
+            let (cfg, set) = load_config(&config)?;
+            init_logging(&cfg);
+            runtime()?.block_on(run_demo(cfg, set))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command } => policy_command(command),
+        Command::Client { command } => client_command(command),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Loads the config; prints warnings; fails with every error.
+fn load_config(path: &Path) -> anyhow::Result<(Config, PolicySet)> {
+    match config::load(path) {
+        Ok((cfg, set, warnings)) => {
+            for w in warnings.warnings() {
+                eprintln!("{w}");
+            }
+            Ok((cfg, set))
+        }
+        Err(report) => {
+            eprintln!("{report}");
+            bail!(
+                "{} error(s) in the configuration; nothing was started",
+                report.errors()
+            )
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: draining requests in flight");
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+async fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
+    let listener = bind(cfg.listen, "listen").await?;
+    let addr = listener.local_addr()?;
+    let resources = set.resources().len();
+    let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
+    tracing::info!(%addr, resources, "consentry listening");
+    server::serve(listener, gw, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
+    let crm: SocketAddr = cfg
+        .upstream
+        .authority
+        .as_str()
+        .parse()
+        .ok()
+        .filter(|a: &SocketAddr| a.ip().is_loopback())
+        .context("for the demo, upstream.url must be http://127.0.0.1:PORT (the sample CRM listens there)")?;
+    let crm_listener = bind(crm, "sample CRM").await?;
+    let listener = bind(cfg.listen, "gateway").await?;
+    let gw_addr = listener.local_addr()?;
+    let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut rx2 = rx.clone();
+    let crm_task = tokio::spawn(demo::crm::serve(crm_listener, async move {
+        let _ = rx2.changed().await;
+    }));
+    println!("{}", demo::instructions(gw_addr, crm));
+    let mut rx3 = rx;
+    let gw_task = tokio::spawn(server::serve(listener, gw, async move {
+        let _ = rx3.changed().await;
+    }));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    let _ = gw_task.await;
+    let _ = crm_task.await;
+    Ok(())
+}
+
+fn policy_command(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Check { dir } => {
+            let opts = policy::Options::default();
+            match policy::load_dir(&dir, &opts) {
+                Ok((set, warnings)) => {
+                    for w in warnings.warnings() {
+                        println!("{w}");
+                    }
+                    println!(
+                        "ok: {} resource(s) in {}, {} warning(s)",
+                        set.resources().len(),
+                        dir.display(),
+                        warnings.warnings().count()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(report) => {
+                    println!("{report}");
+                    println!("{} error(s)", report.errors());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PolicyCommand::Test { dir } => {
+            let opts = policy::Options {
+                hash_key: crate::transform::HashKey::new(policy::testing::TEST_HASH_KEY)
+                    .map(Arc::new),
+                require_hash_key: false,
+            };
+            let set = match policy::load_dir(&dir, &opts) {
+                Ok((set, _)) => set,
+                Err(report) => {
+                    println!("{report}");
+                    println!("{} error(s): the policies do not compile", report.errors());
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let results = match policy::testing::run_dir(&dir, &set) {
+                Ok(r) => r,
+                Err(report) => {
+                    println!("{report}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None => println!("ok    {}:{}  {}", r.file.display(), r.line, r.name),
+                    Some(why) => println!(
+                        "FAIL  {}:{}  {}\n      {}",
+                        r.file.display(),
+                        r.line,
+                        r.name,
+                        why.replace('\n', "\n      ")
+                    ),
+                }
+            }
+            println!(
+                "{} case(s), {} passed, {} failed",
+                results.len(),
+                results.len() - failed,
+                failed
+            );
+            if results.is_empty() {
+                println!("no test cases found (*.test.yaml)");
+            }
+            Ok(if failed == 0 && !results.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PolicyCommand::Vocabulary => {
+            println!("# data categories (fideslang)");
+            taxonomy::defaults(taxonomy::Kind::Category).for_each(|c| println!("{c}"));
+            println!("\n# data uses / purposes (fideslang)");
+            taxonomy::defaults(taxonomy::Kind::Use).for_each(|u| println!("{u}"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn client_command(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ClientCommand::NewKey => {
+            let mut raw = [0u8; 24];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = format!("csk_{}", config::hex(&raw));
+            println!("api key (give it to the client, store it nowhere else): {key}");
+            println!(
+                "api_key_sha256 (put this in the config):                 {}",
+                config::api_key_hash(&key)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::HashKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_to_string(&mut key)
+                .context("cannot read stdin")?;
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.len() < 16 {
+                bail!(
+                    "API keys must be at least 16 characters; `consentry client new-key` makes a good one"
+                );
+            }
+            println!("{}", config::api_key_hash(key));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The one place an outcome leaves the data path: the access log line now,
+//! metrics and the audit event in later versions.
+//!
+//! Logs name the route template, policy, resource, client and purpose, never
+//! the raw path, query, headers or any body content: those can carry
+//! personal data.
+
+use super::context::Context;
+
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    pub access: bool,
+}
+
+impl Emitter {
+    pub fn emit(&self, ctx: &Context) {
+        let ms = ctx.started.elapsed().as_secs_f64() * 1e3;
+        let s = &ctx.stats;
+        let dash = || "-".to_owned();
+        let name = |v: &Option<std::sync::Arc<str>>| v.as_deref().map_or_else(dash, str::to_owned);
+        if ctx.status >= 500 || ctx.outcome == super::context::Outcome::Aborted {
+            tracing::warn!(
+                target: "consentry::access",
+                request_id = ctx.id.as_str(),
+                route = %name(&ctx.template),
+                status = ctx.status,
+                outcome = ctx.outcome.as_str(),
+                problem = ctx.problem.unwrap_or("-"),
+                "response not delivered whole"
+            );
+        }
+        if !self.access {
+            return;
+        }
+        tracing::info!(
+            target: "consentry::access",
+            request_id = ctx.id.as_str(),
+            client = %name(&ctx.client),
+            purpose = %name(&ctx.purpose),
+            method = %ctx.method,
+            policy = %name(&ctx.policy),
+            resource = %name(&ctx.resource),
+            route = %name(&ctx.template),
+            status = ctx.status,
+            upstream_status = ctx.upstream_status.unwrap_or(0),
+            outcome = ctx.outcome.as_str(),
+            problem = ctx.problem.unwrap_or("-"),
+            records = s.records,
+            records_dropped = s.records_dropped,
+            masked = s.masked,
+            hashed = s.hashed,
+            redacted = s.redacted,
+            removed = s.removed,
+            detected = s.detected,
+            bytes_out = ctx.bytes_out,
+            duration_ms = format_args!("{ms:.2}"),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The data path. `Gateway::handle` is the driver; each phase is a file:
+//!
+//! ```text
+//! identify  screen the request; API key -> client; purpose header -> purpose
+//! route     normalise the path once; match a policy resource; pick the rule
+//! forward   build the CRM request (header hygiene, credentials) and send it
+//! respond   check status and content type, decode, rewrite, stream
+//! reject    every refusal -> RFC 9457 problem+json
+//! emit      the outcome: access log (audit later)
+//! ```
+//!
+//! Per-request state lives in `context::Context`. The driver never logs or
+//! returns request or response content.
+
+pub mod body;
+pub mod context;
+pub mod decode;
+pub mod emit;
+pub mod forward;
+pub mod identify;
+pub mod reject;
+pub mod respond;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::policy::PolicySet;
+use body::Body;
+use context::{Context, Outcome, RequestId, RequestIds};
+use emit::Emitter;
+use forward::{SendError, Upstream};
+use reject::Refusal;
+use route::Plan;
+
+/// The gateway: configuration, the current policies and the CRM client.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    policies: ArcSwap<PolicySet>,
+    upstream: Upstream,
+    ids: RequestIds,
+    emitter: Arc<Emitter>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, policies: PolicySet) -> Result<Gateway, String> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let emitter = Arc::new(Emitter {
+            access: config.log.access,
+        });
+        Ok(Gateway {
+            config,
+            policies: ArcSwap::from_pointee(policies),
+            upstream,
+            ids: RequestIds::new(),
+            emitter,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Replaces the policies; requests in flight keep the version they started with.
+    pub fn set_policies(&self, policies: PolicySet) {
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// Handles one request, whatever happens: every outcome is emitted once.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::parse)
+            .unwrap_or_else(|| self.ids.next());
+        let mut ctx = Context::new(id, peer, req.method().clone(), SystemTime::now());
+        let policies = self.policies.load_full();
+        let resp = match self.process(&mut ctx, &policies, req).await {
+            Ok(resp) => resp,
+            Err(refusal) => {
+                ctx.outcome = Outcome::Refused;
+                ctx.problem = Some(refusal.slug());
+                reject::problem(&ctx.id, &refusal)
+            }
+        };
+        if !ctx.streaming {
+            ctx.status = resp.status().as_u16();
+            self.emitter.emit(&ctx);
+        }
+        resp
+    }
+
+    async fn process(
+        &self,
+        ctx: &mut Context,
+        policies: &PolicySet,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Refusal> {
+        let cfg = &self.config;
+        let (parts, body) = req.into_parts();
+        identify::screen(&parts)?;
+        let (client, purpose) =
+            identify::caller(&cfg.clients, &cfg.identity, policies, &parts.headers)?;
+        ctx.client = Some(client);
+        ctx.purpose = Some(Arc::clone(&purpose));
+        let target = route::target(&parts.uri)?;
+        let plan = route::plan(policies, cfg.unmatched, &parts.method, &target, &purpose)?;
+        if let Some(r) = plan.resource() {
+            ctx.policy = Some(Arc::clone(&r.policy));
+            ctx.resource = Some(Arc::clone(&r.name));
+            ctx.template = Some(Arc::clone(&r.template));
+        }
+        let inspected = matches!(plan, Plan::Inspect { .. });
+        let (up_body, too_large) = forward::body(&parts.method, body, cfg.limits.request_body)?;
+        let up_req = forward::request(
+            &cfg.upstream,
+            &cfg.identity,
+            &parts,
+            &target,
+            inspected,
+            up_body,
+            &ctx.id,
+            ctx.peer,
+        )?;
+        let up_resp = match self.upstream.send(up_req).await {
+            Ok(r) => r,
+            Err(_) if too_large.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+                return Err(Refusal::RequestBodyTooLarge);
+            }
+            Err(SendError::Connect) => return Err(Refusal::UpstreamUnavailable),
+            Err(SendError::Timeout) => return Err(Refusal::UpstreamTimeout),
+            Err(SendError::Failed) => return Err(Refusal::UpstreamFailed),
+        };
+        ctx.upstream_status = Some(up_resp.status().as_u16());
+        match plan {
+            Plan::Inspect { resource, table } => {
+                let head = parts.method == Method::HEAD;
+                let idle = cfg.upstream.body_idle_timeout;
+                respond::inspect(
+                    ctx,
+                    &resource,
+                    &table,
+                    up_resp,
+                    &cfg.limits,
+                    idle,
+                    head,
+                    &self.emitter,
+                )
+                .await
+            }
+            Plan::Pass { resource } => Ok(respond::pass(
+                ctx,
+                resource.as_deref(),
+                up_resp,
+                &cfg.limits,
+            )),
+        }
+    }
+}

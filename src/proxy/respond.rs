@@ -1,0 +1,451 @@
+//! Phases 5-7: check what the CRM sent, decode it, rewrite it, and stream it.
+//!
+//! On an inspected route nothing leaves before it has been checked: the
+//! status, content type and encoding are checked first, then the body runs
+//! through the decoder and the rewriter. Bodies up to `limits.stream_after`
+//! are checked whole before the response head is sent, so any problem is a
+//! clean 502 with none of the CRM's bytes. Larger bodies stream record by
+//! record; a problem after the first byte cuts the connection, so the client
+//! sees an incomplete response rather than unchecked data.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+
+use super::body::{self, Body, BoxError};
+use super::context::{Context, Outcome};
+use super::decode::{DecodeError, Decoder};
+use super::emit::Emitter;
+use super::forward::filter_headers;
+use super::reject::Refusal;
+use crate::config::Limits;
+use crate::policy::{Resource, SENSITIVE_RESPONSE_HEADERS};
+use crate::transform::{self, ActionTable, RecordOutcome, Rewriter, Subject, TransformError};
+
+/// Response headers that describe the CRM's bytes, not ours.
+const BODY_DESCRIBING: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "etag",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+    "content-range",
+    "accept-ranges",
+];
+
+/// The response headers a client may see.
+fn response_headers(
+    src: &HeaderMap,
+    resource: Option<&Resource>,
+    inspected: bool,
+    ctx: &Context,
+) -> HeaderMap {
+    let mut h = filter_headers(src, &[]);
+    for name in SENSITIVE_RESPONSE_HEADERS {
+        let allowed =
+            resource.is_some_and(|r| r.response_headers.iter().any(|a| a.as_str() == *name));
+        if !allowed {
+            h.remove(*name);
+        }
+    }
+    if inspected {
+        for name in BODY_DESCRIBING {
+            h.remove(*name);
+        }
+        // The body depends on the caller and purpose: no shared or stale copies.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+    }
+    h.append(header::VIA, HeaderValue::from_static("1.1 consentry"));
+    if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
+        h.insert("x-request-id", v);
+    }
+    h
+}
+
+fn is_json(h: &HeaderMap) -> bool {
+    let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    // JSON is UTF-8 (RFC 8259); another declared charset cannot be inspected as such.
+    let charset_ok = parts.all(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\""
+    });
+    json && charset_ok
+}
+
+fn from_transform(e: TransformError) -> Refusal {
+    match e {
+        TransformError::Malformed { kind, .. } => Refusal::MalformedJson(kind),
+        TransformError::TooLarge { .. } => Refusal::ResponseTooLarge,
+        TransformError::Blocked { .. } => Refusal::RecordBlocked,
+    }
+}
+
+fn from_decode(e: DecodeError) -> Refusal {
+    match e {
+        DecodeError::Unsupported => Refusal::UnsupportedEncoding,
+        DecodeError::TooLarge => Refusal::ResponseTooLarge,
+        DecodeError::Corrupt => Refusal::DecompressionFailed,
+    }
+}
+
+/// Keeps every record (consent and erasure decide here in later versions).
+#[derive(Debug, Clone, Copy)]
+struct KeepAll;
+
+impl transform::Gate for KeepAll {
+    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
+        Some(RecordOutcome::Keep)
+    }
+}
+
+/// Upstream body -> decoder -> rewriter -> output chunks.
+struct Pipeline {
+    upstream: Incoming,
+    decoder: Decoder,
+    rewriter: Rewriter,
+    gate: KeepAll,
+    read: u64,
+    limit: u64,
+    idle: Duration,
+    decoded: Vec<u8>,
+    done: bool,
+}
+
+/// The rewriter never sees more than this at once (decoders can expand a lot).
+const FEED: usize = 64 << 10;
+
+impl Pipeline {
+    /// The next output chunk; `None` at the end.
+    async fn next(&mut self) -> Result<Option<Bytes>, Refusal> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let frame = match tokio::time::timeout(self.idle, self.upstream.frame()).await {
+                Err(_) => return Err(Refusal::UpstreamTimeout),
+                Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
+                Ok(Some(Ok(f))) => f,
+                Ok(None) => {
+                    self.done = true;
+                    let mut out = Vec::new();
+                    self.decoded.clear();
+                    self.decoder
+                        .finish(&mut self.decoded)
+                        .map_err(from_decode)?;
+                    let tail = std::mem::take(&mut self.decoded);
+                    self.feed(&tail, &mut out)?;
+                    self.rewriter
+                        .finish(&mut self.gate, &mut out)
+                        .map_err(from_transform)?;
+                    return Ok((!out.is_empty()).then(|| Bytes::from(out)));
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.read += data.len() as u64;
+            if self.read > self.limit {
+                return Err(Refusal::ResponseTooLarge);
+            }
+            let mut out = Vec::new();
+            if self.decoder.is_identity() {
+                self.feed(&data, &mut out)?;
+            } else {
+                let mut decoded = std::mem::take(&mut self.decoded);
+                decoded.clear();
+                self.decoder
+                    .push(&data, &mut decoded)
+                    .map_err(from_decode)?;
+                self.feed(&decoded, &mut out)?;
+                self.decoded = decoded;
+            }
+            if !out.is_empty() {
+                return Ok(Some(Bytes::from(out)));
+            }
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        for piece in data.chunks(FEED) {
+            self.rewriter
+                .push(piece, &mut self.gate, out)
+                .map_err(from_transform)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> transform::Stats {
+        self.rewriter.stats()
+    }
+}
+
+/// Answers from an upstream response on an inspected route.
+#[allow(clippy::too_many_arguments)]
+pub async fn inspect(
+    ctx: &mut Context,
+    resource: &Arc<Resource>,
+    table: &Arc<ActionTable>,
+    resp: Response<Incoming>,
+    limits: &Limits,
+    idle: Duration,
+    head: bool,
+    emitter: &Arc<Emitter>,
+) -> Result<Response<Body>, Refusal> {
+    let (parts, mut incoming) = resp.into_parts();
+    match parts.status {
+        StatusCode::PARTIAL_CONTENT => return Err(Refusal::PartialContent),
+        StatusCode::NOT_MODIFIED => return Err(Refusal::UnexpectedNotModified),
+        s if s.is_informational() => return Err(Refusal::UpstreamFailed),
+        _ => {}
+    }
+    let headers = response_headers(&parts.headers, Some(resource), true, ctx);
+    let reply = |body: Body, len: Option<usize>| {
+        let mut r = Response::new(body);
+        *r.status_mut() = parts.status;
+        *r.headers_mut() = headers.clone();
+        if let Some(n) = len {
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        r
+    };
+    if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::RESET_CONTENT {
+        ctx.outcome = Outcome::Served;
+        return Ok(reply(body::empty(), None));
+    }
+    if !is_json(&parts.headers) {
+        // Only an empty body may come without a JSON content type.
+        loop {
+            match tokio::time::timeout(idle, incoming.frame()).await {
+                Err(_) => return Err(Refusal::UpstreamTimeout),
+                Ok(None) => {
+                    ctx.outcome = Outcome::Served;
+                    return Ok(reply(body::empty(), Some(0)));
+                }
+                Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
+                Ok(Some(Ok(f))) => {
+                    if f.data_ref().is_some_and(|d| !d.is_empty()) {
+                        return Err(Refusal::NotJson);
+                    }
+                }
+            }
+        }
+    }
+    let decoder =
+        Decoder::for_headers(&parts.headers, limits.decompressed_body).map_err(from_decode)?;
+    let tlimits = transform::Limits {
+        max_depth: limits.json_depth,
+        max_buffer: limits.record,
+    };
+    let mut pipe = Pipeline {
+        upstream: incoming,
+        decoder,
+        rewriter: Rewriter::new(Arc::clone(&resource.program), Arc::clone(table), tlimits),
+        gate: KeepAll,
+        read: 0,
+        limit: limits.response_body,
+        idle,
+        decoded: Vec::new(),
+        done: false,
+    };
+    // Check up to `stream_after` bytes (or everything, for HEAD) before answering.
+    let mut first: VecDeque<Bytes> = VecDeque::new();
+    let mut held = 0usize;
+    let mut empty_upstream = true;
+    while head || held < limits.stream_after {
+        match pipe.next().await? {
+            Some(b) => {
+                empty_upstream = false;
+                held += b.len();
+                if !head {
+                    first.push_back(b);
+                }
+            }
+            None => break,
+        }
+    }
+    if pipe.done {
+        ctx.stats = pipe.stats();
+        ctx.outcome = Outcome::Served;
+        ctx.bytes_out = held as u64;
+        if empty_upstream && pipe.read == 0 {
+            // An empty body carries nothing to inspect.
+            return Ok(reply(body::empty(), Some(0)));
+        }
+        if head {
+            return Ok(reply(body::empty(), Some(held)));
+        }
+        let whole: Bytes = if first.len() == 1 {
+            first.pop_front().unwrap_or_default()
+        } else {
+            let mut v = Vec::with_capacity(held);
+            first.iter().for_each(|b| v.extend_from_slice(b));
+            Bytes::from(v)
+        };
+        return Ok(reply(body::full(whole), Some(held)));
+    }
+    // Stream the rest; the finisher writes the access line when the stream ends.
+    ctx.status = parts.status.as_u16();
+    ctx.streaming = true;
+    let finisher = Finisher {
+        ctx: Some(ctx.clone()),
+        emitter: Arc::clone(emitter),
+        sent: held as u64,
+    };
+    Ok(reply(streaming(first, pipe, finisher), None))
+}
+
+/// Writes the access line when a streamed response ends, however it ends.
+struct Finisher {
+    ctx: Option<Context>,
+    emitter: Arc<Emitter>,
+    sent: u64,
+}
+
+impl Finisher {
+    fn end(&mut self, outcome: Outcome, stats: transform::Stats, problem: Option<&'static str>) {
+        if let Some(mut ctx) = self.ctx.take() {
+            ctx.outcome = outcome;
+            ctx.stats = stats;
+            ctx.problem = problem;
+            ctx.bytes_out = self.sent;
+            self.emitter.emit(&ctx);
+        }
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        // The client went away before the end.
+        self.end(
+            Outcome::Aborted,
+            transform::Stats::default(),
+            Some("client-gone"),
+        );
+    }
+}
+
+struct StreamState {
+    first: VecDeque<Bytes>,
+    pipe: Pipeline,
+    finisher: Finisher,
+    failed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("response cut off: {0}")]
+struct CutOff(&'static str);
+
+fn streaming(first: VecDeque<Bytes>, pipe: Pipeline, finisher: Finisher) -> Body {
+    let state = StreamState {
+        first,
+        pipe,
+        finisher,
+        failed: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.failed {
+            return None;
+        }
+        if let Some(b) = st.first.pop_front() {
+            return Some((Ok::<_, BoxError>(Frame::data(b)), st));
+        }
+        match st.pipe.next().await {
+            Ok(Some(b)) => {
+                st.finisher.sent += b.len() as u64;
+                Some((Ok(Frame::data(b)), st))
+            }
+            Ok(None) => {
+                let stats = st.pipe.stats();
+                st.finisher.end(Outcome::Served, stats, None);
+                None
+            }
+            Err(r) => {
+                // Not a clean end: the connection is cut so the client cannot
+                // mistake the partial body for a whole one.
+                let stats = st.pipe.stats();
+                st.finisher.end(Outcome::Aborted, stats, Some(r.slug()));
+                st.failed = true;
+                Some((Err(Box::new(CutOff(r.slug())) as BoxError), st))
+            }
+        }
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+/// Answers from an upstream response on a passthrough route: status, body
+/// and encoding unchanged; hop-by-hop and personal-data headers still filtered.
+pub fn pass(
+    ctx: &mut Context,
+    resource: Option<&Resource>,
+    resp: Response<Incoming>,
+    limits: &Limits,
+) -> Response<Body> {
+    let (parts, incoming) = resp.into_parts();
+    let headers = response_headers(&parts.headers, resource, false, ctx);
+    ctx.outcome = Outcome::Passed;
+    let limit = limits.response_body;
+    let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    let capped =
+        futures_util::stream::unfold((body, 0u64, false), move |(mut b, seen, stop)| async move {
+            if stop {
+                return None;
+            }
+            match b.frame().await {
+                None => None,
+                Some(Err(e)) => Some((Err(e), (b, seen, true))),
+                Some(Ok(f)) => {
+                    let seen = seen + f.data_ref().map_or(0, |d| d.len() as u64);
+                    if seen > limit {
+                        return Some((
+                            Err(Box::new(CutOff("response-too-large")) as BoxError),
+                            (b, seen, true),
+                        ));
+                    }
+                    Some((Ok(f), (b, seen, false)))
+                }
+            }
+        });
+    let mut r = Response::new(StreamBody::new(capped).boxed_unsync());
+    *r.status_mut() = parts.status;
+    *r.headers_mut() = headers;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(is_json(&h("application/json")));
+        assert!(is_json(&h("application/json; charset=utf-8")));
+        assert!(is_json(&h("Application/JSON;charset=UTF-8")));
+        assert!(is_json(&h("application/problem+json")));
+        assert!(is_json(&h("application/vnd.api+json")));
+        assert!(!is_json(&h("text/html")));
+        assert!(!is_json(&h("application/json; charset=latin1")));
+        assert!(!is_json(&h("text/json")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,81 @@
+//! Phase 2: normalise the path once and match it to a policy resource.
+
+use std::sync::Arc;
+
+use http::Uri;
+
+use super::reject::Refusal;
+use crate::config::Unmatched;
+use crate::path;
+use crate::policy::{Decision, Denial, PolicySet, Resource};
+use crate::transform::ActionTable;
+
+/// The request target, normalised: this is what the CRM receives.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub path: String,
+    pub query: Option<String>,
+}
+
+pub fn target(uri: &Uri) -> Result<Target, Refusal> {
+    let path = path::normalise(uri.path()).map_err(Refusal::BadPath)?;
+    let query = match uri.query() {
+        Some(q) => {
+            path::check_query(q).map_err(|e| match e {
+                path::PathError::MethodOverride => Refusal::MethodOverride,
+                e => Refusal::BadPath(e),
+            })?;
+            Some(q.to_owned())
+        }
+        None => None,
+    };
+    Ok(Target { path, query })
+}
+
+/// What happens to the response.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Rewrite the body with this table.
+    Inspect {
+        resource: Arc<Resource>,
+        table: Arc<ActionTable>,
+    },
+    /// Forward the body unread: a passthrough resource, or an unmatched
+    /// route when `routes.unmatched: passthrough`.
+    Pass { resource: Option<Arc<Resource>> },
+}
+
+impl Plan {
+    pub fn resource(&self) -> Option<&Arc<Resource>> {
+        match self {
+            Plan::Inspect { resource, .. } => Some(resource),
+            Plan::Pass { resource } => resource.as_ref(),
+        }
+    }
+}
+
+pub fn plan(
+    policies: &PolicySet,
+    unmatched: Unmatched,
+    method: &http::Method,
+    target: &Target,
+    purpose: &str,
+) -> Result<Plan, Refusal> {
+    match policies.decide(method, &target.path, purpose) {
+        Decision::Inspect { resource, table } => Ok(Plan::Inspect { resource, table }),
+        Decision::Pass { resource } => Ok(Plan::Pass {
+            resource: Some(resource),
+        }),
+        Decision::Deny(Denial::Unmatched) if unmatched == Unmatched::Passthrough => {
+            Ok(Plan::Pass { resource: None })
+        }
+        Decision::Deny(Denial::Unmatched) => Err(Refusal::RouteNotAllowed),
+        Decision::Deny(Denial::CaseVariant) => Err(Refusal::PathCaseVariant),
+        Decision::Deny(Denial::PurposeNotCovered { policy, resource }) => {
+            Err(Refusal::PurposeNotCovered {
+                policy: policy.to_string(),
+                resource: resource.to_string(),
+            })
+        }
+    }
+}
