@@ -119,7 +119,10 @@ struct Pipeline {
     decoder: Decoder,
     rewriter: Rewriter,
     gate: KeepAll,
+    /// Compressed bytes read from the CRM.
     read: u64,
+    /// Decoded bytes handed to the rewriter.
+    fed: u64,
     limit: u64,
     idle: Duration,
     decoded: Vec<u8>,
@@ -181,6 +184,7 @@ impl Pipeline {
     }
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        self.fed += data.len() as u64;
         for piece in data.chunks(FEED) {
             self.rewriter
                 .push(piece, &mut self.gate, out)
@@ -258,16 +262,18 @@ pub async fn inspect(
         rewriter: Rewriter::new(Arc::clone(&resource.program), Arc::clone(table), tlimits),
         gate: KeepAll,
         read: 0,
+        fed: 0,
         limit: limits.response_body,
         idle,
         decoded: Vec::new(),
         done: false,
     };
-    // Check up to `stream_after` bytes (or everything, for HEAD) before answering.
+    // Check the first `stream_after` bytes of the body (all of it, for HEAD)
+    // before answering.
     let mut first: VecDeque<Bytes> = VecDeque::new();
     let mut held = 0usize;
     let mut empty_upstream = true;
-    while head || held < limits.stream_after {
+    while head || pipe.fed < limits.stream_after as u64 {
         match pipe.next().await? {
             Some(b) => {
                 empty_upstream = false;

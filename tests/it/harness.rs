@@ -1,0 +1,448 @@
+//! Test harness: a real consentry listener (`TestGateway`) in front of a fake
+//! CRM (`FakeCrm`), both on 127.0.0.1 port 0. The fake CRM answers from a
+//! table and can misbehave on demand: any status, headers, encodings, bodies
+//! sent in chunks, paused or slow. It records every request it receives.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+
+use consentry::config;
+use consentry::proxy::Gateway;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the fake CRM answers on a path.
+#[derive(Clone, Default)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub chunks: Vec<Bytes>,
+    /// Wait for this before sending the chunks after the first.
+    pub hold: Option<Arc<Notify>>,
+    /// Pause between chunks.
+    pub delay: Option<Duration>,
+    /// Fail the body after the chunks (connection reset mid-body).
+    pub break_after: bool,
+}
+
+impl Reply {
+    pub fn json(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            chunks: vec![body.into()],
+            ..Reply::default()
+        }
+    }
+
+    pub fn status(mut self, s: u16) -> Reply {
+        self.status = s;
+        self
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn without_header(mut self, k: &str) -> Reply {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        self
+    }
+
+    pub fn chunks(mut self, chunks: Vec<Bytes>) -> Reply {
+        self.chunks = chunks;
+        self
+    }
+}
+
+/// A request the fake CRM received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct CrmState {
+    routes: HashMap<String, Reply>,
+    seen: Vec<Seen>,
+}
+
+pub struct FakeCrm {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<CrmState>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeCrm {
+    pub async fn start() -> FakeCrm {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(CrmState::default()));
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => a.unwrap(),
+                    _ = &mut rx => return,
+                };
+                let st = Arc::clone(&st);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let st = Arc::clone(&st);
+                        async move { Ok::<_, std::convert::Infallible>(answer(st, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeCrm {
+            addr,
+            state,
+            _stop: tx,
+        }
+    }
+
+    pub fn on(&self, path: &str, reply: Reply) {
+        self.state.lock().unwrap().routes.insert(path.into(), reply);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the CRM received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().seen.len()
+    }
+}
+
+async fn answer(
+    st: Arc<Mutex<CrmState>>,
+    req: Request<Incoming>,
+) -> Response<http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let reply = {
+        let mut s = st.lock().unwrap();
+        s.seen.push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body,
+        });
+        s.routes.get(&path).cloned()
+    };
+    let Some(reply) = reply else {
+        let mut r = Response::new(
+            Full::new(Bytes::from_static(b"{\"status\":\"error\"}"))
+                .map_err(|n| match n {})
+                .boxed_unsync(),
+        );
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        return r;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+    let chunks = reply.chunks.clone();
+    let (hold, delay, breaks) = (reply.hold.clone(), reply.delay, reply.break_after);
+    tokio::spawn(async move {
+        for (i, c) in chunks.into_iter().enumerate() {
+            if i == 1 {
+                if let Some(h) = &hold {
+                    h.notified().await;
+                }
+            }
+            if i > 0 {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            if tx.send(Ok(Frame::data(c))).await.is_err() {
+                return;
+            }
+        }
+        if breaks {
+            let _ = tx.send(Err("broken".into())).await;
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+    for (k, v) in &reply.headers {
+        r.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    r
+}
+
+/// The demo's published keys, reused by the tests.
+pub const SUPPORT: &str = "test-support-key-000000000001";
+pub const MARKETING: &str = "test-marketing-key-0000000002";
+pub const MULTI: &str = "test-multi-purpose-key-000003";
+
+/// A running gateway in front of a `FakeCrm`.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub crm: FakeCrm,
+    pub gateway: Arc<Gateway>,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The example policy of the repository.
+pub fn example_policy() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/hubspot-contacts.yaml"
+    ))
+    .unwrap()
+}
+
+pub struct Builder {
+    policies: Vec<(String, String)>,
+    extra_config: String,
+    upstream: Option<String>,
+}
+
+impl TestGateway {
+    pub fn builder() -> Builder {
+        Builder {
+            policies: vec![("hubspot-contacts.yaml".into(), example_policy())],
+            extra_config: String::new(),
+            upstream: None,
+        }
+    }
+
+    pub async fn start() -> TestGateway {
+        TestGateway::builder().start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the listener and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Builder {
+    /// Replaces the policy files.
+    pub fn policy(mut self, name: &str, text: &str) -> Builder {
+        if self.policies.len() == 1 && self.policies[0].0 == "hubspot-contacts.yaml" {
+            self.policies.clear();
+        }
+        self.policies.push((name.into(), text.into()));
+        self
+    }
+
+    /// Points the gateway somewhere else than its fake CRM.
+    pub fn upstream(mut self, url: &str) -> Builder {
+        self.upstream = Some(url.into());
+        self
+    }
+
+    /// Appends top-level YAML to the config (e.g. a `limits:` block).
+    pub fn config(mut self, yaml: &str) -> Builder {
+        self.extra_config.push_str(yaml);
+        self.extra_config.push('\n');
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let crm = FakeCrm::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in &self.policies {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let text = format!(
+            r#"
+listen: 127.0.0.1:0
+upstream:
+  url: {crm}
+  headers:
+    - name: Authorization
+      value: "Bearer upstream-secret-token"
+    - name: X-Crm-Account
+      value: "acct-42"
+  timeouts: {{ connect: 2s, response: 5s, body_idle: 2s }}
+policies: .
+keys:
+  hash_key: test-hash-key-0123456789abcdef
+clients:
+  - name: support
+    api_key_sha256: {s}
+    purposes: [essential.service]
+  - name: marketing
+    api_key_sha256: {m}
+    purposes: [marketing]
+  - name: multi
+    api_key_sha256: {x}
+    purposes: [essential.service, marketing]
+log: {{ access: false }}
+{extra}
+"#,
+            crm = self
+                .upstream
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", crm.addr)),
+            s = config::api_key_hash(SUPPORT),
+            m = config::api_key_hash(MARKETING),
+            x = config::api_key_hash(MULTI),
+            extra = self.extra_config,
+        );
+        let path = dir.path().join("consentry.yaml");
+        let (cfg, set, _) =
+            config::load_str(&path, &text, |_| None).unwrap_or_else(|r| panic!("{r}"));
+        let gateway = Arc::new(Gateway::new(cfg, set).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let gw = Arc::clone(&gateway);
+        let task = tokio::spawn(consentry::server::serve(listener, gw, async move {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            addr,
+            crm,
+            gateway,
+            _dir: dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The problem+json `type`'s last part.
+    pub fn problem(&self) -> String {
+        assert_eq!(
+            self.headers["content-type"],
+            "application/problem+json",
+            "{}",
+            self.text()
+        );
+        let j = self.json();
+        j["type"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:consentry:problem:")
+            .to_owned()
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request through the gateway with the given headers.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Got {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = client().request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, key: &str) -> Got {
+    send("GET", url, &[("x-api-key", key)], b"").await
+}
+
+/// Writes raw bytes to `addr` and reads the whole response (the request
+/// should carry `Connection: close`). For requests a client library would
+/// refuse to build.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// A contact like the sample CRM's, with the given id.
+pub fn contact(id: u64) -> String {
+    serde_json::to_string(&consentry::demo::data::contact(id)).unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}

@@ -1,0 +1,9 @@
+//! Integration tests: real listeners on 127.0.0.1, port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+
+mod harness;
+
+mod failclosed;
+mod policies;
+mod proxy;
+mod streaming;
