@@ -823,8 +823,14 @@ impl Rewriter {
                 let container_id = self.next_container;
                 self.next_container = self.next_container.wrapping_add(1);
                 let descend = matching && live;
+                // A container gets an edit of its own even when we descend into
+                // it: if nothing inside is shown more leniently, it is replaced
+                // whole at apply time, so its keys and shape do not leak either.
+                // (Not for unlisted values outside records or at a record's root.)
+                let edit_here = needs_edit
+                    && (!descend || effective != DEAD || (zone == Zone::Rec && !record_root));
                 let mut open_edit = NONE;
-                if !descend && needs_edit {
+                if edit_here {
                     open_edit = self.push_edit(
                         zone,
                         Edit {
@@ -1077,6 +1083,26 @@ impl Rewriter {
                 Target::Env(_) | Target::Unlisted | Target::Rec(_) => {
                     let table = &base_table;
                     let (action, scan) = self.resolve(edit.target, table);
+                    let inner = self
+                        .env
+                        .iter()
+                        .skip(1)
+                        .take_while(|e| e.value_start < edit.value_end)
+                        .count();
+                    if inner > 0 || is_container(win, self.base, &edit) {
+                        let lenient = self
+                            .env
+                            .iter()
+                            .skip(1)
+                            .take(inner)
+                            .any(|e| self.more_lenient(e.target, table, action));
+                        if action == Action::Allow || lenient {
+                            // Transparent: the edits inside decide.
+                            self.env.pop_front();
+                            self.env_base += 1;
+                            continue;
+                        }
+                    }
                     if action == Action::Remove {
                         match removal(&edit, &mut self.env_removed) {
                             Removal::Wait => break,
@@ -1091,6 +1117,11 @@ impl Rewriter {
                         }
                     } else {
                         self.replace(win, &edit, action, scan, table, out);
+                    }
+                    // Edits inside a value replaced whole have nothing left to do.
+                    for _ in 0..inner {
+                        self.env.pop_front();
+                        self.env_base += 1;
                     }
                 }
             }
@@ -1142,8 +1173,25 @@ impl Rewriter {
 
     fn apply_record(&mut self, win: &[u8], rec: &Record, table: &ActionTable, out: &mut Vec<u8>) {
         let mut removed: Vec<(u32, u32)> = Vec::new();
-        for edit in &rec.edits {
+        let edits = &rec.edits;
+        let mut i = 0;
+        while i < edits.len() {
+            let edit = &edits[i];
             let (action, scan) = self.resolve(edit.target, table);
+            let inner = edits[i + 1..]
+                .iter()
+                .take_while(|e| e.value_start < edit.value_end)
+                .count();
+            i += 1;
+            if inner > 0 || is_container(win, self.base, edit) {
+                let lenient = edits[i..i + inner]
+                    .iter()
+                    .any(|e| self.more_lenient(e.target, table, action));
+                if action == Action::Allow || lenient {
+                    continue; // transparent: the edits inside decide
+                }
+                i += inner; // replaced whole: the edits inside have nothing left to do
+            }
             if action == Action::Remove {
                 if let Removal::Range(a, b) = removal(edit, &mut removed) {
                     copy(win, self.base, &mut self.cursor, a, out);
@@ -1158,6 +1206,15 @@ impl Rewriter {
             self.replace(win, edit, action, scan, table, out);
         }
         copy(win, self.base, &mut self.cursor, rec.end, out);
+    }
+
+    /// Whether an edit inside a container is shown more leniently than the
+    /// container's own action (then the container is not replaced whole).
+    fn more_lenient(&self, target: Target, table: &ActionTable, outer: Action) -> bool {
+        match target {
+            Target::Record(_) => true,
+            t => self.resolve(t, table).0.rank() < outer.rank(),
+        }
     }
 
     fn recycle(&mut self, mut rec: Record) {
@@ -1178,6 +1235,12 @@ impl<F: FnMut(Subject<'_>) -> RecordOutcome> Gate for F {
     fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
         Some(self(subject))
     }
+}
+
+/// Whether the edit's value is an object or array.
+#[inline]
+fn is_container(win: &[u8], base: usize, edit: &Edit) -> bool {
+    matches!(win.get(edit.value_start - base), Some(b'{' | b'['))
 }
 
 /// Copies `win` from the cursor up to absolute offset `to`, unchanged.

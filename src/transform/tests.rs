@@ -532,3 +532,49 @@ fn deferred_decisions_wait_for_resume() {
         r#"{"results":[{"id":"2"}]}"#
     );
 }
+
+#[test]
+fn redacted_containers_do_not_leak_their_keys() {
+    let p = program(
+        "$",
+        &[F("$..email", Action::Redact, none())],
+        None,
+        Unlisted::Allow,
+    );
+    assert_eq!(
+        run(
+            &p,
+            r#"{"email":{"jane@x.example":true},"list":[{"email":[]}]}"#
+        )
+        .unwrap(),
+        r#"{"email":null,"list":[{"email":null}]}"#
+    );
+    let p = program(
+        "$",
+        &[
+            F("$.p", Action::Redact, none()),
+            F("$.p.keep", Action::Allow, none()),
+        ],
+        None,
+        Unlisted::Allow,
+    );
+    // `keep` is shown, so `p` keeps its shape; `a` is replaced whole.
+    assert_eq!(
+        run(&p, r#"{"p":{"a":{"jane@x.example":1},"keep":2}}"#).unwrap(),
+        r#"{"p":{"a":null,"keep":2}}"#
+    );
+    let p = program(
+        "$.results[*]",
+        &[F("$.name", Action::Allow, none())],
+        None,
+        Unlisted::Remove,
+    );
+    assert_eq!(
+        run(
+            &p,
+            r#"{"results":[{"name":"n","extra":{"jane@x.example":1},"tags":["a"]}]}"#
+        )
+        .unwrap(),
+        r#"{"results":[{"name":"n"}]}"#
+    );
+}

@@ -7,3 +7,4 @@ mod failclosed;
 mod policies;
 mod proxy;
 mod streaming;
+mod transform_props;
