@@ -282,7 +282,13 @@ impl Compiler<'_> {
         }
         let mode = match p.mode.as_ref().map(|m| m.value.as_str()) {
             None | Some("enforce") => Mode::Enforce,
-            Some("report") => Mode::Report,
+            Some("report") => {
+                let m = p.mode.as_ref().map_or(Location::UNKNOWN, at);
+                self.r.error(file, m, "`mode: report` (shadow mode) is not available yet", Some(
+                    "remove it: this version enforces every policy; report mode arrives with production serving".into(),
+                ));
+                Mode::Report
+            }
             Some(other) => {
                 let m = p.mode.as_ref().map_or(Location::UNKNOWN, at);
                 self.r.error(

@@ -36,7 +36,8 @@ pub const SENSITIVE_RESPONSE_HEADERS: &[&str] = &[
 pub enum Mode {
     /// Apply the decisions.
     Enforce,
-    /// Compute and count the decisions, but pass responses unchanged.
+    /// Compute and count the decisions, but pass responses unchanged (shadow
+    /// mode). Refused by the compiler until the serving side supports it.
     Report,
 }
 

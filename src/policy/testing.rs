@@ -3,8 +3,7 @@
 //! A case gives a request line, a purpose and the upstream response, and the
 //! expected response (as JSON, byte for byte, or as a refusal status). The
 //! runner takes the same path as the gateway: path normalisation, routing,
-//! the purpose's rule, and the streaming rewriter. Policies in `report` mode
-//! are tested as if enforced, since the point is to check their decisions.
+//! the purpose's rule, and the streaming rewriter.
 
 use std::path::{Path, PathBuf};
 
