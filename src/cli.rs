@@ -90,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let (cfg, set) = load_config(&config)?;
             init_logging(&cfg);
-            runtime()?.block_on(serve(cfg, set))?;
+            serve(cfg, set)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { config } => {
@@ -171,13 +171,27 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-async fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
-    let listener = bind(cfg.listen, "listen").await?;
-    let addr = listener.local_addr()?;
+fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
+    let workers = match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
     let resources = set.resources().len();
-    let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
-    tracing::info!(%addr, resources, "consentry listening");
-    server::serve(listener, gw, shutdown_signal()).await;
+    let policies = Arc::new(arc_swap::ArcSwap::from_pointee(set));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (addr, handles) = server::run_workers(&cfg, policies, workers, stop_rx)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(%addr, resources, workers, "consentry listening");
+    // Signals are awaited on a small runtime of their own.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?
+        .block_on(shutdown_signal());
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.join();
+    }
     Ok(())
 }
 

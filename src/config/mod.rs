@@ -29,6 +29,8 @@ use source::ConfigFile;
 pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
     pub upstream: Upstream,
     pub policies_dir: PathBuf,
     pub clients: Arc<Clients>,
@@ -394,6 +396,7 @@ impl Builder<'_> {
         Some(Config {
             file: self.file.to_path_buf(),
             listen: listen?,
+            workers: src.workers.unwrap_or(0).min(256) as usize,
             upstream: upstream?,
             policies_dir,
             clients: Arc::new(clients),

@@ -50,7 +50,16 @@ impl RequestIds {
 
     pub fn next(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        RequestId(format!("{}-{n:08x}", self.prefix).into())
+        // Hand-rolled hex: this runs on every request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.prefix.len() + 17);
+        s.push_str(&self.prefix);
+        s.push('-');
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
+        for i in (0..digits).rev() {
+            s.push(HEX[((n >> (i * 4)) & 15) as usize] as char);
+        }
+        RequestId(s.into())
     }
 }
 

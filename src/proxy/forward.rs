@@ -67,9 +67,14 @@ const INSPECTED_READ_DROPS: &[&str] = &["range", "if-range", "if-none-match", "i
 
 const ACCEPT_ENCODING: &str = "gzip, br, zstd, deflate";
 
-/// Copies the client's headers that may pass, dropping hop-by-hop ones and
-/// whatever its `Connection` header lists.
-pub fn filter_headers(src: &HeaderMap, extra_drops: &[&HeaderName]) -> HeaderMap {
+/// Copies the headers that may pass: drops hop-by-hop ones, whatever the
+/// `Connection` header lists, the names in `drop_names` and the headers in
+/// `drop_headers`. One pass, no hashing of names.
+pub fn filter_headers(
+    src: &HeaderMap,
+    drop_headers: &[&HeaderName],
+    drop_names: &[&str],
+) -> HeaderMap {
     let mut listed: Vec<String> = Vec::new();
     for v in src.get_all(header::CONNECTION) {
         if let Ok(s) = v.to_str() {
@@ -80,16 +85,53 @@ pub fn filter_headers(src: &HeaderMap, extra_drops: &[&HeaderName]) -> HeaderMap
             );
         }
     }
-    let mut out = HeaderMap::with_capacity(src.len());
+    let mut out = HeaderMap::with_capacity(src.len() + 6);
     for (name, value) in src {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n) || extra_drops.contains(&name) {
+        if HOP_BY_HOP.contains(&n)
+            || drop_names.contains(&n)
+            || listed.iter().any(|l| l == n)
+            || drop_headers.contains(&name)
+        {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
     out
 }
+
+/// The client address as a header value, without going through `fmt`.
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    if let std::net::IpAddr::V4(v4) = ip {
+        let mut b = [0u8; 15];
+        let mut n = 0;
+        for (i, o) in v4.octets().iter().enumerate() {
+            if i > 0 {
+                b[n] = b'.';
+                n += 1;
+            }
+            let (h, t, u) = (o / 100, o / 10 % 10, o % 10);
+            if h > 0 {
+                b[n] = b'0' + h;
+                n += 1;
+            }
+            if h > 0 || t > 0 {
+                b[n] = b'0' + t;
+                n += 1;
+            }
+            b[n] = b'0' + u;
+            n += 1;
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&b[..n]) {
+            return v;
+        }
+    }
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the request sent to the CRM.
 #[allow(clippy::too_many_arguments)]
@@ -104,17 +146,15 @@ pub fn request(
     peer: SocketAddr,
 ) -> Result<Request<UpBody>, Refusal> {
     let drops = [&identity.api_key_header, &identity.purpose_header];
-    let mut headers = filter_headers(&parts.headers, &drops);
-    for n in NEVER_FORWARDED {
-        headers.remove(*n);
-    }
     let reading = parts.method == Method::GET || parts.method == Method::HEAD;
+    let mut headers = if inspected && reading {
+        let mut names = NEVER_FORWARDED.to_vec();
+        names.extend_from_slice(INSPECTED_READ_DROPS);
+        filter_headers(&parts.headers, &drops, &names)
+    } else {
+        filter_headers(&parts.headers, &drops, NEVER_FORWARDED)
+    };
     if inspected {
-        if reading {
-            for n in INSPECTED_READ_DROPS {
-                headers.remove(*n);
-            }
-        }
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static(ACCEPT_ENCODING),
@@ -122,14 +162,12 @@ pub fn request(
     }
     // The gateway's own headers, set last.
     if up.forwarded_headers {
-        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-            headers.insert("x-forwarded-for", v);
-        }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_FOR, ip_header(peer.ip()));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     headers.insert(header::VIA, HeaderValue::from_static("1.1 consentry"));
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
     for (name, value) in &up.headers {
         headers.insert(name.clone(), value.clone());
@@ -322,6 +360,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ip_headers() {
+        for ip in [
+            "127.0.0.1",
+            "10.200.3.45",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
     fn connection_listed_and_hop_by_hop_headers_are_dropped() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -334,7 +387,7 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("application/json"));
         h.insert("x-api-key", HeaderValue::from_static("secret"));
         let key = HeaderName::from_static("x-api-key");
-        let out = filter_headers(&h, &[&key]);
+        let out = filter_headers(&h, &[&key], &[]);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out["accept"], "application/json");
     }

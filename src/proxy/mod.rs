@@ -44,7 +44,7 @@ use route::Plan;
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
-    policies: ArcSwap<PolicySet>,
+    policies: Arc<ArcSwap<PolicySet>>,
     upstream: Upstream,
     ids: RequestIds,
     emitter: Arc<Emitter>,
@@ -52,13 +52,19 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, policies: PolicySet) -> Result<Gateway, String> {
+        Gateway::shared(config, Arc::new(ArcSwap::from_pointee(policies)))
+    }
+
+    /// A gateway that shares its policies with others (one per worker thread,
+    /// each with its own CRM connection pool).
+    pub fn shared(config: Config, policies: Arc<ArcSwap<PolicySet>>) -> Result<Gateway, String> {
         let upstream = Upstream::new(&config.upstream)?;
         let emitter = Arc::new(Emitter {
             access: config.log.access,
         });
         Ok(Gateway {
             config,
-            policies: ArcSwap::from_pointee(policies),
+            policies,
             upstream,
             ids: RequestIds::new(),
             emitter,

@@ -48,25 +48,25 @@ fn response_headers(
     inspected: bool,
     ctx: &Context,
 ) -> HeaderMap {
-    let mut h = filter_headers(src, &[]);
-    for name in SENSITIVE_RESPONSE_HEADERS {
-        let allowed =
-            resource.is_some_and(|r| r.response_headers.iter().any(|a| a.as_str() == *name));
-        if !allowed {
-            h.remove(*name);
-        }
-    }
+    let mut drop: Vec<&str> = SENSITIVE_RESPONSE_HEADERS
+        .iter()
+        .copied()
+        .filter(|name| {
+            !resource.is_some_and(|r| r.response_headers.iter().any(|a| a.as_str() == *name))
+        })
+        .collect();
     if inspected {
-        for name in BODY_DESCRIBING {
-            h.remove(*name);
-        }
+        drop.extend_from_slice(BODY_DESCRIBING);
+    }
+    let mut h = filter_headers(src, &[], &drop);
+    if inspected {
         // The body depends on the caller and purpose: no shared or stale copies.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
     }
     h.append(header::VIA, HeaderValue::from_static("1.1 consentry"));
     if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
-        h.insert("x-request-id", v);
+        h.insert(super::forward::X_REQUEST_ID, v);
     }
     h
 }
@@ -218,10 +218,11 @@ pub async fn inspect(
         _ => {}
     }
     let headers = response_headers(&parts.headers, Some(resource), true, ctx);
-    let reply = |body: Body, len: Option<usize>| {
+    let status = parts.status;
+    let reply = move |body: Body, len: Option<usize>| {
         let mut r = Response::new(body);
-        *r.status_mut() = parts.status;
-        *r.headers_mut() = headers.clone();
+        *r.status_mut() = status;
+        *r.headers_mut() = headers;
         if let Some(n) = len {
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
