@@ -1,6 +1,3 @@
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     consentry::cli::main()
 }

@@ -117,7 +117,8 @@ impl transform::Gate for KeepAll {
 struct Pipeline {
     upstream: Incoming,
     decoder: Decoder,
-    rewriter: Rewriter,
+    /// `None` only while a chunk is being rewritten on another thread.
+    rewriter: Option<Box<Rewriter>>,
     gate: KeepAll,
     /// Compressed bytes read from the CRM.
     read: u64,
@@ -131,6 +132,13 @@ struct Pipeline {
 
 /// The rewriter never sees more than this at once (decoders can expand a lot).
 const FEED: usize = 64 << 10;
+
+/// Past this many bytes of one body, chunks of at least `OFFLOAD_CHUNK` are
+/// rewritten on a blocking-pool thread, so that a large export's rewriting
+/// overlaps with this thread's socket reads and writes. Small and medium
+/// bodies never pay for the hand-off.
+const OFFLOAD_AFTER: u64 = 1 << 20;
+const OFFLOAD_CHUNK: usize = 32 << 10;
 
 impl Pipeline {
     /// The next output chunk; `None` at the end.
@@ -152,8 +160,8 @@ impl Pipeline {
                         .map_err(from_decode)?;
                     let tail = std::mem::take(&mut self.decoded);
                     self.feed(&tail, &mut out)?;
-                    self.rewriter
-                        .finish(&mut self.gate, &mut out)
+                    let rw = self.rewriter.as_mut().ok_or(Refusal::Internal)?;
+                    rw.finish(&mut self.gate, &mut out)
                         .map_err(from_transform)?;
                     return Ok((!out.is_empty()).then(|| Bytes::from(out)));
                 }
@@ -165,8 +173,14 @@ impl Pipeline {
             if self.read > self.limit {
                 return Err(Refusal::ResponseTooLarge);
             }
-            let mut out = Vec::new();
-            if self.decoder.is_identity() {
+            // Rewriting rarely grows a chunk: one allocation per chunk.
+            let mut out = Vec::with_capacity(data.len() + 1024);
+            if self.decoder.is_identity()
+                && self.fed >= OFFLOAD_AFTER
+                && data.len() >= OFFLOAD_CHUNK
+            {
+                out = self.feed_elsewhere(data, out).await?;
+            } else if self.decoder.is_identity() {
                 self.feed(&data, &mut out)?;
             } else {
                 let mut decoded = std::mem::take(&mut self.decoded);
@@ -185,16 +199,36 @@ impl Pipeline {
 
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
         self.fed += data.len() as u64;
+        let rw = self.rewriter.as_mut().ok_or(Refusal::Internal)?;
         for piece in data.chunks(FEED) {
-            self.rewriter
-                .push(piece, &mut self.gate, out)
+            rw.push(piece, &mut self.gate, out)
                 .map_err(from_transform)?;
         }
         Ok(())
     }
 
+    /// `feed` on a blocking-pool thread.
+    async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+        self.fed += data.len() as u64;
+        let mut rw = self.rewriter.take().ok_or(Refusal::Internal)?;
+        let mut gate = self.gate;
+        let (rw, result) = tokio::task::spawn_blocking(move || {
+            let r = data
+                .chunks(FEED)
+                .try_for_each(|piece| rw.push(piece, &mut gate, &mut out));
+            (rw, r.map(|()| out))
+        })
+        .await
+        .map_err(|_| Refusal::Internal)?;
+        self.rewriter = Some(rw);
+        result.map_err(from_transform)
+    }
+
     fn stats(&self) -> transform::Stats {
-        self.rewriter.stats()
+        self.rewriter
+            .as_ref()
+            .map(|r| r.stats())
+            .unwrap_or_default()
     }
 }
 
@@ -260,7 +294,11 @@ pub async fn inspect(
     let mut pipe = Pipeline {
         upstream: incoming,
         decoder,
-        rewriter: Rewriter::new(Arc::clone(&resource.program), Arc::clone(table), tlimits),
+        rewriter: Some(Box::new(Rewriter::new(
+            Arc::clone(&resource.program),
+            Arc::clone(table),
+            tlimits,
+        ))),
         gate: KeepAll,
         read: 0,
         fed: 0,
@@ -347,52 +385,49 @@ impl Drop for Finisher {
     }
 }
 
-struct StreamState {
-    first: VecDeque<Bytes>,
-    pipe: Pipeline,
-    finisher: Finisher,
-    failed: bool,
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("response cut off: {0}")]
 struct CutOff(&'static str);
 
-fn streaming(first: VecDeque<Bytes>, pipe: Pipeline, finisher: Finisher) -> Body {
-    let state = StreamState {
-        first,
-        pipe,
-        finisher,
-        failed: false,
-    };
-    let stream = futures_util::stream::unfold(state, |mut st| async move {
-        if st.failed {
-            return None;
-        }
-        if let Some(b) = st.first.pop_front() {
-            return Some((Ok::<_, BoxError>(Frame::data(b)), st));
-        }
-        match st.pipe.next().await {
-            Ok(Some(b)) => {
-                st.finisher.sent += b.len() as u64;
-                Some((Ok(Frame::data(b)), st))
-            }
-            Ok(None) => {
-                let stats = st.pipe.stats();
-                st.finisher.end(Outcome::Served, stats, None);
-                None
-            }
-            Err(r) => {
-                // Not a clean end: the connection is cut so the client cannot
-                // mistake the partial body for a whole one.
-                let stats = st.pipe.stats();
-                st.finisher.end(Outcome::Aborted, stats, Some(r.slug()));
-                st.failed = true;
-                Some((Err(Box::new(CutOff(r.slug())) as BoxError), st))
+/// Streams the rest of a response. A task of its own runs the pipeline a
+/// couple of chunks ahead of the client, so that reading from the CRM and
+/// rewriting overlap with writing to the client.
+fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, &'static str>>(2);
+    tokio::spawn(async move {
+        loop {
+            match pipe.next().await {
+                Ok(Some(b)) => {
+                    let n = b.len() as u64;
+                    if tx.send(Ok(b)).await.is_err() {
+                        // The client went away; the finisher records it.
+                        return;
+                    }
+                    finisher.sent += n;
+                }
+                Ok(None) => {
+                    finisher.end(Outcome::Served, pipe.stats(), None);
+                    return;
+                }
+                Err(r) => {
+                    // Not a clean end: the connection is cut so the client
+                    // cannot mistake the partial body for a whole one.
+                    finisher.end(Outcome::Aborted, pipe.stats(), Some(r.slug()));
+                    let _ = tx.send(Err(r.slug())).await;
+                    return;
+                }
             }
         }
     });
-    StreamBody::new(stream).boxed_unsync()
+    let head =
+        futures_util::stream::iter(first.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b))));
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await? {
+            Ok(b) => Some((Ok(Frame::data(b)), rx)),
+            Err(slug) => Some((Err(Box::new(CutOff(slug)) as BoxError), rx)),
+        }
+    });
+    StreamBody::new(futures_util::StreamExt::chain(head, rest)).boxed_unsync()
 }
 
 /// Answers from an upstream response on a passthrough route: status, body
