@@ -180,10 +180,34 @@ pub fn check_query(q: &str) -> Result<(), PathError> {
         }
         i += 1;
     }
-    // `_method=DELETE` in the query makes some frameworks change the method.
-    for pair in q.split('&') {
+    // `_method=DELETE` in the query makes some frameworks change the method;
+    // the name may arrive percent-encoded, and `;` separates pairs for some.
+    for pair in q.split(['&', ';']) {
         let name = pair.split('=').next().unwrap_or("");
-        if name.eq_ignore_ascii_case("_method") || name.eq_ignore_ascii_case("%5Fmethod") {
+        let mut decoded = Vec::with_capacity(name.len());
+        let nb = name.as_bytes();
+        let mut i = 0;
+        while i < nb.len() {
+            match (
+                nb[i],
+                nb.get(i + 1).and_then(|&c| hex(c)),
+                nb.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    decoded.push(h << 4 | l);
+                    i += 3;
+                }
+                (b'+', _, _) => {
+                    decoded.push(b' ');
+                    i += 1;
+                }
+                (c, _, _) => {
+                    decoded.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if decoded.trim_ascii().eq_ignore_ascii_case(b"_method") {
             return Err(PathError::MethodOverride);
         }
     }

@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         h.append(k, v);
     }
     let key = HeaderName::from_static("x-api-key");
-    let out = consentry::proxy::forward::filter_headers(&h, &[&key]);
+    let out = consentry::proxy::forward::filter_headers(&h, &[&key], &[], "x-forwarded-");
+    assert!(out.keys().all(|k| !k.as_str().starts_with("x-forwarded-")));
     for n in HOP {
         assert!(!out.contains_key(*n), "{n} passed");
     }

@@ -545,7 +545,7 @@ impl Builder<'_> {
                 );
             }
             let hex_digits = c.api_key_sha256.value.trim().to_ascii_lowercase();
-            let bytes: Option<Vec<u8>> = (hex_digits.len() == 64)
+            let bytes: Option<Vec<u8>> = (hex_digits.len() == 64 && hex_digits.is_ascii())
                 .then(|| {
                     (0..32)
                         .map(|i| u8::from_str_radix(&hex_digits[2 * i..2 * i + 2], 16).ok())

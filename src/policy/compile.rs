@@ -611,6 +611,24 @@ impl Compiler<'_> {
                 return;
             }
         };
+        // An envelope field that holds records would hold back the whole list
+        // until it ends (the field is decided as a whole): refuse it here.
+        let holds_records = envelope.reaches_below(|m| *m == Mark::Record);
+        for (id, st) in envelope.states().iter().enumerate() {
+            for m in st.marks.iter() {
+                if let (Mark::Field(f), true) = (m, holds_records[id]) {
+                    let sel = &fields[*f as usize].selector;
+                    let loc = res
+                        .envelope
+                        .keys()
+                        .find(|k| k.value == *sel)
+                        .map_or(at(&res.name), at);
+                    self.r.error(file, loc, format!("envelope selector `{sel}` reaches a value that holds records"), Some(
+                        "classify the values around the records instead, e.g. `$.paging`, not an ancestor of `records`".into(),
+                    ));
+                }
+            }
+        }
         let program = Arc::new(Program::new(
             envelope,
             record,
@@ -726,6 +744,19 @@ impl Compiler<'_> {
                     format!("dot segment in `{s}`"),
                     "templates match normalised paths, which have no dot segments",
                 );
+            }
+            // Literal segments must be spelled the way a normalised request path is.
+            let literal = format!("/{seg}");
+            if let Ok(canonical) = crate::path::normalise(&literal) {
+                if canonical != literal {
+                    return err(
+                        format!("segment `{seg}` of `{s}` is not in normal form"),
+                        &format!(
+                            "requests are matched after normalisation; write `{}`",
+                            &canonical[1..]
+                        ),
+                    );
+                }
             }
             let ok = seg
                 .bytes()

@@ -105,8 +105,11 @@ pub enum Decision {
 /// Why the policy refuses a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// No resource has this method and path.
+    /// No resource has this path.
     Unmatched,
+    /// Resources have this path, but not for this method: never forwarded,
+    /// whatever `routes.unmatched` says.
+    WrongMethod,
     /// The path differs from a known template only in letter case.
     CaseVariant,
     /// The resource exists but no rule covers the purpose.
@@ -168,25 +171,36 @@ impl PolicySet {
     }
 
     /// Finds the resource for a method and a normalised path.
+    ///
+    /// A path that, with letters folded, would select a different template
+    /// than the one it matches exactly (or matches only when folded) is a
+    /// case variant: a CRM that ignores case would serve another resource.
     pub fn route(&self, method: &Method, path: &str) -> Routed<'_> {
         let router = self
             .routes
             .iter()
             .find(|(m, _)| m == method)
             .map(|(_, r)| r);
-        if let Some(Ok(m)) = router.map(|r| r.at(path)) {
-            if let Some(res) = self.resources.get(*m.value) {
-                return Routed::Found(res);
-            }
-        }
-        if self.routes.iter().any(|(_, r)| r.at(path).is_ok()) {
-            return Routed::WrongMethod;
-        }
+        let exact = router.and_then(|r| r.at(path).ok()).map(|m| *m.value);
         let lower = path.to_ascii_lowercase();
-        if lower != path && self.folded.at(&lower).is_ok() {
-            return Routed::CaseVariant;
+        let folded = self.folded.at(&lower).ok().map(|m| *m.value);
+        let template = |i: usize| {
+            self.resources
+                .get(i)
+                .map(|r| r.template.to_ascii_lowercase())
+        };
+        match (exact, folded) {
+            (Some(e), Some(f)) if template(e) != template(f) => Routed::CaseVariant,
+            (Some(e), _) => match self.resources.get(e) {
+                Some(res) => Routed::Found(res),
+                None => Routed::NotFound,
+            },
+            (None, Some(_)) if self.routes.iter().any(|(_, r)| r.at(path).is_ok()) => {
+                Routed::WrongMethod
+            }
+            (None, Some(_)) => Routed::CaseVariant,
+            (None, None) => Routed::NotFound,
         }
-        Routed::NotFound
     }
 
     /// Whether `purpose` is a known data use (fideslang or declared by a policy).
@@ -199,7 +213,8 @@ impl PolicySet {
         let res = match self.route(method, path) {
             Routed::Found(r) => r,
             Routed::CaseVariant => return Decision::Deny(Denial::CaseVariant),
-            Routed::WrongMethod | Routed::NotFound => return Decision::Deny(Denial::Unmatched),
+            Routed::WrongMethod => return Decision::Deny(Denial::WrongMethod),
+            Routed::NotFound => return Decision::Deny(Denial::Unmatched),
         };
         let Some(rule) = res.rule_for(purpose) else {
             return Decision::Deny(Denial::PurposeNotCovered {

@@ -275,3 +275,83 @@ fn deprecated_keys_warn() {
         "{w:?}"
     );
 }
+
+#[test]
+fn templates_must_be_normal_and_envelopes_must_not_hold_records() {
+    let yaml = r#"
+name: t
+resources:
+  - name: a
+    match: { methods: [GET], path: "/x/%7euser" }
+  - name: b
+    match: { methods: [GET], path: /data }
+    records: $.data.items[*]
+    envelope:
+      $.data: system.operations
+rules:
+  - purpose: essential.service
+    allow: [system]
+"#;
+    let r = set(yaml).unwrap_err();
+    let text = r.to_string();
+    assert!(
+        text.contains("not in normal form") && text.contains("write `~user`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("envelope selector `$.data` reaches a value that holds records"),
+        "{text}"
+    );
+}
+
+#[test]
+fn case_variants_and_wrong_methods() {
+    let yaml = r#"
+name: t
+resources:
+  - name: contacts
+    match: { methods: [GET], path: "/crm/v3/objects/contacts/{id}" }
+  - name: any-object
+    match: { methods: [GET], path: "/crm/v3/objects/{type}/{id}" }
+    passthrough: true
+  - name: suite
+    match: { methods: [GET], path: "/Api/V8/module/Contacts/{id}" }
+rules:
+  - purpose: essential.service
+    allow: [user, system]
+"#;
+    let s = set(yaml).unwrap();
+    let m = Method::GET;
+    assert!(
+        matches!(s.route(&m, "/crm/v3/objects/contacts/7"), Routed::Found(r) if &*r.name == "contacts")
+    );
+    assert!(
+        matches!(s.route(&m, "/crm/v3/objects/deals/7"), Routed::Found(r) if &*r.name == "any-object")
+    );
+    // Would reach `contacts` on a CRM that ignores case: not `any-object`.
+    assert!(matches!(
+        s.route(&m, "/crm/v3/objects/CONTACTS/7"),
+        Routed::CaseVariant
+    ));
+    // A lower-case request for a mixed-case template.
+    assert!(matches!(
+        s.route(&m, "/api/v8/module/contacts/1"),
+        Routed::CaseVariant
+    ));
+    assert!(matches!(
+        s.route(&m, "/Api/V8/module/Contacts/1"),
+        Routed::Found(_)
+    ));
+    assert!(matches!(
+        s.route(&Method::PATCH, "/crm/v3/objects/contacts/7"),
+        Routed::WrongMethod
+    ));
+    assert!(matches!(
+        s.decide(
+            &Method::PATCH,
+            "/crm/v3/objects/contacts/7",
+            "essential.service"
+        ),
+        Decision::Deny(Denial::WrongMethod)
+    ));
+}

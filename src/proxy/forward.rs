@@ -44,18 +44,26 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-/// Client headers that never reach the CRM.
+/// Client headers that never reach the CRM: credentials, what the gateway
+/// sets itself, and headers some servers use to override the path, host or
+/// client address (every `x-forwarded-*` goes too, by prefix).
 const NEVER_FORWARDED: &[&str] = &[
     "host",
     "authorization",
     "cookie",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
     "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-host",
+    "x-http-host-override",
     "x-request-id",
     "expect",
     "content-length",
@@ -68,12 +76,14 @@ const INSPECTED_READ_DROPS: &[&str] = &["range", "if-range", "if-none-match", "i
 const ACCEPT_ENCODING: &str = "gzip, br, zstd, deflate";
 
 /// Copies the headers that may pass: drops hop-by-hop ones, whatever the
-/// `Connection` header lists, the names in `drop_names` and the headers in
-/// `drop_headers`. One pass, no hashing of names.
+/// `Connection` header lists, the names in `drop_names`, the headers in
+/// `drop_headers`, and names starting with `drop_prefix` (if not empty).
+/// One pass, no hashing of names.
 pub fn filter_headers(
     src: &HeaderMap,
     drop_headers: &[&HeaderName],
     drop_names: &[&str],
+    drop_prefix: &str,
 ) -> HeaderMap {
     let mut listed: Vec<String> = Vec::new();
     for v in src.get_all(header::CONNECTION) {
@@ -92,6 +102,7 @@ pub fn filter_headers(
             || drop_names.contains(&n)
             || listed.iter().any(|l| l == n)
             || drop_headers.contains(&name)
+            || (!drop_prefix.is_empty() && n.starts_with(drop_prefix))
         {
             continue;
         }
@@ -150,9 +161,9 @@ pub fn request(
     let mut headers = if inspected && reading {
         let mut names = NEVER_FORWARDED.to_vec();
         names.extend_from_slice(INSPECTED_READ_DROPS);
-        filter_headers(&parts.headers, &drops, &names)
+        filter_headers(&parts.headers, &drops, &names, "x-forwarded-")
     } else {
-        filter_headers(&parts.headers, &drops, NEVER_FORWARDED)
+        filter_headers(&parts.headers, &drops, NEVER_FORWARDED, "x-forwarded-")
     };
     if inspected {
         headers.insert(
@@ -387,7 +398,7 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("application/json"));
         h.insert("x-api-key", HeaderValue::from_static("secret"));
         let key = HeaderName::from_static("x-api-key");
-        let out = filter_headers(&h, &[&key], &[]);
+        let out = filter_headers(&h, &[&key], &[], "");
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out["accept"], "application/json");
     }

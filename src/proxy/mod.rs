@@ -150,6 +150,7 @@ impl Gateway {
         match plan {
             Plan::Inspect { resource, table } => {
                 let head = parts.method == Method::HEAD;
+                let http10 = parts.version <= http::Version::HTTP_10;
                 let idle = cfg.upstream.body_idle_timeout;
                 respond::inspect(
                     ctx,
@@ -159,6 +160,7 @@ impl Gateway {
                     &cfg.limits,
                     idle,
                     head,
+                    http10,
                     &self.emitter,
                 )
                 .await

@@ -33,7 +33,10 @@ pub enum Refusal {
     // What the policy says.
     RouteNotAllowed,
     PathCaseVariant,
-    PurposeNotCovered { policy: String, resource: String },
+    PurposeNotCovered {
+        policy: String,
+        resource: String,
+    },
     RecordBlocked,
     // What the CRM answered.
     UpstreamUnavailable,
@@ -46,6 +49,8 @@ pub enum Refusal {
     DecompressionFailed,
     PartialContent,
     UnexpectedNotModified,
+    /// An HTTP/1.0 client cannot tell a cut-off stream from a whole body.
+    StreamingUnavailable,
     Internal,
 }
 
@@ -76,7 +81,8 @@ impl Refusal {
             | ResponseTooLarge
             | DecompressionFailed
             | PartialContent
-            | UnexpectedNotModified => StatusCode::BAD_GATEWAY,
+            | UnexpectedNotModified
+            | StreamingUnavailable => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +118,7 @@ impl Refusal {
             DecompressionFailed => "decompression-failed",
             PartialContent => "partial-content",
             UnexpectedNotModified => "unexpected-not-modified",
+            StreamingUnavailable => "streaming-unavailable",
             Internal => "internal",
         }
     }
@@ -145,6 +152,7 @@ impl Refusal {
             DecompressionFailed => "Response could not be decompressed",
             PartialContent => "Partial content cannot be inspected",
             UnexpectedNotModified => "Unexpected 304 from the CRM",
+            StreamingUnavailable => "Response too large for an HTTP/1.0 client",
             Internal => "Internal error",
         }
     }
@@ -180,6 +188,7 @@ impl Refusal {
             DecompressionFailed => "the CRM's compressed body is corrupt, truncated or mislabelled".into(),
             PartialContent => "206 responses cannot be inspected; consentry does not forward Range".into(),
             UnexpectedNotModified => "conditional headers are not forwarded, so a 304 cannot be trusted".into(),
+            StreamingUnavailable => "responses larger than limits.stream_after are streamed, and over HTTP/1.0 a stream cut short would look complete; use HTTP/1.1 or HTTP/2".into(),
             Internal => "an internal error occurred".into(),
         }
     }
@@ -249,6 +258,7 @@ mod tests {
             DecompressionFailed,
             PartialContent,
             UnexpectedNotModified,
+            StreamingUnavailable,
             Internal,
         ]
     }
@@ -286,6 +296,7 @@ mod tests {
             ("decompression-failed", 502),
             ("partial-content", 502),
             ("unexpected-not-modified", 502),
+            ("streaming-unavailable", 502),
             ("internal", 500),
         ];
         let expected: Vec<(String, u16)> =

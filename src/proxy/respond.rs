@@ -58,7 +58,7 @@ fn response_headers(
     if inspected {
         drop.extend_from_slice(BODY_DESCRIBING);
     }
-    let mut h = filter_headers(src, &[], &drop);
+    let mut h = filter_headers(src, &[], &drop, "");
     if inspected {
         // The body depends on the caller and purpose: no shared or stale copies.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -72,7 +72,11 @@ fn response_headers(
 }
 
 fn is_json(h: &HeaderMap) -> bool {
-    let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let mut all = h.get_all(header::CONTENT_TYPE).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return false; // none, or several: ambiguous
+    };
+    let Ok(ct) = v.to_str() else {
         return false;
     };
     let mut parts = ct.split(';');
@@ -171,6 +175,10 @@ impl Pipeline {
                 Ok(None) => {
                     self.done = true;
                     let mut out = Vec::new();
+                    if self.read == 0 {
+                        // No body at all: nothing to inspect, nothing to send.
+                        return Ok(None);
+                    }
                     self.decoded.clear();
                     self.decoder
                         .finish(&mut self.decoded)
@@ -259,6 +267,7 @@ pub async fn inspect(
     limits: &Limits,
     idle: Duration,
     head: bool,
+    http10: bool,
     emitter: &Arc<Emitter>,
 ) -> Result<Response<Body>, Refusal> {
     let (parts, mut incoming) = resp.into_parts();
@@ -360,6 +369,9 @@ pub async fn inspect(
             Bytes::from(v)
         };
         return Ok(reply(body::full(whole), Some(held)));
+    }
+    if http10 {
+        return Err(Refusal::StreamingUnavailable);
     }
     // Stream the rest; the finisher writes the access line when the stream ends.
     ctx.status = parts.status.as_u16();
@@ -506,5 +518,8 @@ mod tests {
         assert!(!is_json(&h("application/json; charset=latin1")));
         assert!(!is_json(&h("text/json")));
         assert!(!is_json(&HeaderMap::new()));
+        let mut two = h("application/json");
+        two.append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert!(!is_json(&two));
     }
 }

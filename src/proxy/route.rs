@@ -69,7 +69,7 @@ pub fn plan(
         Decision::Deny(Denial::Unmatched) if unmatched == Unmatched::Passthrough => {
             Ok(Plan::Pass { resource: None })
         }
-        Decision::Deny(Denial::Unmatched) => Err(Refusal::RouteNotAllowed),
+        Decision::Deny(Denial::Unmatched | Denial::WrongMethod) => Err(Refusal::RouteNotAllowed),
         Decision::Deny(Denial::CaseVariant) => Err(Refusal::PathCaseVariant),
         Decision::Deny(Denial::PurposeNotCovered { policy, resource }) => {
             Err(Refusal::PurposeNotCovered {

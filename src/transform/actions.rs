@@ -44,8 +44,12 @@ pub fn render(
     let first = raw.first().copied().unwrap_or(b'n');
     match action {
         Action::Allow => {
-            if first == b'"' && !scan.is_empty() {
-                return scan_text(scan, raw, table, render, s, out);
+            if !scan.is_empty() {
+                match first {
+                    b'"' => return scan_text(scan, raw, table, render, s, out),
+                    b'{' | b'[' => return scan_container(scan, raw, table, render, s, out),
+                    _ => {}
+                }
             }
             out.extend_from_slice(raw);
             Applied::Unchanged
@@ -163,6 +167,45 @@ pub fn mask(m: Mask, text: &str, out: &mut Vec<u8>) {
                 out.extend_from_slice(domain.as_bytes());
             }
         }
+    }
+}
+
+/// Runs the detectors over every string (member names included) inside an
+/// object or array, e.g. a notes field that holds a list of notes.
+fn scan_container(
+    scan: DetectorSet,
+    raw: &[u8],
+    table: &ActionTable,
+    render: &Render,
+    s: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Applied {
+    let start_len = out.len();
+    let mut found = 0u32;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'"', &raw[i..]) {
+        let start = i + off;
+        out.extend_from_slice(&raw[i..start]);
+        let mut escaped = false;
+        let end = match super::lex::string(raw, start + 1, &mut escaped) {
+            Ok(super::lex::Str::End(e)) => e,
+            // Unreachable for a validated value; never pass what was not scanned.
+            _ => {
+                out.truncate(start_len);
+                out.extend_from_slice(&render.placeholder);
+                return Applied::Redacted;
+            }
+        };
+        if let Applied::Scanned(n) = scan_text(scan, &raw[start..end], table, render, s, out) {
+            found += n;
+        }
+        i = end;
+    }
+    out.extend_from_slice(&raw[i..]);
+    if found > 0 {
+        Applied::Scanned(found)
+    } else {
+        Applied::Unchanged
     }
 }
 
@@ -349,6 +392,20 @@ mod tests {
             "null"
         );
         assert!(HashKey::new(b"short").is_none());
+    }
+
+    #[test]
+    fn scanning_reaches_strings_inside_containers() {
+        let r = Render::default();
+        assert_eq!(
+            run(
+                Action::Allow,
+                DetectorSet::all(),
+                r#"["card 4111111111111111", {"a@b.example": "x", "n": 1}]"#,
+                &r
+            ),
+            r#"["card [CARD]", {"[EMAIL]": "x", "n": 1}]"#
+        );
     }
 
     #[test]

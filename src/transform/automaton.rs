@@ -236,6 +236,40 @@ impl Dfa {
         self.states.len()
     }
 
+    /// For every state: whether a state with a mark satisfying `pred` can be
+    /// reached strictly below it.
+    pub fn reaches_below(&self, pred: impl Fn(&Mark) -> bool) -> Vec<bool> {
+        let mut below = vec![false; self.states.len()];
+        loop {
+            let mut changed = false;
+            for id in 0..self.states.len() {
+                if below[id] {
+                    continue;
+                }
+                let st = &self.states[id];
+                let hit = st
+                    .names
+                    .iter()
+                    .map(|n| n.to)
+                    .chain([st.other, st.elem])
+                    .filter(|&t| t != DEAD)
+                    .any(|t| below[t as usize] || self.states[t as usize].marks.iter().any(&pred));
+                if hit {
+                    below[id] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return below;
+            }
+        }
+    }
+
+    /// The states of this automaton, for checks at load time.
+    pub fn states(&self) -> &[State] {
+        &self.states
+    }
+
     pub fn is_empty(&self) -> bool {
         self.states.len() <= 2 && self.states.iter().all(|s| s.marks.is_empty())
     }

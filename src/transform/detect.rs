@@ -171,7 +171,7 @@ pub fn detect(text: &[u8], set: DetectorSet, out: &mut Vec<Found>) {
             i += 1;
             continue;
         }
-        let boundary = i == 0 || !is_word(text[i - 1]);
+        let boundary = i == 0 || !word_before(text, i);
         let found = match c {
             C_DIGIT | C_PLUS if boundary => numeric(text, i, set),
             C_AT if set.has(Detector::Email) => email(text, i, floor),
@@ -203,6 +203,12 @@ pub fn detect(text: &[u8], set: DetectorSet, out: &mut Vec<Found>) {
                         i += 1;
                     }
                 }
+                if c == C_COLON {
+                    // The whole hex-and-colon run was considered: skip it.
+                    while i < n && is_v6(text[i]) {
+                        i += 1;
+                    }
+                }
             }
         }
     }
@@ -211,6 +217,21 @@ pub fn detect(text: &[u8], set: DetectorSet, out: &mut Vec<Found>) {
 #[inline]
 fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Whether the character before `i` is part of a word (a letter or digit,
+/// in any script: `n°4111...` starts a number, `é4111` does not).
+fn word_before(text: &[u8], i: usize) -> bool {
+    let b = text[i - 1];
+    if b < 0x80 {
+        return b.is_ascii_alphanumeric() || b == b'_';
+    }
+    let from = i.saturating_sub(4);
+    let tail = &text[from..i];
+    (0..tail.len())
+        .find_map(|k| std::str::from_utf8(&tail[k..]).ok())
+        .and_then(|s| s.chars().next_back())
+        .is_some_and(char::is_alphanumeric)
 }
 
 /// A run of digits with single phone/card separators, starting at `i`.
@@ -260,7 +281,7 @@ fn run(text: &[u8], i: usize) -> Run {
             continue;
         }
         let sep = matches!(b, b' ' | b'-' | b'.' | b'(' | b')');
-        if !sep || seps >= 2 {
+        if !sep || seps >= 3 {
             break;
         }
         // A separator counts only if a digit follows: `pending` holds it until then.
@@ -410,7 +431,7 @@ fn ipv4(span: &[u8]) -> bool {
 }
 
 fn ssn(span: &[u8]) -> bool {
-    if span.len() != 11 || span[3] != b'-' || span[6] != b'-' {
+    if span.len() != 11 || !(span[3] == span[6] && (span[3] == b'-' || span[3] == b' ')) {
         return false;
     }
     let num = |a: usize, b: usize| -> Option<u32> {
@@ -535,14 +556,21 @@ fn is_v6(b: u8) -> bool {
     b.is_ascii_hexdigit() || b == b':' || b == b'.'
 }
 
+/// The longest textual IPv6 address (with an embedded IPv4 part).
+const MAX_V6: usize = 45;
+
 fn ipv6(text: &[u8], colon: usize, floor: usize) -> Option<Found> {
+    // Bounded both ways, so a long run of hex and colons costs linear time.
     let mut s = colon;
-    while s > floor && is_v6(text[s - 1]) {
+    while s > floor && colon - s < MAX_V6 && is_v6(text[s - 1]) {
         s -= 1;
     }
     let mut e = colon;
-    while e < text.len() && is_v6(text[e]) {
+    while e < text.len() && e - s <= MAX_V6 && is_v6(text[e]) {
         e += 1;
+    }
+    if e - s > MAX_V6 || (s > floor && is_v6(text[s - 1])) {
+        return None;
     }
     while e > colon && text[e - 1] == b'.' {
         e -= 1;
@@ -634,6 +662,42 @@ mod tests {
         ] {
             assert_eq!(find(text), vec![], "{text}");
         }
+    }
+
+    #[test]
+    fn more_number_spellings() {
+        use Detector::*;
+        assert_eq!(
+            find("n\u{b0}4111111111111111"),
+            vec![("4111111111111111".into(), PaymentCard)]
+        );
+        assert_eq!(
+            find("x 4111 - 1111 - 1111 - 1111 y"),
+            vec![("4111 - 1111 - 1111 - 1111".into(), PaymentCard)]
+        );
+        assert_eq!(
+            find("x 555 - 234 - 5678 y"),
+            vec![("555 - 234 - 5678".into(), Phone)]
+        );
+        assert_eq!(find("ssn 123 45 6789"), vec![("123 45 6789".into(), UsSsn)]);
+        assert_eq!(
+            find("caf\u{e9}4111111111111111"),
+            vec![],
+            "a letter before the digits makes it a word"
+        );
+        assert_eq!(
+            find("mail jane@ex\u{e4}mple.de ok"),
+            vec![("jane@ex\u{e4}mple.de".into(), Email)]
+        );
+    }
+
+    #[test]
+    fn long_colon_runs_are_linear() {
+        // A quadratic scan of this would take minutes; linear takes milliseconds.
+        let text = "1:".repeat(400_000);
+        let mut out = Vec::new();
+        detect(text.as_bytes(), DetectorSet::all(), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

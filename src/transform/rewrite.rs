@@ -21,7 +21,7 @@
 //! kinds, not content.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::actions::{self, Applied, Scratch};
@@ -233,7 +233,7 @@ pub struct Rewriter {
     partial: Option<(usize, usize, bool)>,
     env: VecDeque<Edit>,
     env_base: usize,
-    env_removed: Vec<(u32, u32)>,
+    env_removed: HashMap<u32, u32>,
     records: VecDeque<Record>,
     record_base: u64,
     decided: u64,
@@ -268,7 +268,7 @@ impl Rewriter {
             partial: None,
             env: VecDeque::new(),
             env_base: 0,
-            env_removed: Vec::new(),
+            env_removed: HashMap::new(),
             records: VecDeque::new(),
             record_base: 0,
             decided: 0,
@@ -1096,7 +1096,7 @@ impl Rewriter {
                             .skip(1)
                             .take(inner)
                             .any(|e| self.more_lenient(e.target, table, action));
-                        if action == Action::Allow || lenient {
+                        if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
                             // Transparent: the edits inside decide.
                             self.env.pop_front();
                             self.env_base += 1;
@@ -1172,7 +1172,7 @@ impl Rewriter {
     }
 
     fn apply_record(&mut self, win: &[u8], rec: &Record, table: &ActionTable, out: &mut Vec<u8>) {
-        let mut removed: Vec<(u32, u32)> = Vec::new();
+        let mut removed: HashMap<u32, u32> = HashMap::new();
         let edits = &rec.edits;
         let mut i = 0;
         while i < edits.len() {
@@ -1187,7 +1187,7 @@ impl Rewriter {
                 let lenient = edits[i..i + inner]
                     .iter()
                     .any(|e| self.more_lenient(e.target, table, action));
-                if action == Action::Allow || lenient {
+                if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
                     continue; // transparent: the edits inside decide
                 }
                 i += inner; // replaced whole: the edits inside have nothing left to do
@@ -1282,12 +1282,11 @@ enum Removal {
 /// The byte range that deletes `edit`'s member together with one comma.
 /// `removed` counts members already deleted per container, so the first
 /// surviving member never keeps a leading comma.
-fn removal(edit: &Edit, removed: &mut Vec<(u32, u32)>) -> Removal {
+fn removal(edit: &Edit, removed: &mut HashMap<u32, u32>) -> Removal {
     if edit.container == NO_CONTAINER {
         return Removal::NotMember;
     }
-    let slot = removed.iter().position(|(c, _)| *c == edit.container);
-    let before = slot.map_or(0, |i| removed[i].1);
+    let before = removed.get(&edit.container).copied().unwrap_or(0);
     let range = if before < edit.index && edit.comma != NONE {
         // A member before this one survives: delete ", member".
         (edit.comma, edit.value_end)
@@ -1298,10 +1297,7 @@ fn removal(edit: &Edit, removed: &mut Vec<(u32, u32)>) -> Removal {
             next => (edit.member, next),
         }
     };
-    match slot {
-        Some(i) => removed[i].1 += 1,
-        None => removed.push((edit.container, 1)),
-    }
+    *removed.entry(edit.container).or_insert(0) += 1;
     Removal::Range(range.0, range.1)
 }
 

@@ -254,3 +254,41 @@ async fn empty_bodies_pass_without_a_content_type() {
     gw.crm.on(ONE, Reply::json("").status(204));
     assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 204);
 }
+
+#[tokio::test]
+async fn ambiguous_content_types_and_empty_json_bodies() {
+    let gw = TestGateway::start().await;
+    refused(
+        &gw,
+        Reply::json(body())
+            .header("content-type", "application/json")
+            .chunks(vec![body().into()])
+            .with_second_content_type(),
+        "not-json",
+    )
+    .await;
+    gw.crm
+        .on(ONE, Reply::json("").header("content-length", "0"));
+    let got = get(&gw.url(ONE), SUPPORT).await;
+    assert_eq!(
+        got.status,
+        200,
+        "an empty body carries nothing to inspect: {}",
+        got.text()
+    );
+    assert!(got.body.is_empty());
+}
+
+#[tokio::test]
+async fn free_text_inside_a_list_is_scanned_too() {
+    let gw = TestGateway::start().await;
+    gw.crm.on(
+        ONE,
+        Reply::json(r#"{"id":"7","properties":{"notes":["card 4111 1111 1111 1111", {"more": "call +1 555 234 5678"}]}}"#),
+    );
+    let got = get(&gw.url(ONE), SUPPORT).await;
+    assert_eq!(
+        got.text(),
+        r#"{"id":"7","properties":{"notes":["card [CARD]", {"more": "call ***5678"}]}}"#
+    );
+}

@@ -62,6 +62,13 @@ impl Reply {
         self
     }
 
+    /// Adds a second, conflicting `Content-Type`.
+    pub fn with_second_content_type(mut self) -> Reply {
+        self.headers
+            .push(("content-type".into(), "text/html".into()));
+        self
+    }
+
     pub fn without_header(mut self, k: &str) -> Reply {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
         self

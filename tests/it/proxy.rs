@@ -491,3 +491,97 @@ async fn request_bodies_are_limited() {
         (413, "request-body-too-large")
     );
 }
+
+#[tokio::test]
+async fn path_and_client_overrides_never_reach_the_crm() {
+    let gw = TestGateway::start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    let got = send(
+        "GET",
+        &gw.url(ONE),
+        &[
+            ("x-api-key", SUPPORT),
+            ("x-original-url", "/crm/v3/objects/contacts/8"),
+            ("x-rewrite-url", "/admin"),
+            ("x-forwarded-server", "evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-client-ip", "6.6.6.6"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let h = gw.crm.last().headers;
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "true-client-ip",
+        "x-client-ip",
+    ] {
+        assert!(!h.contains_key(name), "{name} reached the CRM");
+    }
+    for q in [
+        "?_%6Dethod=DELETE",
+        "?a=1;_method=DELETE",
+        "?%5F%6D%65%74%68%6F%64=PUT",
+    ] {
+        let got = get(&gw.url(&format!("{ONE}{q}")), SUPPORT).await;
+        assert_eq!(
+            (got.status, got.problem().as_str()),
+            (400, "method-override"),
+            "{q}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_declared_path_with_another_method_is_refused_even_with_passthrough() {
+    let gw = TestGateway::builder()
+        .config("routes: { unmatched: passthrough }")
+        .start()
+        .await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    gw.crm
+        .on("/crm/v3/owners", Reply::json(r#"{"results":[]}"#));
+    let before = gw.crm.count();
+    let got = send("PATCH", &gw.url(ONE), &[("x-api-key", SUPPORT)], b"{}").await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (403, "route-not-allowed")
+    );
+    assert_eq!(gw.crm.count(), before);
+    // A path no policy declares passes unread under `passthrough`.
+    let got = get(&gw.url("/crm/v3/owners"), SUPPORT).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), r#"{"results":[]}"#);
+}
+
+#[tokio::test]
+async fn http_1_0_clients_get_whole_responses_or_a_refusal() {
+    let gw = TestGateway::builder()
+        .config("limits: { stream_after: 4KiB }")
+        .start()
+        .await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    let list: Vec<String> = (1..=20).map(contact).collect();
+    gw.crm.on(
+        "/crm/v3/objects/contacts",
+        Reply::json(format!(r#"{{"results":[{}]}}"#, list.join(","))),
+    );
+    let small = format!("GET {ONE} HTTP/1.0\r\nX-Api-Key: {SUPPORT}\r\n\r\n");
+    let (status, text) = raw(gw.addr, small.as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("content-length:"),
+        "{text}"
+    );
+    let big = format!("GET /crm/v3/objects/contacts HTTP/1.0\r\nX-Api-Key: {SUPPORT}\r\n\r\n");
+    let (status, text) = raw(gw.addr, big.as_bytes()).await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("streaming-unavailable"), "{text}");
+}
