@@ -248,6 +248,7 @@ pub struct Builder {
     policies: Vec<(String, String)>,
     extra_config: String,
     upstream: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl TestGateway {
@@ -256,6 +257,7 @@ impl TestGateway {
             policies: vec![("hubspot-contacts.yaml".into(), example_policy())],
             extra_config: String::new(),
             upstream: None,
+            ca_file: None,
         }
     }
 
@@ -294,6 +296,12 @@ impl Builder {
         self
     }
 
+    /// Trusts this CA (PEM) for the upstream, besides the system roots.
+    pub fn upstream_ca(mut self, path: &std::path::Path) -> Builder {
+        self.ca_file = Some(path.to_path_buf());
+        self
+    }
+
     /// Appends top-level YAML to the config (e.g. a `limits:` block).
     pub fn config(mut self, yaml: &str) -> Builder {
         self.extra_config.push_str(yaml);
@@ -312,7 +320,7 @@ impl Builder {
 listen: 127.0.0.1:0
 upstream:
   url: {crm}
-  headers:
+{ca}  headers:
     - name: Authorization
       value: "Bearer upstream-secret-token"
     - name: X-Crm-Account
@@ -342,6 +350,11 @@ log: {{ access: false }}
             m = config::api_key_hash(MARKETING),
             x = config::api_key_hash(MULTI),
             extra = self.extra_config,
+            ca = self
+                .ca_file
+                .as_ref()
+                .map(|p| format!("  ca_file: {}\n", p.display()))
+                .unwrap_or_default(),
         );
         let path = dir.path().join("consentry.yaml");
         let (cfg, set, _) =

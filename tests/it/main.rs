@@ -7,4 +7,5 @@ mod failclosed;
 mod policies;
 mod proxy;
 mod streaming;
+mod tls;
 mod transform_props;
