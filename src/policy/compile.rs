@@ -671,11 +671,10 @@ impl Compiler<'_> {
             let up = m.value.to_ascii_uppercase();
             match up.as_str() {
                 "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => {
-                    if let Ok(method) = Method::from_bytes(up.as_bytes()) {
-                        if !out.contains(&method) {
+                    if let Ok(method) = Method::from_bytes(up.as_bytes())
+                        && !out.contains(&method) {
                             out.push(method);
                         }
-                    }
                 }
                 "CONNECT" | "TRACE" => self.r.error(file, at(m), format!("{up} is never proxied"), Some(
                     "consentry refuses CONNECT and TRACE: they would tunnel or echo data past the policy".into(),
@@ -747,16 +746,16 @@ impl Compiler<'_> {
             }
             // Literal segments must be spelled the way a normalised request path is.
             let literal = format!("/{seg}");
-            if let Ok(canonical) = crate::path::normalise(&literal) {
-                if canonical != literal {
-                    return err(
-                        format!("segment `{seg}` of `{s}` is not in normal form"),
-                        &format!(
-                            "requests are matched after normalisation; write `{}`",
-                            &canonical[1..]
-                        ),
-                    );
-                }
+            if let Ok(canonical) = crate::path::normalise(&literal)
+                && canonical != literal
+            {
+                return err(
+                    format!("segment `{seg}` of `{s}` is not in normal form"),
+                    &format!(
+                        "requests are matched after normalisation; write `{}`",
+                        &canonical[1..]
+                    ),
+                );
             }
             let ok = seg
                 .bytes()

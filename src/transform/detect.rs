@@ -322,7 +322,7 @@ fn luhn(d: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Numbers: IPv4, SSN, payment card, phone, in that order of precedence.

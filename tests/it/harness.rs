@@ -189,15 +189,15 @@ async fn answer(
     let (hold, delay, breaks) = (reply.hold.clone(), reply.delay, reply.break_after);
     tokio::spawn(async move {
         for (i, c) in chunks.into_iter().enumerate() {
-            if i == 1 {
-                if let Some(h) = &hold {
-                    h.notified().await;
-                }
+            if i == 1
+                && let Some(h) = &hold
+            {
+                h.notified().await;
             }
-            if i > 0 {
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                }
+            if i > 0
+                && let Some(d) = delay
+            {
+                tokio::time::sleep(d).await;
             }
             if tx.send(Ok(Frame::data(c))).await.is_err() {
                 return;

@@ -1,0 +1,249 @@
+//! Applying: decides what each edit becomes and writes the output, copying
+//! every byte between edits unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::transform::actions::{self, Applied};
+use crate::transform::automaton::Mark;
+use crate::transform::detect::DetectorSet;
+use crate::transform::program::{Action, ActionTable};
+
+impl Rewriter {
+    pub(super) fn flush(&mut self, win: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
+        let prog = Arc::clone(&self.prog);
+        let base_table = Arc::clone(&self.table);
+        while let Some(&edit) = self.env.front() {
+            if edit.value_end == NONE {
+                break;
+            }
+            match edit.target {
+                Target::Record(n) => {
+                    let Some(decision) = self.records.front().and_then(|r| r.decision) else {
+                        break;
+                    };
+                    match decision {
+                        RecordOutcome::Block => return Err(TransformError::Blocked { record: n }),
+                        RecordOutcome::Drop => {
+                            match removal(&edit, &mut self.env_removed) {
+                                Removal::Wait => break,
+                                Removal::Range(a, b) => {
+                                    copy(win, self.base, &mut self.cursor, a, out);
+                                    self.cursor = b;
+                                }
+                                // A single-record body cannot lose its record.
+                                Removal::NotMember => {
+                                    return Err(TransformError::Blocked { record: n });
+                                }
+                            }
+                            self.stats.records_dropped += 1;
+                            if let Some(rec) = self.records.pop_front() {
+                                self.recycle(rec);
+                            }
+                        }
+                        RecordOutcome::Keep | RecordOutcome::Redact => {
+                            let table = if decision == RecordOutcome::Redact {
+                                self.stats.records_redacted += 1;
+                                &prog.redacted
+                            } else {
+                                &base_table
+                            };
+                            let Some(rec) = self.records.pop_front() else {
+                                break;
+                            };
+                            copy(win, self.base, &mut self.cursor, edit.value_start, out);
+                            self.apply_record(win, &rec, table, out);
+                            self.recycle(rec);
+                        }
+                    }
+                    self.stats.records += 1;
+                    self.record_base += 1;
+                }
+                Target::Env(_) | Target::Unlisted | Target::Rec(_) => {
+                    let table = &base_table;
+                    let (action, scan) = self.resolve(edit.target, table);
+                    let inner = self
+                        .env
+                        .iter()
+                        .skip(1)
+                        .take_while(|e| e.value_start < edit.value_end)
+                        .count();
+                    if inner > 0 || is_container(win, self.base, &edit) {
+                        let lenient = self
+                            .env
+                            .iter()
+                            .skip(1)
+                            .take(inner)
+                            .any(|e| self.more_lenient(e.target, table, action));
+                        if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
+                            // Transparent: the edits inside decide.
+                            self.env.pop_front();
+                            self.env_base += 1;
+                            continue;
+                        }
+                    }
+                    if action == Action::Remove {
+                        match removal(&edit, &mut self.env_removed) {
+                            Removal::Wait => break,
+                            Removal::Range(a, b) => {
+                                copy(win, self.base, &mut self.cursor, a, out);
+                                self.cursor = b;
+                                self.stats.removed += 1;
+                            }
+                            Removal::NotMember => {
+                                self.replace(win, &edit, Action::Redact, scan, table, out)
+                            }
+                        }
+                    } else {
+                        self.replace(win, &edit, action, scan, table, out);
+                    }
+                    // Edits inside a value replaced whole have nothing left to do.
+                    for _ in 0..inner {
+                        self.env.pop_front();
+                        self.env_base += 1;
+                    }
+                }
+            }
+            self.env.pop_front();
+            self.env_base += 1;
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, target: Target, table: &ActionTable) -> (Action, DetectorSet) {
+        let marks: &[Mark] = match target {
+            Target::Env(s) => &self.prog.envelope.state(s).marks,
+            Target::Rec(s) => &self.prog.record.state(s).marks,
+            Target::Unlisted | Target::Record(_) => &[],
+        };
+        table.resolve(&self.prog, marks)
+    }
+
+    /// Writes the bytes up to the edit, then its replacement.
+    fn replace(
+        &mut self,
+        win: &[u8],
+        edit: &Edit,
+        action: Action,
+        scan: DetectorSet,
+        table: &ActionTable,
+        out: &mut Vec<u8>,
+    ) {
+        copy(win, self.base, &mut self.cursor, edit.value_start, out);
+        let raw = &win[edit.value_start - self.base..edit.value_end - self.base];
+        let done = actions::render(
+            action,
+            scan,
+            raw,
+            table,
+            &self.prog.render,
+            &mut self.scratch,
+            out,
+        );
+        match done {
+            Applied::Unchanged => {}
+            Applied::Masked => self.stats.masked += 1,
+            Applied::Hashed => self.stats.hashed += 1,
+            Applied::Redacted => self.stats.redacted += 1,
+            Applied::Scanned(n) => self.stats.detected += n as u64,
+        }
+        self.cursor = edit.value_end;
+    }
+
+    fn apply_record(&mut self, win: &[u8], rec: &Record, table: &ActionTable, out: &mut Vec<u8>) {
+        let mut removed: HashMap<u32, u32> = HashMap::new();
+        let edits = &rec.edits;
+        let mut i = 0;
+        while i < edits.len() {
+            let edit = &edits[i];
+            let (action, scan) = self.resolve(edit.target, table);
+            let inner = edits[i + 1..]
+                .iter()
+                .take_while(|e| e.value_start < edit.value_end)
+                .count();
+            i += 1;
+            if inner > 0 || is_container(win, self.base, edit) {
+                let lenient = edits[i..i + inner]
+                    .iter()
+                    .any(|e| self.more_lenient(e.target, table, action));
+                if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
+                    continue; // transparent: the edits inside decide
+                }
+                i += inner; // replaced whole: the edits inside have nothing left to do
+            }
+            if action == Action::Remove {
+                if let Removal::Range(a, b) = removal(edit, &mut removed) {
+                    copy(win, self.base, &mut self.cursor, a, out);
+                    self.cursor = b;
+                    self.stats.removed += 1;
+                    continue;
+                }
+                // The record's own root cannot be deleted from inside it.
+                self.replace(win, edit, Action::Redact, scan, table, out);
+                continue;
+            }
+            self.replace(win, edit, action, scan, table, out);
+        }
+        copy(win, self.base, &mut self.cursor, rec.end, out);
+    }
+
+    /// Whether an edit inside a container is shown more leniently than the
+    /// container's own action (then the container is not replaced whole).
+    fn more_lenient(&self, target: Target, table: &ActionTable, outer: Action) -> bool {
+        match target {
+            Target::Record(_) => true,
+            t => self.resolve(t, table).0.rank() < outer.rank(),
+        }
+    }
+
+    fn recycle(&mut self, mut rec: Record) {
+        rec.edits.clear();
+        if self.spare.len() < 8 {
+            self.spare.push(rec.edits);
+        }
+    }
+}
+
+/// Whether the edit's value is an object or array.
+#[inline]
+fn is_container(win: &[u8], base: usize, edit: &Edit) -> bool {
+    matches!(win.get(edit.value_start - base), Some(b'{' | b'['))
+}
+
+/// Copies `win` from the cursor up to absolute offset `to`, unchanged.
+#[inline]
+pub(super) fn copy(win: &[u8], base: usize, cursor: &mut usize, to: usize, out: &mut Vec<u8>) {
+    if to > *cursor {
+        out.extend_from_slice(&win[*cursor - base..to - base]);
+        *cursor = to;
+    }
+}
+
+enum Removal {
+    Range(usize, usize),
+    Wait,
+    NotMember,
+}
+
+/// The byte range that deletes `edit`'s member together with one comma.
+/// `removed` counts members already deleted per container, so the first
+/// surviving member never keeps a leading comma.
+fn removal(edit: &Edit, removed: &mut HashMap<u32, u32>) -> Removal {
+    if edit.container == NO_CONTAINER {
+        return Removal::NotMember;
+    }
+    let before = removed.get(&edit.container).copied().unwrap_or(0);
+    let range = if before < edit.index && edit.comma != NONE {
+        // A member before this one survives: delete ", member".
+        (edit.comma, edit.value_end)
+    } else {
+        match edit.next {
+            NONE => return Removal::Wait,
+            CLOSED => (edit.member, edit.value_end),
+            next => (edit.member, next),
+        }
+    };
+    *removed.entry(edit.container).or_insert(0) += 1;
+    Removal::Range(range.0, range.1)
+}
