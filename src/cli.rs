@@ -176,23 +176,23 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let resources = set.resources().len();
-    let policies = Arc::new(arc_swap::ArcSwap::from_pointee(set));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (addr, handles) = server::run_workers(&cfg, policies, workers, stop_rx)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(%addr, resources, workers, "consentry listening");
-    // Signals are awaited on a small runtime of their own.
-    tokio::runtime::Builder::new_current_thread()
+    // One work-stealing runtime: measured against one single-threaded runtime
+    // per core (SO_REUSEPORT), it balances better when the cores are shared
+    // (see BENCHMARKS.md).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
-        .context("cannot start the signal runtime")?
-        .block_on(shutdown_signal());
-    let _ = stop_tx.send(true);
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = bind(cfg.listen, "listen").await?;
+        let addr = listener.local_addr()?;
+        let resources = set.resources().len();
+        let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
+        tracing::info!(%addr, resources, workers, "consentry listening");
+        server::serve(listener, gw, shutdown_signal()).await;
+        Ok(())
+    })
 }
 
 async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {

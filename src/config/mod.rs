@@ -29,7 +29,7 @@ use source::ConfigFile;
 pub struct Config {
     pub file: PathBuf,
     pub listen: SocketAddr,
-    /// Worker threads; 0 means one per core.
+    /// Runtime worker threads; 0 means one per core.
     pub workers: usize,
     pub upstream: Upstream,
     pub policies_dir: PathBuf,
@@ -155,7 +155,7 @@ impl Default for Limits {
             response_body: 256 << 20,
             decompressed_body: 256 << 20,
             record: 8 << 20,
-            stream_after: 64 << 10,
+            stream_after: 256 << 10,
             header_bytes: 32 << 10,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),

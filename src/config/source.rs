@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 pub struct ConfigFile {
     /// Data-plane listen address, e.g. `127.0.0.1:8080`.
     pub listen: Spanned<String>,
-    /// Worker threads, each with its own listener and CRM connections (0: one per core).
+    /// Runtime worker threads (0: one per core).
     #[serde(default)]
     pub workers: Option<u32>,
     pub upstream: UpstreamSource,

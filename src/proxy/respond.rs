@@ -470,29 +470,10 @@ pub fn pass(
     let (parts, incoming) = resp.into_parts();
     let headers = response_headers(&parts.headers, resource, false, ctx);
     ctx.outcome = Outcome::Passed;
-    let limit = limits.response_body;
-    let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-    let capped =
-        futures_util::stream::unfold((body, 0u64, false), move |(mut b, seen, stop)| async move {
-            if stop {
-                return None;
-            }
-            match b.frame().await {
-                None => None,
-                Some(Err(e)) => Some((Err(e), (b, seen, true))),
-                Some(Ok(f)) => {
-                    let seen = seen + f.data_ref().map_or(0, |d| d.len() as u64);
-                    if seen > limit {
-                        return Some((
-                            Err(Box::new(CutOff("response-too-large")) as BoxError),
-                            (b, seen, true),
-                        ));
-                    }
-                    Some((Ok(f), (b, seen, false)))
-                }
-            }
-        });
-    let mut r = Response::new(StreamBody::new(capped).boxed_unsync());
+    // Still capped: a passthrough route is not a way around the size limits.
+    let limit = usize::try_from(limits.response_body).unwrap_or(usize::MAX);
+    let capped = http_body_util::Limited::new(incoming, limit).boxed_unsync();
+    let mut r = Response::new(capped);
     *r.status_mut() = parts.status;
     *r.headers_mut() = headers;
     r
