@@ -26,14 +26,11 @@ pub async fn serve(
 ) {
     let limits = gateway.config().limits.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    if std::env::var_os("EXP_NOTIMER").is_none() {
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
-    }
     builder
         .http1()
+        // hyper enforces the header read timeout only with a timer.
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.header_bytes.max(8192))
         .max_headers(limits.max_headers);
     builder
