@@ -585,3 +585,32 @@ async fn http_1_0_clients_get_whole_responses_or_a_refusal() {
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("streaming-unavailable"), "{text}");
 }
+
+#[tokio::test]
+async fn slow_or_oversized_request_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::builder()
+        .config("limits: { header_read_timeout: 500ms, header_bytes: 16KiB }")
+        .start()
+        .await;
+    // A client that never finishes its request head.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /crm/v3/objects/contacts/7 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the gateway must close a connection whose head does not arrive in time"
+    );
+    // A head larger than the limit.
+    let big = format!(
+        "GET {ONE} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {SUPPORT}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 << 10)
+    );
+    let (status, _) = raw(gw.addr, big.as_bytes()).await;
+    assert!(status == 431 || status == 0, "oversized head got {status}");
+    assert_eq!(gw.crm.count(), 0);
+}
