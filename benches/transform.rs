@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use consentry::policy::{Options, compile};
 use consentry::transform::{
-    Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, Limits, Mark, Mask, Program,
-    RecordOutcome, Render, Rewriter, Selector, Subject, Unlisted, rewrite_into,
+    ActionTable, DetectorSet, Limits, Program, RecordOutcome, Rewriter, Subject, rewrite_into,
 };
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -36,63 +36,33 @@ fn fixture(name: &str) -> Vec<u8> {
     consentry::demo::data::fixture_body(n)
 }
 
-/// The peer policy: email and date of birth redacted, phone masked to its last 4.
-/// With `notes`, the free-text notes are scanned for e-mails, phones and cards.
-fn program(records: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
-    let env = Dfa::build(&[(Selector::parse(records).unwrap(), Mark::Record)]).unwrap();
-    let mut fields = vec![
-        ("$.properties.email", Action::Redact, DetectorSet::EMPTY),
-        (
-            "$.properties.date_of_birth",
-            Action::Redact,
-            DetectorSet::EMPTY,
-        ),
-        (
-            "$.properties.phone",
-            Action::Mask(Mask::Last(4)),
-            DetectorSet::EMPTY,
-        ),
-    ];
+/// The peers' policy, compiled from `bench/policies/peer.yaml` as the gateway
+/// compiles it. With `notes`, the notes are also scanned for e-mails, phones
+/// and cards. `resource` is `contact` (one record) or `contacts` (a list).
+fn program(resource: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
+    let mut yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/policies/peer.yaml"
+    ))
+    .unwrap();
     if notes {
-        let scan = DetectorSet::EMPTY
-            .with(Detector::Email)
-            .with(Detector::Phone)
-            .with(Detector::PaymentCard);
-        fields.push(("$.properties.notes", Action::Allow, scan));
+        yaml = yaml.replace(
+            "      $.properties.phone: user.contact.phone_number\n",
+            "      $.properties.phone: user.contact.phone_number\n      $.properties.notes: { category: user.content, scan: [email, phone, payment_card] }\n",
+        );
+        yaml = yaml.replace(
+            "redact: [user.contact.email,",
+            "redact: [user.financial, user.contact.email,",
+        );
     }
-    let mut sels: Vec<(Selector, Mark)> = fields
+    let (set, _) = compile::compile(&[("peer.yaml".into(), yaml)], &Options::default()).unwrap();
+    let res = set
+        .resources()
         .iter()
-        .enumerate()
-        .map(|(i, f)| (Selector::parse(f.0).unwrap(), Mark::Field(i as u32)))
-        .collect();
-    sels.push((Selector::parse("$.id").unwrap(), Mark::Subject));
-    let rec = Dfa::build(&sels).unwrap();
-    let specs = fields
-        .iter()
-        .map(|f| FieldSpec {
-            selector: f.0.into(),
-            category: 0,
-            scan: f.2,
-        })
-        .collect();
-    let render = Render {
-        placeholder: b"\"[REDACTED]\"".as_slice().into(),
-        ..Render::default()
-    };
-    let prog = Program::new(
-        env,
-        rec,
-        specs,
-        vec!["user".into()],
-        Unlisted::Allow,
-        Arc::new(render),
-    );
-    let table = ActionTable {
-        fields: fields.iter().map(|f| f.1).collect(),
-        detectors: [Action::Redact; Detector::COUNT],
-        unlisted: Action::Allow,
-    };
-    (Arc::new(prog), Arc::new(table))
+        .find(|r| &*r.name == resource)
+        .unwrap();
+    let table = Arc::clone(&res.rule_for("essential.service").unwrap().table);
+    (Arc::clone(&res.program), table)
 }
 
 /// The DOM baseline: what a serde_json redactor does with the same policy.
@@ -125,9 +95,9 @@ fn serde_redact(body: &[u8]) -> Vec<u8> {
 
 fn kernel(c: &mut Criterion) {
     let cases = [
-        ("contact_1", "contact_1.json", "$"),
-        ("contacts_100", "contacts_100.json", "$.results[*]"),
-        ("export_10k", "export.json", "$.results[*]"),
+        ("contact_1", "contact_1.json", "contact"),
+        ("contacts_100", "contacts_100.json", "contacts"),
+        ("export_10k", "export.json", "export"),
     ];
     for (name, file, records) in cases {
         let body = fixture(file);

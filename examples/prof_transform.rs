@@ -1,72 +1,36 @@
 //! Profiling loop for the rewriter (not a benchmark: use `cargo bench`).
-//! `cargo run --release --example prof_transform -- FILE ITERATIONS`
+//! `cargo run --release --example prof_transform -- FILE ITERATIONS [validate]`
+//! Rewrites FILE (a list like the peer harness's contacts_100.json) with the
+//! peers' policy (bench/policies/peer.yaml) and prints the best of 10 rounds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::sync::Arc;
 
-use consentry::transform::{
-    Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, Limits, Mark, Mask, Program,
-    RecordOutcome, Render, Selector, Unlisted, rewrite_into,
-};
+use consentry::policy::{Options, compile};
+use consentry::transform::{ActionTable, Limits, Program, RecordOutcome, rewrite_into};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let body = std::fs::read(&args[1]).expect("fixture");
     let iters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let env = Dfa::build(&[(Selector::parse("$.results[*]").unwrap(), Mark::Record)]).unwrap();
-    let fields = [
-        ("$.properties.email", Action::Redact),
-        ("$.properties.date_of_birth", Action::Redact),
-        ("$.properties.phone", Action::Mask(Mask::Last(4))),
-    ];
-    let mut sels: Vec<(Selector, Mark)> = fields
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/policies/peer.yaml"
+    ))
+    .unwrap();
+    let (set, _) = compile::compile(&[("peer.yaml".into(), yaml)], &Options::default()).unwrap();
+    let res = set
+        .resources()
         .iter()
-        .enumerate()
-        .map(|(i, f)| (Selector::parse(f.0).unwrap(), Mark::Field(i as u32)))
-        .collect();
-    sels.push((Selector::parse("$.id").unwrap(), Mark::Subject));
-    let specs = fields
-        .iter()
-        .map(|f| FieldSpec {
-            selector: f.0.into(),
-            category: 0,
-            scan: DetectorSet::EMPTY,
-        })
-        .collect();
-    let render = Render {
-        placeholder: b"\"[REDACTED]\"".as_slice().into(),
-        ..Render::default()
-    };
-    let prog = Arc::new(Program::new(
-        env,
-        Dfa::build(&sels).unwrap(),
-        specs,
-        vec![],
-        Unlisted::Allow,
-        Arc::new(render),
-    ));
-    let table = Arc::new(ActionTable {
-        fields: fields.iter().map(|f| f.1).collect(),
-        detectors: [Action::Redact; Detector::COUNT],
-        unlisted: Action::Allow,
-    });
-    let validate = Arc::new(Program::validate_only());
-    let allow = Arc::new(ActionTable::allow_all(&validate));
-    let env2 = Dfa::build(&[(Selector::parse("$.results[*]").unwrap(), Mark::Record)]).unwrap();
-    let rec2 = Dfa::build(&[(Selector::parse("$.id").unwrap(), Mark::Subject)]).unwrap();
-    let records_only = Arc::new(Program::new(
-        env2,
-        rec2,
-        vec![],
-        vec![],
-        Unlisted::Allow,
-        Arc::new(Render::default()),
-    ));
-    let allow2 = Arc::new(ActionTable::allow_all(&records_only));
-    let (prog, table) = match args.get(3).map(String::as_str) {
-        Some("validate") => (&validate, &allow),
-        Some("records") => (&records_only, &allow2),
-        _ => (&prog, &table),
-    };
+        .find(|r| &*r.name == "contacts")
+        .unwrap();
+    let (mut prog, mut table) = (
+        Arc::clone(&res.program),
+        Arc::clone(&res.rule_for("essential.service").unwrap().table),
+    );
+    if args.get(3).map(String::as_str) == Some("validate") {
+        prog = Arc::new(Program::validate_only());
+        table = Arc::new(ActionTable::allow_all(&prog));
+    }
     let mut out = Vec::new();
     let mut best = f64::MAX;
     for _ in 0..10 {
@@ -74,8 +38,8 @@ fn main() {
         for _ in 0..iters / 10 {
             out.clear();
             rewrite_into(
-                prog,
-                table,
+                &prog,
+                &table,
                 Limits::default(),
                 &body,
                 |_| RecordOutcome::Keep,
@@ -83,9 +47,7 @@ fn main() {
             )
             .unwrap();
         }
-        let el = t.elapsed().as_secs_f64();
-        eprint!("{:.0} ", (body.len() * (iters / 10)) as f64 / el / 1e6);
-        best = best.min(el);
+        best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
         "best {:.1} MB/s",
