@@ -165,12 +165,10 @@ impl Gateway {
                 )
                 .await
             }
-            Plan::Pass { resource } => Ok(respond::pass(
-                ctx,
-                resource.as_deref(),
-                up_resp,
-                &cfg.limits,
-            )),
+            Plan::Pass { resource } => {
+                let idle = cfg.upstream.body_idle_timeout;
+                respond::pass(ctx, resource.as_deref(), up_resp, &cfg.limits, idle).await
+            }
         }
     }
 }

@@ -461,22 +461,45 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
 
 /// Answers from an upstream response on a passthrough route: status, body
 /// and encoding unchanged; hop-by-hop and personal-data headers still filtered.
-pub fn pass(
+pub async fn pass(
     ctx: &mut Context,
     resource: Option<&Resource>,
     resp: Response<Incoming>,
     limits: &Limits,
-) -> Response<Body> {
-    let (parts, incoming) = resp.into_parts();
+    idle: Duration,
+) -> Result<Response<Body>, Refusal> {
+    let (parts, mut incoming) = resp.into_parts();
     let headers = response_headers(&parts.headers, resource, false, ctx);
     ctx.outcome = Outcome::Passed;
+    let reply = |body: Body| {
+        let mut r = Response::new(body);
+        *r.status_mut() = parts.status;
+        *r.headers_mut() = headers;
+        r
+    };
+    // A small body with a known length is collected first, so that the head
+    // and the body leave in one write, as for inspected responses.
+    let small = http_body::Body::size_hint(&incoming)
+        .exact()
+        .is_some_and(|n| n <= limits.stream_after as u64);
+    if small {
+        let mut whole = Vec::new();
+        while let Some(frame) = next_frame(&mut incoming, idle)
+            .await
+            .map_err(|_| Refusal::UpstreamTimeout)?
+        {
+            let frame = frame.map_err(|_| Refusal::UpstreamFailed)?;
+            if let Some(d) = frame.data_ref() {
+                whole.extend_from_slice(d);
+            }
+        }
+        return Ok(reply(body::full(whole)));
+    }
     // Still capped: a passthrough route is not a way around the size limits.
     let limit = usize::try_from(limits.response_body).unwrap_or(usize::MAX);
-    let capped = http_body_util::Limited::new(incoming, limit).boxed_unsync();
-    let mut r = Response::new(capped);
-    *r.status_mut() = parts.status;
-    *r.headers_mut() = headers;
-    r
+    Ok(reply(
+        http_body_util::Limited::new(incoming, limit).boxed_unsync(),
+    ))
 }
 
 #[cfg(test)]
