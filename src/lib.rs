@@ -1,11 +1,14 @@
 //! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod diag;
 pub mod path;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod storage;
 pub mod transform;

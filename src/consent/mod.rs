@@ -1,0 +1,211 @@
+//! Consent: what each customer agreed to, from a durable store, cached for
+//! the hot path.
+//!
+//! `model` says what a statement is and how statements decide a purpose,
+//! `store` is the storage interface (SQLite in `storage::sqlite`), `import`
+//! reads bulk files, and `Consents` ties them together:
+//!
+//! - lookups go to a cache first; misses are fetched from the store in one
+//!   batch per response chunk (`fetch`), never one query per record;
+//! - a change is committed to the store, then the affected subjects are
+//!   dropped from the cache, and only then acknowledged (`record`). A
+//!   generation counter stops a lookup that raced with the change from
+//!   putting the old state back. So a withdrawal holds from the very next
+//!   request after the acknowledgement.
+//!
+//! Never logs consent data.
+
+pub mod import;
+pub mod model;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::clock::{Clock, Millis};
+use model::{ConsentEvent, SubjectConsents, check_subject};
+use store::{Applied, ConsentStore, StoreError, Stored};
+
+/// How many subjects the cache holds before it starts over.
+const CACHE_CAP: usize = 200_000;
+
+#[derive(Debug, Default)]
+struct Cache {
+    map: HashMap<Box<str>, Arc<SubjectConsents>>,
+    generation: u64,
+}
+
+/// The consent service.
+#[derive(Debug)]
+pub struct Consents {
+    store: Arc<dyn ConsentStore>,
+    clock: Arc<dyn Clock>,
+    cache: RwLock<Cache>,
+    writes: Mutex<()>,
+}
+
+/// Why a consent change was refused (before anything was stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Bad(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl Consents {
+    pub fn new(store: Arc<dyn ConsentStore>, clock: Arc<dyn Clock>) -> Consents {
+        Consents {
+            store,
+            clock,
+            cache: RwLock::new(Cache::default()),
+            writes: Mutex::new(()),
+        }
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// The cached statements of a subject, if cached.
+    #[inline]
+    pub fn cached(&self, subject: &str) -> Option<Arc<SubjectConsents>> {
+        self.cache.read().ok()?.map.get(subject).cloned()
+    }
+
+    /// Fetches `subjects` from the store in one batch and caches them
+    /// (subjects without statements are cached as empty). Blocking.
+    pub fn fetch(&self, subjects: &[String]) -> Result<HashMap<String, Arc<SubjectConsents>>, StoreError> {
+        let before = self.cache.read().map_err(|_| StoreError("cache poisoned".into()))?.generation;
+        let refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        let mut found = self.store.current(&refs)?;
+        let out: HashMap<String, Arc<SubjectConsents>> = subjects
+            .iter()
+            .map(|s| (s.clone(), Arc::new(found.remove(s).unwrap_or_default())))
+            .collect();
+        let mut cache = self.cache.write().map_err(|_| StoreError("cache poisoned".into()))?;
+        // A change committed since the query started may not be in `found`:
+        // then nothing is cached (this response may still use what it read).
+        if cache.generation == before {
+            if cache.map.len() + out.len() > CACHE_CAP {
+                cache.map.clear();
+            }
+            for (k, v) in &out {
+                cache.map.insert(k.as_str().into(), Arc::clone(v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks, stores and publishes consent changes, all or nothing. Blocking.
+    /// `knows_purpose` tells whether a purpose exists in the policies' vocabulary.
+    pub fn record(&self, events: &[ConsentEvent], knows_purpose: &dyn Fn(&str) -> bool) -> Result<Applied, Invalid> {
+        let now = self.now();
+        for (i, e) in events.iter().enumerate() {
+            validate(e, knows_purpose, now).map_err(|m| {
+                Invalid::Bad(if events.len() > 1 { format!("record {}: {m}", i + 1) } else { m })
+            })?;
+        }
+        let _one_writer = self.writes.lock().map_err(|_| Invalid::Bad("writer poisoned".into()))?;
+        let applied = self.store.apply(events, now)?;
+        let mut cache = self.cache.write().map_err(|_| Invalid::Bad("cache poisoned".into()))?;
+        for e in events {
+            cache.map.remove(e.subject.as_str());
+        }
+        cache.generation += 1;
+        Ok(applied)
+    }
+
+    pub fn history(&self, subject: &str) -> Result<Vec<Stored>, StoreError> {
+        self.store.history(subject)
+    }
+
+    pub fn current(&self, subject: &str) -> Result<SubjectConsents, StoreError> {
+        Ok(self.store.current(&[subject])?.remove(subject).unwrap_or_default())
+    }
+
+    pub fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
+        self.store.export(sink)
+    }
+}
+
+/// The checks every consent change passes, whatever its way in.
+pub fn validate(e: &ConsentEvent, knows_purpose: &dyn Fn(&str) -> bool, now: Millis) -> Result<(), String> {
+    check_subject(&e.subject)?;
+    if !crate::policy::taxonomy::well_formed(&e.purpose) || !knows_purpose(&e.purpose) {
+        return Err(format!("unknown purpose `{}`", e.purpose));
+    }
+    if e.source.trim().is_empty() || e.source.len() > 200 {
+        return Err("`source` must name where the statement was collected (1 to 200 characters)".into());
+    }
+    if e.proof.as_ref().is_some_and(|p| p.len() > 1000) {
+        return Err("`proof` is at most 1000 characters".into());
+    }
+    if let Some(x) = e.expires {
+        if x <= now {
+            return Err("`expires_at` is in the past".into());
+        }
+        if x <= e.at {
+            return Err("`expires_at` is before the statement itself".into());
+        }
+    }
+    if e.at > now + 5 * 60_000 {
+        return Err("`at` is in the future".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use model::{Basis, Status};
+    use store::MemoryStore;
+
+    fn ev(subject: &str, status: Status, at: Millis) -> ConsentEvent {
+        ConsentEvent {
+            subject: subject.into(),
+            purpose: "marketing".into(),
+            status,
+            at,
+            source: "test".into(),
+            expires: None,
+            proof: None,
+        }
+    }
+
+    #[test]
+    fn a_change_is_visible_to_the_next_lookup() {
+        let clock = ManualClock::at(1_000_000);
+        let c = Consents::new(Arc::new(MemoryStore::default()), clock);
+        let yes = |_: &str| true;
+        c.record(&[ev("7", Status::Granted, 1)], &yes).unwrap();
+        let got = c.fetch(&["7".into(), "8".into()]).unwrap();
+        assert!(got["7"].allows("marketing", Basis::Consent, 2));
+        assert!(!got["8"].allows("marketing", Basis::Consent, 2));
+        assert!(c.cached("7").is_some() && c.cached("8").is_some());
+        c.record(&[ev("7", Status::Withdrawn, 5)], &yes).unwrap();
+        assert!(c.cached("7").is_none(), "a change drops the subject from the cache");
+        assert!(!c.fetch(&["7".into()]).unwrap()["7"].allows("marketing", Basis::Consent, 6));
+    }
+
+    #[test]
+    fn bad_changes_are_refused_whole() {
+        let clock = ManualClock::at(1_000_000);
+        let c = Consents::new(Arc::new(MemoryStore::default()), clock);
+        let only_marketing = |p: &str| p == "marketing";
+        let mut past = ev("1", Status::Granted, 10);
+        past.expires = Some(500);
+        let mut unknown = ev("2", Status::Granted, 10);
+        unknown.purpose = "nonsense".into();
+        for (bad, why) in [(past, "in the past"), (unknown, "unknown purpose"), (ev("", Status::Granted, 1), "subject")] {
+            let e = c.record(&[ev("ok", Status::Granted, 1), bad], &only_marketing).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        assert!(c.fetch(&["ok".into()]).unwrap()["ok"].entries.is_empty(), "nothing was stored");
+    }
+}

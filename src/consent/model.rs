@@ -1,0 +1,197 @@
+//! What a consent record is, and how a subject's records decide a purpose.
+//!
+//! Pure: no storage, no I/O. Subject ids and purposes are checked here so
+//! that the admin API, imports and the CLI refuse the same things.
+
+use std::fmt;
+
+use crate::clock::Millis;
+use crate::policy::taxonomy;
+
+/// A subject's statement about one purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Consent given.
+    Granted,
+    /// Consent taken back.
+    Withdrawn,
+    /// An objection to processing on legitimate interest (GDPR Art. 21).
+    Objected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Granted => "granted",
+            Status::Withdrawn => "withdrawn",
+            Status::Objected => "objected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "granted" | "grant" | "opt-in" | "opt_in" => Some(Status::Granted),
+            "withdrawn" | "withdraw" | "revoked" | "opt-out" | "opt_out" => Some(Status::Withdrawn),
+            "objected" | "object" | "objection" => Some(Status::Objected),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One consent change, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentEvent {
+    pub subject: String,
+    pub purpose: String,
+    pub status: Status,
+    /// When the subject made the statement.
+    pub at: Millis,
+    /// Where it was collected (a form, a consent platform, the admin API).
+    pub source: String,
+    /// A grant may lapse.
+    pub expires: Option<Millis>,
+    /// A reference to the proof, e.g. a form submission id.
+    pub proof: Option<String>,
+}
+
+/// A subject's latest statement for one purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub purpose: Box<str>,
+    pub status: Status,
+    pub expires: Option<Millis>,
+}
+
+/// Everything the hot path needs about one subject (cached).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectConsents {
+    pub entries: Vec<Current>,
+}
+
+/// What makes processing for a purpose lawful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// An unexpired grant for the purpose or a parent purpose is needed.
+    Consent,
+    /// Allowed unless the subject objected (or withdrew).
+    LegitimateInterest,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Consent => "consent",
+            Basis::LegitimateInterest => "legitimate_interest",
+        }
+    }
+}
+
+impl SubjectConsents {
+    /// Whether processing for `purpose` on `basis` is allowed at `now`.
+    ///
+    /// The most specific statement at or above the purpose decides: a
+    /// withdrawal of `marketing.communications.email` wins over a grant of
+    /// `marketing`. A grant that has expired does not decide; the next one
+    /// up may.
+    pub fn allows(&self, purpose: &str, basis: Basis, now: Millis) -> bool {
+        let mut candidates: Vec<&Current> =
+            self.entries.iter().filter(|c| taxonomy::is_within(purpose, &c.purpose)).collect();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.purpose.len()));
+        for c in candidates {
+            match (c.status, basis) {
+                (Status::Withdrawn | Status::Objected, _) => return false,
+                (Status::Granted, Basis::LegitimateInterest) => return true,
+                (Status::Granted, Basis::Consent) => {
+                    if c.expires.is_none_or(|e| e > now) {
+                        return true;
+                    }
+                }
+            }
+        }
+        basis == Basis::LegitimateInterest
+    }
+}
+
+/// Subject ids: 1 to 256 characters, no control characters, no surrounding spaces.
+pub fn check_subject(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 256 {
+        return Err("a subject id has 1 to 256 characters".into());
+    }
+    if s.chars().any(char::is_control) || s.trim() != s {
+        return Err("a subject id has no control characters or surrounding spaces".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(purpose: &str, status: Status, expires: Option<Millis>) -> Current {
+        Current {
+            purpose: purpose.into(),
+            status,
+            expires,
+        }
+    }
+
+    #[test]
+    fn consent_needs_an_unexpired_grant_at_or_above_the_purpose() {
+        use Status::*;
+        let s = SubjectConsents {
+            entries: vec![c("marketing", Granted, None)],
+        };
+        assert!(s.allows("marketing", Basis::Consent, 0));
+        assert!(s.allows("marketing.communications.email", Basis::Consent, 0));
+        assert!(!s.allows("analytics", Basis::Consent, 0));
+        assert!(!SubjectConsents::default().allows("marketing", Basis::Consent, 0));
+        // The most specific statement wins.
+        let s = SubjectConsents {
+            entries: vec![c("marketing", Granted, None), c("marketing.communications.email", Withdrawn, None)],
+        };
+        assert!(!s.allows("marketing.communications.email", Basis::Consent, 0));
+        assert!(s.allows("marketing.communications.sms", Basis::Consent, 0));
+        // Expiry.
+        let s = SubjectConsents {
+            entries: vec![c("marketing", Granted, Some(100))],
+        };
+        assert!(s.allows("marketing", Basis::Consent, 99));
+        assert!(!s.allows("marketing", Basis::Consent, 100));
+        // A lapsed specific grant falls back to a valid parent grant.
+        let s = SubjectConsents {
+            entries: vec![c("marketing", Granted, None), c("marketing.advertising", Granted, Some(10))],
+        };
+        assert!(s.allows("marketing.advertising", Basis::Consent, 50));
+    }
+
+    #[test]
+    fn legitimate_interest_holds_unless_objected() {
+        use Status::*;
+        assert!(SubjectConsents::default().allows("analytics", Basis::LegitimateInterest, 0));
+        let s = SubjectConsents {
+            entries: vec![c("analytics", Objected, None)],
+        };
+        assert!(!s.allows("analytics.reporting", Basis::LegitimateInterest, 0));
+        let s = SubjectConsents {
+            entries: vec![c("analytics", Withdrawn, None)],
+        };
+        assert!(!s.allows("analytics", Basis::LegitimateInterest, 0));
+    }
+
+    #[test]
+    fn subjects_and_statuses() {
+        assert!(check_subject("contact-7").is_ok());
+        assert!(check_subject("").is_err());
+        assert!(check_subject(" 7").is_err());
+        assert!(check_subject("a\nb").is_err());
+        assert!(check_subject(&"x".repeat(257)).is_err());
+        assert_eq!(Status::parse("Opt-In"), Some(Status::Granted));
+        assert_eq!(Status::parse("maybe"), None);
+    }
+}

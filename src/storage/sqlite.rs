@@ -1,0 +1,266 @@
+//! The embedded store: one SQLite file in WAL mode, created on first start and
+//! brought up to date by numbered migrations (`PRAGMA user_version`).
+//!
+//! Writes go through one connection, each in one transaction with
+//! `synchronous = FULL`, so an acknowledged change survives a crash. Reads use
+//! a second connection, which WAL lets run beside the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+
+use crate::clock::Millis;
+use crate::consent::model::{ConsentEvent, Current, Status, SubjectConsents};
+use crate::consent::store::{Applied, ConsentStore, StoreError, Stored};
+
+/// Schema versions, applied in order. Never edit one that has shipped; add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: consent history and current state.
+    "CREATE TABLE consent_events (
+         id INTEGER PRIMARY KEY,
+         subject TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('granted', 'withdrawn', 'objected')),
+         at_ms INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         expires_ms INTEGER,
+         proof TEXT,
+         recorded_ms INTEGER NOT NULL,
+         UNIQUE (subject, purpose, status, at_ms, source)
+     );
+     CREATE INDEX consent_events_by_subject ON consent_events (subject, at_ms, id);
+     CREATE TABLE consent_current (
+         subject TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         status TEXT NOT NULL,
+         at_ms INTEGER NOT NULL,
+         event_id INTEGER NOT NULL,
+         expires_ms INTEGER,
+         PRIMARY KEY (subject, purpose)
+     ) WITHOUT ROWID;",
+];
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+fn err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError(format!("{what}: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = Connection::open(path).map_err(err("open"))?;
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .map_err(err("configure"))?;
+        migrate(&writer)?;
+        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(err("open for reading"))?;
+        reader.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err("configure"))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err("read schema version"))?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the store is at schema version {version}, newer than this consentry ({}); use a newer consentry",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let v = i + 1;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {v}; COMMIT;"))
+            .map_err(|e| StoreError(format!("migration {v}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn status(s: &str) -> Status {
+    // The CHECK constraint admits only these three.
+    Status::parse(s).unwrap_or(Status::Withdrawn)
+}
+
+fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        id: r.get(0)?,
+        event: ConsentEvent {
+            subject: r.get(1)?,
+            purpose: r.get(2)?,
+            status: status(&r.get::<_, String>(3)?),
+            at: r.get(4)?,
+            source: r.get(5)?,
+            expires: r.get(6)?,
+            proof: r.get(7)?,
+        },
+        recorded: r.get(8)?,
+    })
+}
+
+const COLUMNS: &str = "id, subject, purpose, status, at_ms, source, expires_ms, proof, recorded_ms";
+
+impl ConsentStore for SqliteStore {
+    fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError> {
+        let mut conn = self.writer.lock().map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let mut out = Applied::default();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO consent_events
+                         (subject, purpose, status, at_ms, source, expires_ms, proof, recorded_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err("prepare insert"))?;
+            let mut current = tx
+                .prepare_cached(
+                    "INSERT INTO consent_current (subject, purpose, status, at_ms, event_id, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (subject, purpose) DO UPDATE SET
+                         status = excluded.status, at_ms = excluded.at_ms,
+                         event_id = excluded.event_id, expires_ms = excluded.expires_ms
+                     WHERE excluded.at_ms > consent_current.at_ms
+                        OR (excluded.at_ms = consent_current.at_ms AND excluded.event_id > consent_current.event_id)",
+                )
+                .map_err(err("prepare current"))?;
+            for e in events {
+                let n = insert
+                    .execute(params![e.subject, e.purpose, e.status.as_str(), e.at, e.source, e.expires, e.proof, recorded])
+                    .map_err(err("insert"))?;
+                if n == 0 {
+                    out.unchanged += 1;
+                    continue;
+                }
+                out.inserted += 1;
+                let id = tx.last_insert_rowid();
+                current
+                    .execute(params![e.subject, e.purpose, e.status.as_str(), e.at, id, e.expires])
+                    .map_err(err("update current"))?;
+            }
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(out)
+    }
+
+    fn current(&self, subjects: &[&str]) -> Result<HashMap<String, SubjectConsents>, StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let mut out: HashMap<String, SubjectConsents> = HashMap::new();
+        // One query per 500 subjects (well below SQLite's parameter limit).
+        for batch in subjects.chunks(500) {
+            let marks = vec!["?"; batch.len()].join(",");
+            let sql = format!("SELECT subject, purpose, status, expires_ms FROM consent_current WHERE subject IN ({marks})");
+            let mut stmt = conn.prepare_cached(&sql).map_err(err("prepare lookup"))?;
+            let rows = stmt
+                .query_map(params_from_iter(batch.iter()), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+                })
+                .map_err(err("lookup"))?;
+            for row in rows {
+                let (subject, purpose, st, expires) = row.map_err(err("lookup row"))?;
+                out.entry(subject).or_default().entries.push(Current {
+                    purpose: purpose.into(),
+                    status: status(&st),
+                    expires,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn history(&self, subject: &str) -> Result<Vec<Stored>, StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM consent_events WHERE subject = ?1 ORDER BY at_ms, id"))
+            .map_err(err("prepare history"))?;
+        let rows = stmt.query_map([subject], stored).map_err(err("history"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err("history row"))
+    }
+
+    fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
+        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let mut stmt = conn
+            .prepare(&format!("SELECT {COLUMNS} FROM consent_events ORDER BY at_ms, id"))
+            .map_err(err("prepare export"))?;
+        let rows = stmt.query_map([], stored).map_err(err("export"))?;
+        for r in rows {
+            sink(r.map_err(err("export row"))?);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a store file exists and is at the current schema (for `readyz` later).
+pub fn schema_version(path: &Path) -> Result<Option<i64>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).optional().map_err(err("read schema version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::store::contract;
+
+    #[test]
+    fn sqlite_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("consent.db")).unwrap();
+        contract::run(&store);
+    }
+
+    #[test]
+    fn survives_reopening_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/consent.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.apply(&[contract::ev("9", "marketing", Status::Granted, 1)], 2).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.current(&["9"]).unwrap()["9"].entries.len(), 1);
+        assert_eq!(schema_version(&path).unwrap(), Some(MIGRATIONS.len() as i64));
+        drop(s);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        let e = SqliteStore::open(&path).unwrap_err();
+        assert!(e.0.contains("newer than this consentry"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        // A NUL inside a TEXT parameter is fine for SQLite; force a failure with a CHECK instead.
+        let conn = s.writer.lock().unwrap();
+        conn.execute_batch("CREATE TRIGGER no_x BEFORE INSERT ON consent_events WHEN NEW.subject = 'x' BEGIN SELECT RAISE(ABORT, 'no'); END;")
+            .unwrap();
+        drop(conn);
+        let r = s.apply(&[contract::ev("a", "marketing", Status::Granted, 1), contract::ev("x", "marketing", Status::Granted, 1)], 2);
+        assert!(r.is_err());
+        assert!(s.current(&["a"]).unwrap().is_empty(), "all or nothing");
+    }
+}
