@@ -1,5 +1,7 @@
 //! The `consentry` command line.
 
+mod consent;
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,9 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+use crate::clock::SystemClock;
 use crate::config::{self, Config, LogFormat};
+use crate::consent::Consents;
 use crate::policy::{self, PolicySet, taxonomy};
 use crate::proxy::Gateway;
+use crate::storage::sqlite::SqliteStore;
 use crate::{demo, server};
 
 #[derive(Debug, Parser)]
@@ -53,6 +58,34 @@ enum Command {
     Client {
         #[command(subcommand)]
         command: ClientCommand,
+    },
+    /// Import and export consent records.
+    Consent {
+        /// The configuration file (names the store and the policies).
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Import a CSV (*.csv) or JSON (*.json, *.jsonl) file, all or nothing;
+    /// re-importing the same file changes nothing. Goes through the admin API
+    /// when the gateway is running.
+    Import { file: PathBuf },
+    /// Print every consent record, oldest first, in the import format.
+    Export {
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
     },
 }
 
@@ -101,6 +134,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy { command } => policy_command(command),
         Command::Client { command } => client_command(command),
+        Command::Consent { config, command } => {
+            let (cfg, set) = load_config(&config)?;
+            match command {
+                ConsentCommand::Import { file } => consent::import_file(&cfg, &set, &file),
+                ConsentCommand::Export { format } => consent::export(&cfg, format == "csv"),
+            }
+        }
     }
 }
 
@@ -165,6 +205,42 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining requests in flight");
 }
 
+/// Opens (or creates) the consent store; a store that cannot be opened stops start-up.
+fn open_consents(cfg: &Config) -> anyhow::Result<Arc<Consents>> {
+    let store = SqliteStore::open(&cfg.sqlite).with_context(|| {
+        format!(
+            "cannot open the consent store {} (storage.sqlite); nothing was started",
+            cfg.sqlite.display()
+        )
+    })?;
+    Ok(Arc::new(Consents::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+    )))
+}
+
+/// Binds and starts the admin API when the config has one.
+async fn start_admin(
+    admin: Option<config::Admin>,
+    gw: &Arc<Gateway>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(admin) = admin else {
+        tracing::info!("no `admin:` section: the admin API is off");
+        return Ok(None);
+    };
+    let listener = bind(admin.listen, "admin API").await?;
+    tracing::info!(addr = %admin.listen, "admin API listening");
+    let state = Arc::new(crate::admin::Admin::new(Arc::clone(gw), admin.token));
+    Ok(Some(tokio::spawn(crate::admin::serve(
+        listener,
+        state,
+        async move {
+            let _ = stop.changed().await;
+        },
+    ))))
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -188,9 +264,22 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let listener = bind(cfg.listen, "listen").await?;
         let addr = listener.local_addr()?;
         let resources = set.resources().len();
-        let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
+        let consents = open_consents(&cfg)?;
+        let admin_cfg = cfg.admin.clone();
+        let gw = Arc::new(Gateway::new(cfg, set, consents).map_err(anyhow::Error::msg)?);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         tracing::info!(%addr, resources, workers, "consentry listening");
-        server::serve(listener, gw, shutdown_signal()).await;
+        let mut rx = rx;
+        let gw_task = tokio::spawn(server::serve(listener, gw, async move {
+            let _ = rx.changed().await;
+        }));
+        shutdown_signal().await;
+        let _ = tx.send(true);
+        let _ = gw_task.await;
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         Ok(())
     })
 }
@@ -207,13 +296,18 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let crm_listener = bind(crm, "sample CRM").await?;
     let listener = bind(cfg.listen, "gateway").await?;
     let gw_addr = listener.local_addr()?;
-    let gw = Arc::new(Gateway::new(cfg, set).map_err(anyhow::Error::msg)?);
+    let consents = open_consents(&cfg)?;
+    demo::seed_consents(&consents, &set).map_err(anyhow::Error::msg)?;
+    let admin_cfg = cfg.admin.clone();
+    let gw = Arc::new(Gateway::new(cfg, set, consents).map_err(anyhow::Error::msg)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
+    let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
     let mut rx2 = rx.clone();
     let crm_task = tokio::spawn(demo::crm::serve(crm_listener, async move {
         let _ = rx2.changed().await;
     }));
-    println!("{}", demo::instructions(gw_addr, crm));
+    println!("{}", demo::instructions(gw_addr, crm, admin_addr));
     let mut rx3 = rx;
     let gw_task = tokio::spawn(server::serve(listener, gw, async move {
         let _ = rx3.changed().await;
@@ -222,6 +316,9 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let _ = tx.send(true);
     let _ = gw_task.await;
     let _ = crm_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;

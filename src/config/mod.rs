@@ -39,6 +39,54 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub hash_key: Option<Arc<HashKey>>,
+    /// The SQLite store's file.
+    pub sqlite: PathBuf,
+    /// The admin API; `None` when the config has no `admin` section.
+    pub admin: Option<Admin>,
+}
+
+/// The admin API's listener and credentials.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token: AdminToken,
+}
+
+/// The admin bearer token. Zeroised on drop; never printed; compared in
+/// constant time.
+#[derive(Clone)]
+pub struct AdminToken(Arc<Zeroizing<Vec<u8>>>);
+
+impl AdminToken {
+    /// The shortest token accepted.
+    pub const MIN_LEN: usize = 24;
+
+    pub fn new(token: &str) -> Option<AdminToken> {
+        (token.len() >= Self::MIN_LEN && token.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| AdminToken(Arc::new(Zeroizing::new(token.as_bytes().to_vec()))))
+    }
+
+    /// The token itself, for a client of the admin API (the CLI). Zeroised on drop.
+    pub fn expose_for_client(&self) -> Zeroizing<String> {
+        Zeroizing::new(String::from_utf8_lossy(self.0.as_slice()).into_owned())
+    }
+
+    /// Whether `presented` is the token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        // Hash both sides first, so that the length of the token is not
+        // revealed by how long the comparison takes either.
+        let a = sha2::Sha256::digest(presented);
+        let b = sha2::Sha256::digest(self.0.as_slice());
+        bool::from(a.ct_eq(&b))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +438,11 @@ impl Builder<'_> {
         };
         let limits = self.limits(src.limits.as_ref());
         let log = self.log(src.log.as_ref());
+        let sqlite = match src.storage.as_ref().and_then(|s| s.sqlite.as_ref()) {
+            Some(p) => self.expand(p).map(|p| self.relative(&p)),
+            None => Some(self.relative("consentry.db")),
+        };
+        let admin = src.admin.as_ref().and_then(|a| self.admin(a));
         if self.r.has_errors() {
             return None;
         }
@@ -405,6 +458,52 @@ impl Builder<'_> {
             limits,
             log,
             hash_key,
+            sqlite: sqlite?,
+            admin,
+        })
+    }
+
+    fn admin(&mut self, a: &source::AdminSource) -> Option<Admin> {
+        let listen = match &a.listen {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
+            Some(l) => self
+                .expand(l)
+                .and_then(|v| match v.parse::<SocketAddr>() {
+                    Ok(addr) => {
+                        if !addr.ip().is_loopback() {
+                            self.r.warning(self.file, at(l), format!(
+                                "the admin API listens on {addr}, beyond this machine"
+                            ), Some("keep it on 127.0.0.1 unless a TLS-terminating proxy or a private network protects it".into()));
+                        }
+                        Some(addr)
+                    }
+                    Err(_) => {
+                        self.err(
+                            at(l),
+                            format!("`{v}` is not an address"),
+                            Some("write host:port with an IP, e.g. 127.0.0.1:8081"),
+                        );
+                        None
+                    }
+                }),
+        };
+        let token = self.expand(&a.token).and_then(|t| {
+            let tok = AdminToken::new(&t);
+            if tok.is_none() {
+                self.err(
+                    at(&a.token),
+                    format!(
+                        "the admin token must be at least {} printable characters without spaces",
+                        AdminToken::MIN_LEN
+                    ),
+                    Some("use a random token from an environment variable, e.g. `token: ${CONSENTRY_ADMIN_TOKEN}` with `openssl rand -hex 32`"),
+                );
+            }
+            tok
+        });
+        Some(Admin {
+            listen: listen?,
+            token: token?,
         })
     }
 

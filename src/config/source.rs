@@ -27,6 +27,29 @@ pub struct ConfigFile {
     pub limits: Option<LimitsSource>,
     #[serde(default)]
     pub log: Option<LogSource>,
+    #[serde(default)]
+    pub storage: Option<StorageSource>,
+    #[serde(default)]
+    pub admin: Option<AdminSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSource {
+    /// The SQLite file (consent, later audit and keys), relative to this file;
+    /// default `consentry.db` beside it. Created on first start.
+    #[serde(default)]
+    pub sqlite: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSource {
+    /// Admin API address (default `127.0.0.1:8081`); `${VAR}` allowed.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token of the admin API (at least 24 characters); `${VAR}` allowed.
+    pub token: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

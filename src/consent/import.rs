@@ -4,13 +4,14 @@
 //!
 //! CSV columns: `subject,purpose,status,at,source[,expires_at][,proof]`.
 //! JSON: `[{"subject": ..., "purpose": ..., "status": ..., "at": ...,
-//! "source": ..., "expires_at": ..., "proof": ...}, ...]`.
+//! "source": ..., "expires_at": ..., "proof": ...}, ...]`, or the same
+//! objects as JSON lines (what the export writes).
 //! Times are RFC 3339 in UTC (`2026-11-27T08:00:00Z`).
 
 use serde::Deserialize;
 
 use super::model::{ConsentEvent, Status};
-use crate::clock::parse_rfc3339;
+use crate::clock::{Millis, parse_rfc3339};
 
 /// At most this many records per import.
 pub const MAX_RECORDS: usize = 1_000_000;
@@ -26,35 +27,187 @@ pub struct ImportError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Row {
-    subject: String,
+    /// A string, or an integer for CRMs with numeric ids.
+    subject: serde_json::Value,
     purpose: String,
     status: String,
-    at: String,
-    source: String,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
     #[serde(default)]
     proof: Option<String>,
 }
 
+/// A CSV row: every cell is text (the csv crate would read `007` as the number 7).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsvRow {
+    subject: String,
+    purpose: String,
+    status: String,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    proof: Option<String>,
+}
+
+impl From<CsvRow> for Row {
+    fn from(r: CsvRow) -> Row {
+        Row {
+            subject: serde_json::Value::String(r.subject),
+            purpose: r.purpose,
+            status: r.status,
+            at: r.at,
+            source: r.source,
+            expires_at: r.expires_at,
+            proof: r.proof,
+        }
+    }
+}
+
+/// What a single change through the admin API may leave out.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults<'a> {
+    pub at: Millis,
+    pub source: &'a str,
+}
+
 impl Row {
-    fn event(self) -> Result<ConsentEvent, String> {
-        let status = Status::parse(&self.status)
-            .ok_or_else(|| format!("status `{}` is not granted, withdrawn or objected", self.status))?;
-        let at = parse_rfc3339(&self.at).ok_or_else(|| format!("`at` `{}` is not an RFC 3339 time", self.at))?;
-        let expires = match self.expires_at.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    fn event(self, defaults: Option<Defaults<'_>>) -> Result<ConsentEvent, String> {
+        let subject = match self.subject {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
+            _ => return Err("`subject` must be a string (or a non-negative integer)".into()),
+        };
+        let status = Status::parse(&self.status).ok_or_else(|| {
+            format!(
+                "status `{}` is not granted, withdrawn or objected",
+                self.status
+            )
+        })?;
+        let at = match (
+            self.at.as_deref().map(str::trim).filter(|s| !s.is_empty()),
+            defaults,
+        ) {
+            (Some(t), _) => {
+                parse_rfc3339(t).ok_or_else(|| format!("`at` `{t}` is not an RFC 3339 time"))?
+            }
+            (None, Some(d)) => d.at,
+            (None, None) => {
+                return Err("`at` is missing (when the subject made the statement)".into());
+            }
+        };
+        let source = match (self.source.filter(|s| !s.trim().is_empty()), defaults) {
+            (Some(s), _) => s,
+            (None, Some(d)) => d.source.to_owned(),
+            (None, None) => {
+                return Err("`source` is missing (where the statement was collected)".into());
+            }
+        };
+        let expires = match self
+            .expires_at
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => None,
-            Some(x) => Some(parse_rfc3339(x).ok_or_else(|| format!("`expires_at` `{x}` is not an RFC 3339 time"))?),
+            Some(x) => Some(
+                parse_rfc3339(x)
+                    .ok_or_else(|| format!("`expires_at` `{x}` is not an RFC 3339 time"))?,
+            ),
         };
         Ok(ConsentEvent {
-            subject: self.subject,
+            subject,
             purpose: self.purpose.trim().to_owned(),
             status,
             at,
-            source: self.source,
+            source,
             expires,
             proof: self.proof.filter(|p| !p.is_empty()),
         })
+    }
+}
+
+/// Parses an admin API change: one JSON object or an array of them, where
+/// `at` and `source` may be left out.
+pub fn parse_changes(
+    data: &[u8],
+    defaults: Defaults<'_>,
+) -> Result<Vec<ConsentEvent>, ImportError> {
+    let one = |m: String| ImportError { problems: vec![m] };
+    let v: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| one(format!("the body is not JSON: {e}")))?;
+    let rows = match v {
+        serde_json::Value::Array(rows) => rows,
+        obj @ serde_json::Value::Object(_) => vec![obj],
+        _ => {
+            return Err(one(
+                "send a consent change object or an array of them".into()
+            ));
+        }
+    };
+    rows_to_events(rows, Some(defaults))
+}
+
+fn rows_to_events(
+    rows: Vec<serde_json::Value>,
+    defaults: Option<Defaults<'_>>,
+) -> Result<Vec<ConsentEvent>, ImportError> {
+    if rows.len() > MAX_RECORDS {
+        return Err(ImportError {
+            problems: vec![format!("more than {MAX_RECORDS} records; split the file")],
+        });
+    }
+    let mut problems = Vec::new();
+    let mut events = Vec::new();
+    for (i, v) in rows.into_iter().enumerate() {
+        match serde_json::from_value::<Row>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.event(defaults))
+        {
+            Ok(e) => events.push(e),
+            Err(m) => problems.push(format!("record {}: {m}", i + 1)),
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            problems.push("(further problems not listed)".into());
+            break;
+        }
+    }
+    finish(events, problems)
+}
+
+/// Runs the checks every change passes (`consent::validate`) over a parsed
+/// file, naming each problem by its line (CSV) or record (JSON).
+pub fn check(
+    events: &[ConsentEvent],
+    format: Format,
+    knows_purpose: &dyn Fn(&str) -> bool,
+    now: Millis,
+) -> Result<(), ImportError> {
+    let mut problems = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Err(m) = super::validate(e, knows_purpose, now) {
+            problems.push(match format {
+                Format::Csv => format!("line {}: {m}", i + 2),
+                Format::Json => format!("record {}: {m}", i + 1),
+            });
+            if problems.len() >= MAX_PROBLEMS {
+                problems.push("(further problems not listed)".into());
+                break;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ImportError { problems })
     }
 }
 
@@ -86,7 +239,10 @@ pub fn parse(data: &[u8], format: Format) -> Result<Vec<ConsentEvent>, ImportErr
     }
 }
 
-fn finish(events: Vec<ConsentEvent>, problems: Vec<String>) -> Result<Vec<ConsentEvent>, ImportError> {
+fn finish(
+    events: Vec<ConsentEvent>,
+    problems: Vec<String>,
+) -> Result<Vec<ConsentEvent>, ImportError> {
     if !problems.is_empty() {
         return Err(ImportError { problems });
     }
@@ -99,15 +255,30 @@ fn finish(events: Vec<ConsentEvent>, problems: Vec<String>) -> Result<Vec<Consen
 }
 
 fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(data);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(data);
     let headers = reader.headers().map_err(|e| ImportError {
         problems: vec![format!("line 1: {e}")],
     })?;
-    let known = ["subject", "purpose", "status", "at", "source", "expires_at", "proof"];
+    let known = [
+        "subject",
+        "purpose",
+        "status",
+        "at",
+        "source",
+        "expires_at",
+        "proof",
+    ];
     let problems: Vec<String> = headers
         .iter()
         .filter(|h| !known.contains(h))
-        .map(|h| format!("line 1: unknown column `{h}` (columns: {})", known.join(", ")))
+        .map(|h| {
+            format!(
+                "line 1: unknown column `{h}` (columns: {})",
+                known.join(", ")
+            )
+        })
         .collect();
     if !problems.is_empty() {
         // Every row would repeat the header's problem; report it once.
@@ -115,13 +286,16 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
     }
     let mut problems = Vec::new();
     let mut events = Vec::new();
-    for (i, rec) in reader.deserialize::<Row>().enumerate() {
+    for (i, rec) in reader.deserialize::<CsvRow>().enumerate() {
         let line = i + 2;
         if events.len() >= MAX_RECORDS {
             problems.push(format!("more than {MAX_RECORDS} records; split the file"));
             break;
         }
-        match rec.map_err(|e| e.to_string()).and_then(Row::event) {
+        match rec
+            .map_err(|e| e.to_string())
+            .and_then(|r| Row::from(r).event(None))
+        {
             Ok(e) => events.push(e),
             Err(m) => problems.push(format!("line {line}: {m}")),
         }
@@ -133,28 +307,26 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
     finish(events, problems)
 }
 
+/// A JSON array, or JSON lines (one object per line, as `export` writes).
 fn parse_json(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(data).map_err(|e| ImportError {
-        problems: vec![format!("not a JSON array of consent records: {e}")],
-    })?;
-    if rows.len() > MAX_RECORDS {
-        return Err(ImportError {
-            problems: vec![format!("more than {MAX_RECORDS} records; split the file")],
-        });
+    if data.trim_ascii_start().first() == Some(&b'[') {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(data).map_err(|e| ImportError {
+                problems: vec![format!("not a JSON array of consent records: {e}")],
+            })?;
+        return rows_to_events(rows, None);
     }
-    let mut problems = Vec::new();
-    let mut events = Vec::new();
-    for (i, v) in rows.into_iter().enumerate() {
-        match serde_json::from_value::<Row>(v).map_err(|e| e.to_string()).and_then(Row::event) {
-            Ok(e) => events.push(e),
-            Err(m) => problems.push(format!("record {}: {m}", i + 1)),
+    let mut rows = Vec::new();
+    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
         }
-        if problems.len() >= MAX_PROBLEMS {
-            problems.push("(further problems not listed)".into());
-            break;
-        }
+        let v = serde_json::from_slice(line).map_err(|e| ImportError {
+            problems: vec![format!("line {}: not a JSON object: {e}", i + 1)],
+        })?;
+        rows.push(v);
     }
-    finish(events, problems)
+    rows_to_events(rows, None)
 }
 
 #[cfg(test)]
@@ -171,8 +343,17 @@ mod tests {
         assert_eq!(ev[0].proof.as_deref(), Some("form-123"));
         assert_eq!(ev[1].status, Status::Withdrawn);
         assert_eq!(ev[1].purpose, "marketing");
+        let csv =
+            "subject,purpose,status,at,source\n007,marketing,granted,2026-01-01T00:00:00Z,x\n";
+        assert_eq!(
+            parse(csv.as_bytes(), Format::Csv).unwrap()[0].subject,
+            "007"
+        );
         let json = r#"[{"subject":"7","purpose":"marketing","status":"granted","at":"2026-01-01T00:00:00Z","source":"x"}]"#;
         assert_eq!(parse(json.as_bytes(), Format::Json).unwrap().len(), 1);
+        let lines = "{\"subject\":\"7\",\"purpose\":\"marketing\",\"status\":\"granted\",\"at\":\"2026-01-01T00:00:00Z\",\"source\":\"x\"}\n\n{\"subject\":8,\"purpose\":\"marketing\",\"status\":\"withdrawn\",\"at\":\"2026-01-01T00:00:00Z\",\"source\":\"x\"}\n";
+        let ev = parse(lines.as_bytes(), Format::Json).unwrap();
+        assert_eq!((ev.len(), ev[1].subject.as_str()), (2, "8"));
     }
 
     #[test]
@@ -190,6 +371,11 @@ mod tests {
         assert!(all.contains("line 4: "), "{all}");
         assert!(parse(b"{}", Format::Json).is_err());
         assert!(parse(b"[]", Format::Json).is_err());
-        assert!(parse(br#"[{"subject":"7"}]"#, Format::Json).unwrap_err().to_string().contains("record 1"));
+        assert!(
+            parse(br#"[{"subject":"7"}]"#, Format::Json)
+                .unwrap_err()
+                .to_string()
+                .contains("record 1")
+        );
     }
 }

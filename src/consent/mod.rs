@@ -15,11 +15,13 @@
 //!
 //! Never logs consent data.
 
+pub mod gate;
 pub mod import;
 pub mod model;
 pub mod store;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::clock::{Clock, Millis};
@@ -42,6 +44,8 @@ pub struct Consents {
     clock: Arc<dyn Clock>,
     cache: RwLock<Cache>,
     writes: Mutex<()>,
+    /// Store lookups made by `fetch` (each one a batch).
+    lookups: AtomicU64,
 }
 
 /// Why a consent change was refused (before anything was stored).
@@ -60,11 +64,17 @@ impl Consents {
             clock,
             cache: RwLock::new(Cache::default()),
             writes: Mutex::new(()),
+            lookups: AtomicU64::new(0),
         }
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// How many batched store lookups the hot path has made (for metrics and tests).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     pub fn now(&self) -> Millis {
@@ -79,15 +89,26 @@ impl Consents {
 
     /// Fetches `subjects` from the store in one batch and caches them
     /// (subjects without statements are cached as empty). Blocking.
-    pub fn fetch(&self, subjects: &[String]) -> Result<HashMap<String, Arc<SubjectConsents>>, StoreError> {
-        let before = self.cache.read().map_err(|_| StoreError("cache poisoned".into()))?.generation;
+    pub fn fetch(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, Arc<SubjectConsents>>, StoreError> {
+        let before = self
+            .cache
+            .read()
+            .map_err(|_| StoreError("cache poisoned".into()))?
+            .generation;
         let refs: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         let mut found = self.store.current(&refs)?;
         let out: HashMap<String, Arc<SubjectConsents>> = subjects
             .iter()
             .map(|s| (s.clone(), Arc::new(found.remove(s).unwrap_or_default())))
             .collect();
-        let mut cache = self.cache.write().map_err(|_| StoreError("cache poisoned".into()))?;
+        let mut cache = self
+            .cache
+            .write()
+            .map_err(|_| StoreError("cache poisoned".into()))?;
         // A change committed since the query started may not be in `found`:
         // then nothing is cached (this response may still use what it read).
         if cache.generation == before {
@@ -103,16 +124,30 @@ impl Consents {
 
     /// Checks, stores and publishes consent changes, all or nothing. Blocking.
     /// `knows_purpose` tells whether a purpose exists in the policies' vocabulary.
-    pub fn record(&self, events: &[ConsentEvent], knows_purpose: &dyn Fn(&str) -> bool) -> Result<Applied, Invalid> {
+    pub fn record(
+        &self,
+        events: &[ConsentEvent],
+        knows_purpose: &dyn Fn(&str) -> bool,
+    ) -> Result<Applied, Invalid> {
         let now = self.now();
         for (i, e) in events.iter().enumerate() {
             validate(e, knows_purpose, now).map_err(|m| {
-                Invalid::Bad(if events.len() > 1 { format!("record {}: {m}", i + 1) } else { m })
+                Invalid::Bad(if events.len() > 1 {
+                    format!("record {}: {m}", i + 1)
+                } else {
+                    m
+                })
             })?;
         }
-        let _one_writer = self.writes.lock().map_err(|_| Invalid::Bad("writer poisoned".into()))?;
+        let _one_writer = self
+            .writes
+            .lock()
+            .map_err(|_| Invalid::Bad("writer poisoned".into()))?;
         let applied = self.store.apply(events, now)?;
-        let mut cache = self.cache.write().map_err(|_| Invalid::Bad("cache poisoned".into()))?;
+        let mut cache = self
+            .cache
+            .write()
+            .map_err(|_| Invalid::Bad("cache poisoned".into()))?;
         for e in events {
             cache.map.remove(e.subject.as_str());
         }
@@ -125,7 +160,11 @@ impl Consents {
     }
 
     pub fn current(&self, subject: &str) -> Result<SubjectConsents, StoreError> {
-        Ok(self.store.current(&[subject])?.remove(subject).unwrap_or_default())
+        Ok(self
+            .store
+            .current(&[subject])?
+            .remove(subject)
+            .unwrap_or_default())
     }
 
     pub fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
@@ -134,13 +173,19 @@ impl Consents {
 }
 
 /// The checks every consent change passes, whatever its way in.
-pub fn validate(e: &ConsentEvent, knows_purpose: &dyn Fn(&str) -> bool, now: Millis) -> Result<(), String> {
+pub fn validate(
+    e: &ConsentEvent,
+    knows_purpose: &dyn Fn(&str) -> bool,
+    now: Millis,
+) -> Result<(), String> {
     check_subject(&e.subject)?;
     if !crate::policy::taxonomy::well_formed(&e.purpose) || !knows_purpose(&e.purpose) {
         return Err(format!("unknown purpose `{}`", e.purpose));
     }
     if e.source.trim().is_empty() || e.source.len() > 200 {
-        return Err("`source` must name where the statement was collected (1 to 200 characters)".into());
+        return Err(
+            "`source` must name where the statement was collected (1 to 200 characters)".into(),
+        );
     }
     if e.proof.as_ref().is_some_and(|p| p.len() > 1000) {
         return Err("`proof` is at most 1000 characters".into());
@@ -189,7 +234,10 @@ mod tests {
         assert!(!got["8"].allows("marketing", Basis::Consent, 2));
         assert!(c.cached("7").is_some() && c.cached("8").is_some());
         c.record(&[ev("7", Status::Withdrawn, 5)], &yes).unwrap();
-        assert!(c.cached("7").is_none(), "a change drops the subject from the cache");
+        assert!(
+            c.cached("7").is_none(),
+            "a change drops the subject from the cache"
+        );
         assert!(!c.fetch(&["7".into()]).unwrap()["7"].allows("marketing", Basis::Consent, 6));
     }
 
@@ -202,10 +250,19 @@ mod tests {
         past.expires = Some(500);
         let mut unknown = ev("2", Status::Granted, 10);
         unknown.purpose = "nonsense".into();
-        for (bad, why) in [(past, "in the past"), (unknown, "unknown purpose"), (ev("", Status::Granted, 1), "subject")] {
-            let e = c.record(&[ev("ok", Status::Granted, 1), bad], &only_marketing).unwrap_err();
+        for (bad, why) in [
+            (past, "in the past"),
+            (unknown, "unknown purpose"),
+            (ev("", Status::Granted, 1), "subject"),
+        ] {
+            let e = c
+                .record(&[ev("ok", Status::Granted, 1), bad], &only_marketing)
+                .unwrap_err();
             assert!(e.to_string().contains(why), "{e}");
         }
-        assert!(c.fetch(&["ok".into()]).unwrap()["ok"].entries.is_empty(), "nothing was stored");
+        assert!(
+            c.fetch(&["ok".into()]).unwrap()["ok"].entries.is_empty(),
+            "nothing was stored"
+        );
     }
 }

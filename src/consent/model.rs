@@ -100,21 +100,18 @@ impl SubjectConsents {
     /// `marketing`. A grant that has expired does not decide; the next one
     /// up may.
     pub fn allows(&self, purpose: &str, basis: Basis, now: Millis) -> bool {
-        let mut candidates: Vec<&Current> =
-            self.entries.iter().filter(|c| taxonomy::is_within(purpose, &c.purpose)).collect();
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.purpose.len()));
-        for c in candidates {
-            match (c.status, basis) {
-                (Status::Withdrawn | Status::Objected, _) => return false,
-                (Status::Granted, Basis::LegitimateInterest) => return true,
-                (Status::Granted, Basis::Consent) => {
-                    if c.expires.is_none_or(|e| e > now) {
-                        return true;
-                    }
-                }
-            }
+        // Expired grants never decide; of the others, the most specific does.
+        // (Per purpose there is one current statement, so there are no ties.)
+        let decisive = self
+            .entries
+            .iter()
+            .filter(|c| c.status != Status::Granted || c.expires.is_none_or(|e| e > now))
+            .filter(|c| taxonomy::is_within(purpose, &c.purpose))
+            .max_by_key(|c| c.purpose.len());
+        match decisive {
+            Some(c) => c.status == Status::Granted,
+            None => basis == Basis::LegitimateInterest,
         }
-        basis == Basis::LegitimateInterest
     }
 }
 
@@ -153,7 +150,10 @@ mod tests {
         assert!(!SubjectConsents::default().allows("marketing", Basis::Consent, 0));
         // The most specific statement wins.
         let s = SubjectConsents {
-            entries: vec![c("marketing", Granted, None), c("marketing.communications.email", Withdrawn, None)],
+            entries: vec![
+                c("marketing", Granted, None),
+                c("marketing.communications.email", Withdrawn, None),
+            ],
         };
         assert!(!s.allows("marketing.communications.email", Basis::Consent, 0));
         assert!(s.allows("marketing.communications.sms", Basis::Consent, 0));
@@ -165,7 +165,10 @@ mod tests {
         assert!(!s.allows("marketing", Basis::Consent, 100));
         // A lapsed specific grant falls back to a valid parent grant.
         let s = SubjectConsents {
-            entries: vec![c("marketing", Granted, None), c("marketing.advertising", Granted, Some(10))],
+            entries: vec![
+                c("marketing", Granted, None),
+                c("marketing.advertising", Granted, Some(10)),
+            ],
         };
         assert!(s.allows("marketing.advertising", Basis::Consent, 50));
     }

@@ -64,7 +64,10 @@ impl MemoryStore {
 
 impl ConsentStore for MemoryStore {
     fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError> {
-        let mut all = self.events.lock().map_err(|_| StoreError("poisoned".into()))?;
+        let mut all = self
+            .events
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
         let mut out = Applied::default();
         for e in events {
             if all.iter().any(|s| Self::key(&s.event) == Self::key(e)) {
@@ -83,9 +86,15 @@ impl ConsentStore for MemoryStore {
     }
 
     fn current(&self, subjects: &[&str]) -> Result<HashMap<String, SubjectConsents>, StoreError> {
-        let all = self.events.lock().map_err(|_| StoreError("poisoned".into()))?;
+        let all = self
+            .events
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
         let mut latest: HashMap<(&str, &str), &Stored> = HashMap::new();
-        for s in all.iter().filter(|s| subjects.contains(&s.event.subject.as_str())) {
+        for s in all
+            .iter()
+            .filter(|s| subjects.contains(&s.event.subject.as_str()))
+        {
             let k = (s.event.subject.as_str(), s.event.purpose.as_str());
             match latest.get(&k) {
                 Some(prev) if (prev.event.at, prev.id) > (s.event.at, s.id) => {}
@@ -96,24 +105,37 @@ impl ConsentStore for MemoryStore {
         }
         let mut out: HashMap<String, SubjectConsents> = HashMap::new();
         for ((subject, purpose), s) in latest {
-            out.entry(subject.to_owned()).or_default().entries.push(Current {
-                purpose: purpose.into(),
-                status: s.event.status,
-                expires: s.event.expires,
-            });
+            out.entry(subject.to_owned())
+                .or_default()
+                .entries
+                .push(Current {
+                    purpose: purpose.into(),
+                    status: s.event.status,
+                    expires: s.event.expires,
+                });
         }
         Ok(out)
     }
 
     fn history(&self, subject: &str) -> Result<Vec<Stored>, StoreError> {
-        let all = self.events.lock().map_err(|_| StoreError("poisoned".into()))?;
-        let mut v: Vec<Stored> = all.iter().filter(|s| s.event.subject == subject).cloned().collect();
+        let all = self
+            .events
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        let mut v: Vec<Stored> = all
+            .iter()
+            .filter(|s| s.event.subject == subject)
+            .cloned()
+            .collect();
         v.sort_by_key(|s| (s.event.at, s.id));
         Ok(v)
     }
 
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
-        let all = self.events.lock().map_err(|_| StoreError("poisoned".into()))?;
+        let all = self
+            .events
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
         let mut v = all.clone();
         v.sort_by_key(|s| (s.event.at, s.id));
         v.into_iter().for_each(sink);
@@ -143,25 +165,59 @@ pub(crate) mod contract {
         use Status::*;
         let a = store
             .apply(
-                &[ev("1", "marketing", Granted, 10), ev("2", "marketing", Granted, 10), ev("1", "analytics", Objected, 5)],
+                &[
+                    ev("1", "marketing", Granted, 10),
+                    ev("2", "marketing", Granted, 10),
+                    ev("1", "analytics", Objected, 5),
+                ],
                 100,
             )
             .unwrap();
-        assert_eq!(a, Applied { inserted: 3, unchanged: 0 });
+        assert_eq!(
+            a,
+            Applied {
+                inserted: 3,
+                unchanged: 0
+            }
+        );
         // Idempotent.
-        let a = store.apply(&[ev("1", "marketing", Granted, 10)], 101).unwrap();
-        assert_eq!(a, Applied { inserted: 0, unchanged: 1 });
+        let a = store
+            .apply(&[ev("1", "marketing", Granted, 10)], 101)
+            .unwrap();
+        assert_eq!(
+            a,
+            Applied {
+                inserted: 0,
+                unchanged: 1
+            }
+        );
         // A later withdrawal becomes current; an older statement does not.
-        store.apply(&[ev("1", "marketing", Withdrawn, 20), ev("1", "marketing", Granted, 15)], 102).unwrap();
+        store
+            .apply(
+                &[
+                    ev("1", "marketing", Withdrawn, 20),
+                    ev("1", "marketing", Granted, 15),
+                ],
+                102,
+            )
+            .unwrap();
         let cur = store.current(&["1", "2", "3"]).unwrap();
         let one = &cur["1"];
-        let m = one.entries.iter().find(|c| &*c.purpose == "marketing").unwrap();
+        let m = one
+            .entries
+            .iter()
+            .find(|c| &*c.purpose == "marketing")
+            .unwrap();
         assert_eq!(m.status, Withdrawn);
         assert_eq!(cur["2"].entries.len(), 1);
         assert!(!cur.contains_key("3"));
         let h = store.history("1").unwrap();
-        let statuses: Vec<(Millis, Status)> = h.iter().map(|s| (s.event.at, s.event.status)).collect();
-        assert_eq!(statuses, vec![(5, Objected), (10, Granted), (15, Granted), (20, Withdrawn)]);
+        let statuses: Vec<(Millis, Status)> =
+            h.iter().map(|s| (s.event.at, s.event.status)).collect();
+        assert_eq!(
+            statuses,
+            vec![(5, Objected), (10, Granted), (15, Granted), (20, Withdrawn)]
+        );
         let mut n = 0;
         store.export(&mut |_| n += 1).unwrap();
         assert_eq!(n, 5);

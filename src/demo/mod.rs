@@ -6,14 +6,67 @@ pub mod data;
 
 use std::net::SocketAddr;
 
+use crate::consent::Consents;
+use crate::consent::model::{ConsentEvent, Status};
+use crate::policy::PolicySet;
+
+/// The demo's admin token unless `CONSENTRY_ADMIN_TOKEN` is set (see consentry.yaml).
+pub const ADMIN_TOKEN_HINT: &str =
+    "${CONSENTRY_ADMIN_TOKEN:-demo-admin-token-change-me-0123456789}";
+
+/// Seeds marketing opt-ins for the sample contacts, except every tenth one,
+/// who never opted in. Idempotent: the grants carry a fixed time and source,
+/// so a later withdrawal stays in force across restarts.
+pub fn seed_consents(consents: &Consents, set: &PolicySet) -> Result<(), String> {
+    const SIGNUP: crate::clock::Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let events: Vec<ConsentEvent> = (1..=crm::CONTACTS)
+        .filter(|id| id % 10 != 0)
+        .map(|id| ConsentEvent {
+            subject: id.to_string(),
+            purpose: "marketing".into(),
+            status: Status::Granted,
+            at: SIGNUP,
+            source: "demo-signup-form".into(),
+            expires: None,
+            proof: Some(format!("signup-{id}")),
+        })
+        .collect();
+    consents
+        .record(&events, &|p| set.knows_purpose(p))
+        .map(|_| ())
+        .map_err(|e| format!("cannot seed the demo's consent records: {e}"))
+}
+
 /// The demo clients' API keys. They are published: use them for the demo only.
 pub const SUPPORT_KEY: &str = "demo-support-key-5f1c8a02e7";
 pub const MARKETING_KEY: &str = "demo-marketing-key-93b4d6e1a0";
 pub const ANALYTICS_KEY: &str = "demo-analytics-key-2c7e90b4f1";
 
 /// What the demo prints: where things run and what to try.
-pub fn instructions(gateway: SocketAddr, crm: SocketAddr) -> String {
+pub fn instructions(gateway: SocketAddr, crm: SocketAddr, admin: Option<SocketAddr>) -> String {
     let g = format!("http://{gateway}");
+    let consent = match admin {
+        None => "(the config has no `admin:` section, so the admin API is off)".to_owned(),
+        Some(a) => format!(
+            r#"Consent: marketing needs each customer's opt-in. The demo recorded opt-ins
+for every contact except each tenth one.
+
+  # contact 10 never opted in: 403 consent-required (and left out of lists)
+  curl -s -H 'X-Api-Key: {MARKETING_KEY}' {g}/crm/v3/objects/contacts/10
+
+  # contact 2 withdraws marketing consent, through the admin API
+  curl -s -X POST http://{a}/v1/consents \
+       -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" \
+       -H 'Content-Type: application/json' \
+       -d '{{"subject": "2", "purpose": "marketing", "status": "withdrawn", "source": "unsubscribe-link"}}'
+
+  # the next marketing list leaves contact 2 out (1 and 3 remain)
+  curl -s -H 'X-Api-Key: {MARKETING_KEY}' '{g}/crm/v3/objects/contacts?limit=3'
+
+  # contact 2's consent history
+  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/2/consents/history"#
+        ),
+    };
     format!(
         r#"consentry demo
   sample CRM (HubSpot-shaped, invented contacts): http://{crm}
@@ -36,6 +89,8 @@ The same contact as three purposes see it:
 
   # and what the CRM itself holds (no gateway)
   curl -s http://{crm}/crm/v3/objects/contacts/7
+
+{consent}
 
 Refusals are problem+json:
 

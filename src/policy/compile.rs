@@ -15,7 +15,11 @@ use serde_saphyr::{Location, Spanned};
 
 use super::source::{FieldSource, PolicyFile, ResourceSource, RuleSource};
 use super::taxonomy::{self, Kind};
-use super::{Mode, PolicySet, Resource, Rule, SENSITIVE_RESPONSE_HEADERS};
+use super::{
+    ConsentCheck, LegalBasis, Minimise, Mode, OnMissing, PolicySet, Resource, Rule,
+    SENSITIVE_RESPONSE_HEADERS,
+};
+use crate::consent::model::Basis;
 use crate::diag::{Report, at, parse_yaml};
 use crate::transform::{
     Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, HashKey, Mark, Mask, Program,
@@ -252,7 +256,12 @@ struct Compiler<'a> {
 /// A rule with its categories checked: category -> action.
 struct CheckedRule {
     purpose: String,
+    /// Where the rule's purpose is written, for errors about the rule.
+    at: Location,
     entries: Vec<(String, Action)>,
+    basis: Option<LegalBasis>,
+    consent: Option<ConsentCheck>,
+    minimise: Minimise,
 }
 
 impl CheckedRule {
@@ -412,12 +421,110 @@ impl Compiler<'_> {
                     )),
                 }
             }
+            let (basis, consent) = self.basis(file, rule);
+            let minimise = match rule.minimise.as_ref().map(|m| m.value.as_str()) {
+                None | Some("remove") => Minimise::Remove,
+                Some("refuse") => Minimise::Refuse,
+                Some(other) => {
+                    let l = rule.minimise.as_ref().map_or(Location::UNKNOWN, at);
+                    self.r.error(
+                        file,
+                        l,
+                        format!("unknown `minimise` behaviour `{other}`"),
+                        Some(
+                            "write `remove` (take the fields out of the write) or `refuse` (403)"
+                                .into(),
+                        ),
+                    );
+                    Minimise::Remove
+                }
+            };
             out.push(CheckedRule {
                 purpose: rule.purpose.value.clone(),
+                at: at(&rule.purpose),
                 entries,
+                basis,
+                consent,
+                minimise,
             });
         }
         out
+    }
+
+    /// The rule's legal basis (stated or default) and the per-record check it needs.
+    fn basis(
+        &mut self,
+        file: &Path,
+        rule: &RuleSource,
+    ) -> (Option<LegalBasis>, Option<ConsentCheck>) {
+        let purpose = rule.purpose.value.as_str();
+        let default = LegalBasis::default_for(purpose);
+        let basis = match &rule.basis {
+            None => default,
+            Some(b) => match LegalBasis::parse(&b.value) {
+                Some(basis) => {
+                    if default == Some(LegalBasis::Consent)
+                        && !matches!(basis, LegalBasis::Consent | LegalBasis::LegitimateInterest)
+                    {
+                        self.r.warning(file, at(b), format!(
+                            "`{purpose}` is opt-in by default (GDPR consent, CCPA \"do not sell or share\"); with basis `{}` no customer's choice is checked",
+                            basis.name()
+                        ), Some("keep this only if the law really allows it without consent".into()));
+                    }
+                    Some(basis)
+                }
+                None => {
+                    let names: Vec<&str> = LegalBasis::ALL.iter().map(|b| b.name()).collect();
+                    self.r.error(
+                        file,
+                        at(b),
+                        format!("unknown legal basis `{}`", b.value),
+                        Some(format!("write one of {}", names.join(", "))),
+                    );
+                    default
+                }
+            },
+        };
+        let checked = match basis {
+            Some(LegalBasis::Consent) => Some(Basis::Consent),
+            Some(LegalBasis::LegitimateInterest) => Some(Basis::LegitimateInterest),
+            _ => None,
+        };
+        let on_missing = match rule.on_missing_consent.as_ref() {
+            None => OnMissing::Drop,
+            Some(m) => {
+                let parsed = match m.value.as_str() {
+                    "drop" => Some(OnMissing::Drop),
+                    "redact" => Some(OnMissing::Redact),
+                    "block" => Some(OnMissing::Block),
+                    _ => None,
+                };
+                match (parsed, checked) {
+                    (None, _) => {
+                        self.r.error(
+                            file,
+                            at(m),
+                            format!("unknown `on_missing_consent` action `{}`", m.value),
+                            Some("write `drop` (leave the record out), `redact` (blank its fields) or `block` (403)".into()),
+                        );
+                        OnMissing::Drop
+                    }
+                    (Some(_), None) => {
+                        let stated = basis.map_or("none", LegalBasis::name);
+                        self.r.error(
+                            file,
+                            at(m),
+                            format!("`on_missing_consent` has no effect: this rule's basis is {stated}"),
+                            Some("add `basis: consent` (or `legitimate_interest`) to check each customer's choice, or remove this line".into()),
+                        );
+                        OnMissing::Drop
+                    }
+                    (Some(o), Some(_)) => o,
+                }
+            }
+        };
+        let consent = checked.map(|basis| ConsentCheck { basis, on_missing });
+        (basis, consent)
     }
 
     fn selector(&mut self, file: &Path, s: &Spanned<String>) -> Option<Selector> {
@@ -592,6 +699,66 @@ impl Compiler<'_> {
                 None,
             );
         }
+        if !passthrough
+            && res.subject.is_none()
+            && let Some(rule) = rules.iter().find(|r| r.consent.is_some())
+        {
+            self.r.error(
+                file,
+                at(&res.name),
+                format!(
+                    "resource `{name}` has no `subject:`, but the rule for `{}` (line {}) checks each customer's consent",
+                    rule.purpose,
+                    rule.at.line()
+                ),
+                Some("add `subject:` with where a record's customer id is, relative to the record, e.g. `subject: $.id`".into()),
+            );
+        }
+        let writes = methods
+            .iter()
+            .any(|m| *m == Method::POST || *m == Method::PUT || *m == Method::PATCH);
+        let request_records = match (&res.request_records, writes && !passthrough) {
+            (Some(s), true) => self.selector(file, s),
+            (None, true) => Some(Selector::root()),
+            (Some(s), false) => {
+                self.r.error(
+                    file,
+                    at(s),
+                    "`request_records` is for resources that accept writes",
+                    Some("list POST, PUT or PATCH under `methods`, or remove it".into()),
+                );
+                None
+            }
+            (None, false) => None,
+        };
+        let request_program = request_records.and_then(|rr| {
+            // A one-record body has no envelope: its envelope fields do not apply.
+            let mut env = if rr.steps().is_empty() {
+                Vec::new()
+            } else {
+                env_sels.clone()
+            };
+            env.push((rr, Mark::Record));
+            match (Dfa::build(&env), Dfa::build(&rec_sels)) {
+                (Ok(e), Ok(r)) => Some(Arc::new(Program::new(
+                    e,
+                    r,
+                    fields.clone(),
+                    categories.clone(),
+                    unlisted,
+                    Arc::clone(render),
+                ))),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.r.error(
+                        file,
+                        at(&res.name),
+                        e.to_string(),
+                        Some("use fewer `..` selectors".into()),
+                    );
+                    None
+                }
+            }
+        });
         let (Some(records), Some(template)) = (records, template) else {
             return;
         };
@@ -639,9 +806,17 @@ impl Compiler<'_> {
         ));
         let rules = rules
             .iter()
-            .map(|rule| Rule {
-                purpose: rule.purpose.as_str().into(),
-                table: Arc::new(table(&program, rule)),
+            .map(|rule| {
+                Arc::new(Rule {
+                    purpose: rule.purpose.as_str().into(),
+                    basis: rule.basis,
+                    consent: rule.consent,
+                    table: Arc::new(table(&program, rule)),
+                    collect: request_program
+                        .as_ref()
+                        .map(|p| Arc::new(collect_table(p, rule))),
+                    minimise: rule.minimise,
+                })
             })
             .collect();
         self.resources.push(Resource {
@@ -652,6 +827,7 @@ impl Compiler<'_> {
             mode,
             passthrough,
             program,
+            request_program,
             rules,
             response_headers,
         });
@@ -776,6 +952,28 @@ impl Compiler<'_> {
 fn detector_hint() -> String {
     let names: Vec<&str> = Detector::ALL.iter().map(|d| d.name()).collect();
     format!("detectors: {}", names.join(", "))
+}
+
+/// What `rule`'s purpose may write: the categories it may see in some form
+/// (allow, mask, hash) pass; the others are removed. Nothing is ever
+/// redacted in a write: a `null` would overwrite what the CRM holds.
+fn collect_table(program: &Program, rule: &CheckedRule) -> ActionTable {
+    let may = |a: Action| match a {
+        Action::Allow | Action::Mask(_) | Action::Hash => Action::Allow,
+        Action::Redact | Action::Remove => Action::Remove,
+    };
+    ActionTable {
+        fields: program
+            .fields
+            .iter()
+            .map(|f| may(rule.action_for(&program.categories[f.category as usize])))
+            .collect(),
+        detectors: Detector::ALL.map(|d| may(rule.action_for(d.category()))),
+        unlisted: match program.unlisted {
+            Unlisted::Allow => Action::Allow,
+            Unlisted::Redact | Unlisted::Remove => Action::Remove,
+        },
+    }
 }
 
 /// The action table of `rule` for `program`'s fields and the detectors.

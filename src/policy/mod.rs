@@ -7,6 +7,7 @@
 //! returns a `Decision` for a method, path and purpose. Pure: no I/O after
 //! loading, no logging.
 
+pub mod collect;
 pub mod compile;
 pub mod source;
 pub mod taxonomy;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, Method};
 
+use crate::consent::model::Basis;
 use crate::transform::{ActionTable, Program};
 
 pub use compile::{Options, load_dir};
@@ -52,7 +54,9 @@ pub struct Resource {
     pub mode: Mode,
     pub passthrough: bool,
     pub program: Arc<Program>,
-    pub rules: Vec<Rule>,
+    /// For write methods (POST, PUT, PATCH): the request body's selectors.
+    pub request_program: Option<Arc<Program>>,
+    pub rules: Vec<Arc<Rule>>,
     /// Sensitive response headers this resource lets through.
     pub response_headers: Vec<HeaderName>,
 }
@@ -61,13 +65,126 @@ pub struct Resource {
 #[derive(Debug)]
 pub struct Rule {
     pub purpose: Arc<str>,
+    pub basis: Option<LegalBasis>,
+    /// The per-record check the basis needs (consent and legitimate interest).
+    pub consent: Option<ConsentCheck>,
+    /// What the purpose may see of a response.
     pub table: Arc<ActionTable>,
+    /// What it may write (collect): `allow` for the categories it may collect,
+    /// `remove` for the others. Only for resources with write methods.
+    pub collect: Option<Arc<ActionTable>>,
+    pub minimise: Minimise,
+}
+
+impl Rule {
+    /// The consent check for a response to `method` with `status`. None for
+    /// a record the CRM has just created (201 to a POST): it holds what the
+    /// caller itself sent, minimised, and its new id cannot have consent yet.
+    /// Every other response, reads and updates alike, is checked, so an
+    /// update cannot be used to read a customer who has not consented.
+    pub fn consent_for(&self, method: &http::Method, status: u16) -> Option<ConsentCheck> {
+        if *method == http::Method::POST && status == 201 {
+            None
+        } else {
+            self.consent
+        }
+    }
+}
+
+/// The lawful bases of GDPR Art. 6(1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegalBasis {
+    Consent,
+    LegitimateInterest,
+    Contract,
+    LegalObligation,
+    VitalInterests,
+    PublicTask,
+}
+
+impl LegalBasis {
+    pub const ALL: [LegalBasis; 6] = [
+        LegalBasis::Consent,
+        LegalBasis::LegitimateInterest,
+        LegalBasis::Contract,
+        LegalBasis::LegalObligation,
+        LegalBasis::VitalInterests,
+        LegalBasis::PublicTask,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "consent",
+            LegalBasis::LegitimateInterest => "legitimate_interest",
+            LegalBasis::Contract => "contract",
+            LegalBasis::LegalObligation => "legal_obligation",
+            LegalBasis::VitalInterests => "vital_interests",
+            LegalBasis::PublicTask => "public_task",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LegalBasis> {
+        LegalBasis::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    /// The basis a rule has when it states none. Marketing and sharing with
+    /// third parties are opt-in (GDPR consent; CCPA "do not sell or share"),
+    /// except sharing the law requires. Other purposes check nothing per
+    /// customer.
+    pub fn default_for(purpose: &str) -> Option<LegalBasis> {
+        if taxonomy::is_within(purpose, "third_party_sharing.legal_obligation") {
+            Some(LegalBasis::LegalObligation)
+        } else if taxonomy::is_within(purpose, "marketing")
+            || taxonomy::is_within(purpose, "third_party_sharing")
+        {
+            Some(LegalBasis::Consent)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a rule checks about each record's subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentCheck {
+    pub basis: Basis,
+    pub on_missing: OnMissing,
+}
+
+/// What happens to a record whose subject has not consented (or objected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Leave the record out of the list.
+    Drop,
+    /// Keep its place, redact every field.
+    Redact,
+    /// Refuse the whole response (403).
+    Block,
+}
+
+impl OnMissing {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnMissing::Drop => "drop",
+            OnMissing::Redact => "redact",
+            OnMissing::Block => "block",
+        }
+    }
+}
+
+/// What a write carrying data the purpose may not collect gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Minimise {
+    /// The fields are removed before the body reaches the CRM.
+    Remove,
+    /// The request is refused (403).
+    Refuse,
 }
 
 impl Resource {
     /// The rule for `purpose`: the one whose purpose is the most specific
     /// at or above it (`marketing` covers `marketing.advertising`).
-    pub fn rule_for(&self, purpose: &str) -> Option<&Rule> {
+    pub fn rule_for(&self, purpose: &str) -> Option<&Arc<Rule>> {
         self.rules
             .iter()
             .filter(|r| taxonomy::is_within(purpose, &r.purpose))
@@ -90,10 +207,10 @@ pub enum Routed<'a> {
 /// What the policy says about one request.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// Forward, then rewrite the response with this table.
+    /// Forward, then rewrite the response by this rule.
     Inspect {
         resource: Arc<Resource>,
-        table: Arc<ActionTable>,
+        rule: Arc<Rule>,
     },
     /// Forward without reading the body (a passthrough resource).
     Pass {
@@ -229,7 +346,7 @@ impl PolicySet {
         }
         Decision::Inspect {
             resource: Arc::clone(res),
-            table: Arc::clone(&rule.table),
+            rule: Arc::clone(rule),
         }
     }
 }

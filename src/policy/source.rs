@@ -53,6 +53,10 @@ pub struct ResourceSource {
     /// Where the records are: `$` (default) for one object, `$.results[*]` for a list.
     #[serde(default)]
     pub records: Option<Spanned<String>>,
+    /// Where the records of a write request's body are (POST/PUT/PATCH);
+    /// default `$` (the body is one record).
+    #[serde(default)]
+    pub request_records: Option<Spanned<String>>,
     /// Where a record's subject id is, relative to the record (`$.id`).
     #[serde(default)]
     pub subject: Option<Spanned<String>>,
@@ -154,6 +158,18 @@ pub struct RuleSource {
     /// Category -> mask (`last4`, `first2`, `first1_last2`, `email_domain`).
     #[serde(default)]
     pub mask: HashMap<Spanned<String>, Spanned<String>>,
+    /// The lawful basis of the purpose: `consent`, `legitimate_interest`,
+    /// `contract`, `legal_obligation`, `vital_interests`, `public_task`.
+    #[serde(default)]
+    pub basis: Option<Spanned<String>>,
+    /// A record whose subject has not consented (or objected): `drop`
+    /// (default), `redact` or `block`.
+    #[serde(default)]
+    pub on_missing_consent: Option<Spanned<String>>,
+    /// A write carrying categories this purpose may not collect: `remove`
+    /// them (default) or `refuse` the request.
+    #[serde(default)]
+    pub minimise: Option<Spanned<String>>,
 }
 
 /// A policy test file (`*.test.yaml`): cases run by `consentry policy test`.
@@ -174,7 +190,8 @@ pub struct TestCase {
     #[serde(default)]
     pub status: Option<u16>,
     /// The upstream body: JSON text (a string keeps it byte for byte).
-    pub response: Spanned<String>,
+    #[serde(default)]
+    pub response: Option<Spanned<String>>,
     /// The expected body, compared as JSON values.
     #[serde(default)]
     pub expect: Option<Spanned<String>>,
@@ -184,4 +201,23 @@ pub struct TestCase {
     /// The expected refusal status (403, 502, ...) instead of a body.
     #[serde(default)]
     pub expect_status: Option<Spanned<u16>>,
+    /// The consent state the case runs with (no store needed).
+    #[serde(default)]
+    pub consent: Vec<ConsentSource>,
+    /// For write requests: the request body the client sends.
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    /// For write requests: the body the CRM should receive (JSON values compared).
+    #[serde(default)]
+    pub expect_upstream: Option<Spanned<String>>,
+}
+
+/// One subject's statement in a policy test case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSource {
+    pub subject: Spanned<String>,
+    pub purpose: Spanned<String>,
+    /// `granted`, `withdrawn`, `objected` or `expired` (a grant that has lapsed).
+    pub status: Spanned<String>,
 }

@@ -5,17 +5,23 @@
 //! runner takes the same path as the gateway: path normalisation, routing,
 //! the purpose's rule, and the streaming rewriter.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::Method;
 use serde_saphyr::Location;
 
+use super::collect::{CollectError, collect};
 use super::compile::{files_in, is_test_file};
 use super::source::{TestCase, TestFile};
 use super::{Decision, PolicySet};
+use crate::clock::Millis;
+use crate::consent::gate::ConsentGate;
+use crate::consent::model::{Current, Status, SubjectConsents, check_subject};
 use crate::diag::{Report, at, parse_yaml};
 use crate::path;
-use crate::transform::{Limits, RecordOutcome, TransformError, rewrite_all};
+use crate::transform::{Limits, RecordOutcome, Rewriter, TransformError, rewrite_all};
 
 /// The key `hash` actions use under `policy test`, so expected pseudonyms are stable.
 pub const TEST_HASH_KEY: &[u8] = b"consentry-policy-test-key-not-secret";
@@ -61,38 +67,139 @@ pub fn run_dir(dir: &Path, set: &PolicySet) -> Result<Vec<CaseResult>, Report> {
     Ok(results)
 }
 
-/// The gateway's answer to a case: status and body.
+/// The consent state a case runs with: subject -> statements.
+pub type ConsentFixture = HashMap<String, Arc<SubjectConsents>>;
+
+/// The time policy tests run at (2030-01-01T00:00:00Z); `expired` grants lapsed before it.
+pub const TEST_NOW: Millis = 1_893_456_000_000;
+
+/// Routes a test request like the gateway: `Ok(Err(status))` is a refusal.
+fn decide(
+    set: &PolicySet,
+    method: &Method,
+    target: &str,
+    purpose: &str,
+) -> Result<Result<Decision, u16>, String> {
+    let (p, q) = target.split_once('?').unwrap_or((target, ""));
+    let normal = match path::normalise(p) {
+        Ok(n) => n,
+        Err(_) => return Ok(Err(400)),
+    };
+    if path::check_query(q).is_err() {
+        return Ok(Err(400));
+    }
+    if !set.knows_purpose(purpose) {
+        return Err(format!("unknown purpose `{purpose}`"));
+    }
+    Ok(match set.decide(method, &normal, purpose) {
+        Decision::Deny(_) => Err(403),
+        d => Ok(d),
+    })
+}
+
+/// The gateway's answer to a case: status and body. Subjects not in
+/// `consent` have no statements.
 pub fn respond(
+    set: &PolicySet,
+    method: &Method,
+    target: &str,
+    purpose: &str,
+    status: u16,
+    body: &[u8],
+    consent: &ConsentFixture,
+) -> Result<(u16, Vec<u8>), String> {
+    let decision = match decide(set, method, target, purpose)? {
+        Ok(d) => d,
+        Err(status) => return Ok((status, Vec::new())),
+    };
+    let (resource, rule) = match decision {
+        Decision::Inspect { resource, rule } => (resource, rule),
+        _ => return Ok((200, body.to_vec())),
+    };
+    let result = match rule.consent_for(method, status) {
+        Some(check) => {
+            let mut gate = ConsentGate::fixed(check, purpose.into(), TEST_NOW, consent.clone());
+            let mut out = Vec::new();
+            let mut rw = Rewriter::new(
+                Arc::clone(&resource.program),
+                Arc::clone(&rule.table),
+                Limits::default(),
+            );
+            rw.push(body, &mut gate, &mut out)
+                .and_then(|()| rw.finish(&mut gate, &mut out))
+                .map(|()| out)
+        }
+        None => rewrite_all(
+            &resource.program,
+            &rule.table,
+            Limits::default(),
+            body,
+            |_| RecordOutcome::Keep,
+        )
+        .map(|(out, _)| out),
+    };
+    match result {
+        Ok(out) => Ok((200, out)),
+        Err(TransformError::Blocked { .. }) => Ok((403, Vec::new())),
+        Err(_) => Ok((502, Vec::new())),
+    }
+}
+
+/// What the CRM receives for a write: `(status, body)`, where a status
+/// other than 200 is the gateway's refusal.
+pub fn write(
     set: &PolicySet,
     method: &Method,
     target: &str,
     purpose: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), String> {
-    let (p, q) = target.split_once('?').unwrap_or((target, ""));
-    let normal = match path::normalise(p) {
-        Ok(n) => n,
-        Err(_) => return Ok((400, Vec::new())),
+    let decision = match decide(set, method, target, purpose)? {
+        Ok(d) => d,
+        Err(status) => return Ok((status, Vec::new())),
     };
-    if path::check_query(q).is_err() {
-        return Ok((400, Vec::new()));
+    let Decision::Inspect { resource, rule } = decision else {
+        return Ok((200, body.to_vec()));
+    };
+    match collect(&resource, &rule, body, Limits::default()) {
+        Ok(c) => Ok((200, c.body)),
+        Err(CollectError::NotCollectable) => Ok((403, Vec::new())),
+        Err(CollectError::Transform(_)) => Ok((400, Vec::new())),
     }
-    if !set.knows_purpose(purpose) {
-        return Err(format!("unknown purpose `{purpose}`"));
-    }
-    match set.decide(method, &normal, purpose) {
-        Decision::Deny(_) => Ok((403, Vec::new())),
-        Decision::Pass { .. } => Ok((200, body.to_vec())),
-        Decision::Inspect { resource, table } => {
-            match rewrite_all(&resource.program, &table, Limits::default(), body, |_| {
-                RecordOutcome::Keep
-            }) {
-                Ok((out, _)) => Ok((200, out)),
-                Err(TransformError::Blocked { .. }) => Ok((403, Vec::new())),
-                Err(_) => Ok((502, Vec::new())),
-            }
+}
+
+/// The consent fixture of a case.
+fn fixture(set: &PolicySet, case: &TestCase) -> Result<ConsentFixture, String> {
+    let mut by_subject: HashMap<String, Vec<Current>> = HashMap::new();
+    for c in &case.consent {
+        check_subject(&c.subject.value)
+            .map_err(|e| format!("consent subject `{}`: {e}", c.subject.value))?;
+        if !set.knows_purpose(&c.purpose.value) {
+            return Err(format!("consent: unknown purpose `{}`", c.purpose.value));
         }
+        let (status, expires) = match c.status.value.as_str() {
+            "expired" => (Status::Granted, Some(TEST_NOW - 1)),
+            other => (
+                Status::parse(other).ok_or_else(|| {
+                    format!(
+                        "consent status `{other}`: write granted, withdrawn, objected or expired"
+                    )
+                })?,
+                None,
+            ),
+        };
+        let entries = by_subject.entry(c.subject.value.clone()).or_default();
+        entries.retain(|e| *e.purpose != *c.purpose.value);
+        entries.push(Current {
+            purpose: c.purpose.value.as_str().into(),
+            status,
+            expires,
+        });
     }
+    Ok(by_subject
+        .into_iter()
+        .map(|(k, entries)| (k, Arc::new(SubjectConsents { entries })))
+        .collect())
 }
 
 fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
@@ -104,14 +211,49 @@ fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
         .ok_or_else(|| "`request` must look like `GET /path`".to_owned())?;
     let method =
         Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method `{method}`"))?;
+    let target = target.trim();
+    let purpose = &case.purpose.value;
+    if let Some(req) = &case.body {
+        // A write: check what the CRM would receive.
+        let (status, sent) = write(set, &method, target, purpose, req.value.as_bytes())?;
+        if status != 200 {
+            return match &case.expect_status {
+                Some(want) if want.value == status => Ok(()),
+                Some(want) => Err(format!("expected status {}, got {status}", want.value)),
+                None => Err(format!("the write was refused with {status}")),
+            };
+        }
+        if let Some(want) = &case.expect_upstream {
+            compare_json("`expect_upstream`", &want.value, &sent)?;
+        } else if case.response.is_none() {
+            return Err(
+                "a write case needs `expect_upstream`, `expect_status` or a `response`".into(),
+            );
+        }
+        if case.response.is_none() {
+            if let Some(want) = &case.expect_status {
+                return Err(format!(
+                    "expected status {}, but the write passed",
+                    want.value
+                ));
+            }
+            return Ok(());
+        }
+    }
+    let Some(response) = &case.response else {
+        return Err("give `response` (what the CRM answers), or `body` for a write".into());
+    };
+    let consent = fixture(set, case)?;
+    let upstream_status = case.status.unwrap_or(200);
     let (status, body) = respond(
         set,
         &method,
-        target.trim(),
-        &case.purpose.value,
-        case.response.value.as_bytes(),
+        target,
+        purpose,
+        upstream_status,
+        response.value.as_bytes(),
+        &consent,
     )?;
-    let upstream_status = case.status.unwrap_or(200);
     let status = if status == 200 {
         upstream_status
     } else {
@@ -141,10 +283,14 @@ fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
     let Some(expect) = &case.expect else {
         return Err("give `expect`, `expect_exact` or `expect_status`".into());
     };
+    compare_json("`expect`", &expect.value, &body)
+}
+
+fn compare_json(what: &str, want: &str, got: &[u8]) -> Result<(), String> {
     let want: serde_json::Value =
-        serde_json::from_str(&expect.value).map_err(|e| format!("`expect` is not JSON: {e}"))?;
+        serde_json::from_str(want).map_err(|e| format!("{what} is not JSON: {e}"))?;
     let got: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("the output is not JSON: {e}"))?;
+        serde_json::from_slice(got).map_err(|e| format!("the output is not JSON: {e}"))?;
     if want != got {
         return Err(format!(
             "body differs\n  expected: {}\n  got:      {}",

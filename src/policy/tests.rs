@@ -49,8 +49,35 @@ rules:
     redact: [user]
 "#;
 
+/// Subjects 1 to 20 consented to marketing.
+fn consented() -> super::testing::ConsentFixture {
+    use crate::consent::model::{Current, Status, SubjectConsents};
+    (1..=20)
+        .map(|i: u32| {
+            let c = Current {
+                purpose: "marketing".into(),
+                status: Status::Granted,
+                expires: None,
+            };
+            (
+                i.to_string(),
+                Arc::new(SubjectConsents { entries: vec![c] }),
+            )
+        })
+        .collect()
+}
+
 fn get(s: &PolicySet, path: &str, purpose: &str, body: &str) -> (u16, String) {
-    let (st, b) = respond(s, &Method::GET, path, purpose, body.as_bytes()).unwrap();
+    let (st, b) = respond(
+        s,
+        &Method::GET,
+        path,
+        purpose,
+        200,
+        body.as_bytes(),
+        &consented(),
+    )
+    .unwrap();
     (st, String::from_utf8(b).unwrap())
 }
 

@@ -1,6 +1,7 @@
 //! The response body type the gateway serves, and constructors for it.
 
 use bytes::Bytes;
+use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -18,4 +19,52 @@ pub fn empty() -> Body {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// Whether headers declare a JSON body (UTF-8) that can be inspected.
+pub fn is_json(h: &HeaderMap) -> bool {
+    let mut all = h.get_all(header::CONTENT_TYPE).iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return false; // none, or several: ambiguous
+    };
+    let Ok(ct) = v.to_str() else {
+        return false;
+    };
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
+    // JSON is UTF-8 (RFC 8259); another declared charset cannot be inspected as such.
+    let charset_ok = parts.all(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\""
+    });
+    json && charset_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn json_content_types() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(is_json(&h("application/json")));
+        assert!(is_json(&h("application/json; charset=utf-8")));
+        assert!(is_json(&h("Application/JSON;charset=UTF-8")));
+        assert!(is_json(&h("application/problem+json")));
+        assert!(is_json(&h("application/vnd.api+json")));
+        assert!(!is_json(&h("text/html")));
+        assert!(!is_json(&h("application/json; charset=latin1")));
+        assert!(!is_json(&h("text/json")));
+        assert!(!is_json(&HeaderMap::new()));
+        let mut two = h("application/json");
+        two.append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        assert!(!is_json(&two));
+    }
 }

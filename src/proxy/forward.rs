@@ -73,6 +73,15 @@ const NEVER_FORWARDED: &[&str] = &[
 /// Dropped on inspected reads: the gateway must see whole, fresh bodies.
 const INSPECTED_READ_DROPS: &[&str] = &["range", "if-range", "if-none-match", "if-modified-since"];
 
+/// Dropped on inspected writes, whose body the gateway may rewrite.
+const INSPECTED_WRITE_DROPS: &[&str] = &[
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+    "content-encoding",
+];
+
 const ACCEPT_ENCODING: &str = "gzip, br, zstd, deflate";
 
 /// Copies the headers that may pass: drops hop-by-hop ones, whatever the
@@ -161,6 +170,11 @@ pub fn request(
     let mut headers = if inspected && reading {
         let mut names = NEVER_FORWARDED.to_vec();
         names.extend_from_slice(INSPECTED_READ_DROPS);
+        filter_headers(&parts.headers, &drops, &names, "x-forwarded-")
+    } else if inspected {
+        // A minimised write body is not the client's: its digests would lie.
+        let mut names = NEVER_FORWARDED.to_vec();
+        names.extend_from_slice(INSPECTED_WRITE_DROPS);
         filter_headers(&parts.headers, &drops, &names, "x-forwarded-")
     } else {
         filter_headers(&parts.headers, &drops, NEVER_FORWARDED, "x-forwarded-")

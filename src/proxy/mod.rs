@@ -3,8 +3,10 @@
 //! ```text
 //! identify  screen the request; API key -> client; purpose header -> purpose
 //! route     normalise the path once; match a policy resource; pick the rule
+//! collect   minimise a write body to what the purpose may collect
 //! forward   build the CRM request (header hygiene, credentials) and send it
-//! respond   check status and content type, decode, rewrite, stream
+//! respond   check status and content type, decode, rewrite, stream; each
+//!           record's subject is checked against consent (`consent::gate`)
 //! reject    every refusal -> RFC 9457 problem+json
 //! emit      the outcome: access log (audit later)
 //! ```
@@ -13,6 +15,7 @@
 //! returns request or response content.
 
 pub mod body;
+pub mod collect;
 pub mod context;
 pub mod decode;
 pub mod emit;
@@ -32,6 +35,8 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::config::Config;
+use crate::consent::Consents;
+use crate::consent::gate::ConsentGate;
 use crate::policy::PolicySet;
 use body::Body;
 use context::{Context, Outcome, RequestId, RequestIds};
@@ -48,16 +53,25 @@ pub struct Gateway {
     upstream: Upstream,
     ids: RequestIds,
     emitter: Arc<Emitter>,
+    consents: Arc<Consents>,
 }
 
 impl Gateway {
-    pub fn new(config: Config, policies: PolicySet) -> Result<Gateway, String> {
-        Gateway::shared(config, Arc::new(ArcSwap::from_pointee(policies)))
+    pub fn new(
+        config: Config,
+        policies: PolicySet,
+        consents: Arc<Consents>,
+    ) -> Result<Gateway, String> {
+        Gateway::shared(config, Arc::new(ArcSwap::from_pointee(policies)), consents)
     }
 
     /// A gateway that shares its policies with others (one per worker thread,
     /// each with its own CRM connection pool).
-    pub fn shared(config: Config, policies: Arc<ArcSwap<PolicySet>>) -> Result<Gateway, String> {
+    pub fn shared(
+        config: Config,
+        policies: Arc<ArcSwap<PolicySet>>,
+        consents: Arc<Consents>,
+    ) -> Result<Gateway, String> {
         let upstream = Upstream::new(&config.upstream)?;
         let emitter = Arc::new(Emitter {
             access: config.log.access,
@@ -68,11 +82,21 @@ impl Gateway {
             upstream,
             ids: RequestIds::new(),
             emitter,
+            consents,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn consents(&self) -> &Arc<Consents> {
+        &self.consents
+    }
+
+    /// The policies requests start with now.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.load_full()
     }
 
     /// Replaces the policies; requests in flight keep the version they started with.
@@ -126,7 +150,22 @@ impl Gateway {
             ctx.template = Some(Arc::clone(&r.template));
         }
         let inspected = matches!(plan, Plan::Inspect { .. });
-        let (up_body, too_large) = forward::body(&parts.method, body, cfg.limits.request_body)?;
+        let (up_body, too_large) = match &plan {
+            Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
+                let (b, _removed) = collect::write_body(
+                    &parts,
+                    body,
+                    resource,
+                    rule,
+                    &purpose,
+                    &cfg.limits,
+                    cfg.upstream.body_idle_timeout,
+                )
+                .await?;
+                (b, None)
+            }
+            _ => forward::body(&parts.method, body, cfg.limits.request_body)?,
+        };
         let up_req = forward::request(
             &cfg.upstream,
             &cfg.identity,
@@ -148,14 +187,25 @@ impl Gateway {
         };
         ctx.upstream_status = Some(up_resp.status().as_u16());
         match plan {
-            Plan::Inspect { resource, table } => {
+            Plan::Inspect { resource, rule } => {
+                let status = up_resp.status().as_u16();
+                let gate = match rule.consent_for(&parts.method, status) {
+                    Some(check) => respond::RecordGate::Consent(Box::new(ConsentGate::new(
+                        check,
+                        Arc::clone(&purpose),
+                        self.consents.now(),
+                        Arc::clone(&self.consents),
+                    ))),
+                    None => respond::RecordGate::KeepAll,
+                };
                 let head = parts.method == Method::HEAD;
                 let http10 = parts.version <= http::Version::HTTP_10;
                 let idle = cfg.upstream.body_idle_timeout;
                 respond::inspect(
                     ctx,
                     &resource,
-                    &table,
+                    &rule,
+                    gate,
                     up_resp,
                     &cfg.limits,
                     idle,

@@ -26,6 +26,11 @@ pub enum Refusal {
     PurposeRepeated,
     RequestBodyTooLarge,
     RequestBodyUnreadable,
+    /// A write body on an inspected route that is not JSON.
+    RequestNotJson,
+    /// A compressed write body on an inspected route.
+    RequestEncoding,
+    MalformedRequestJson(Malformed),
     // Who is calling, and why.
     ApiKeyMissing,
     ApiKeyUnknown,
@@ -37,7 +42,17 @@ pub enum Refusal {
         policy: String,
         resource: String,
     },
-    RecordBlocked,
+    /// A record's subject has not consented to the purpose (or objected).
+    ConsentRequired {
+        purpose: String,
+    },
+    /// The consent store could not be read.
+    ConsentUnavailable,
+    /// A write carries data the purpose may not collect (`minimise: refuse`).
+    NotCollectable {
+        purpose: String,
+        collectable: Vec<String>,
+    },
     // What the CRM answered.
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -66,13 +81,18 @@ impl Refusal {
             | PurposeInvalid
             | PurposeRepeated
             | PathCaseVariant
-            | RequestBodyUnreadable => StatusCode::BAD_REQUEST,
+            | RequestBodyUnreadable
+            | MalformedRequestJson(_) => StatusCode::BAD_REQUEST,
+            RequestNotJson | RequestEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiKeyMissing | ApiKeyUnknown => StatusCode::UNAUTHORIZED,
-            PurposeNotAllowed | RouteNotAllowed | PurposeNotCovered { .. } | RecordBlocked => {
-                StatusCode::FORBIDDEN
-            }
+            PurposeNotAllowed
+            | RouteNotAllowed
+            | PurposeNotCovered { .. }
+            | ConsentRequired { .. }
+            | NotCollectable { .. } => StatusCode::FORBIDDEN,
+            ConsentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable
             | UpstreamFailed
             | UnsupportedEncoding
@@ -101,13 +121,18 @@ impl Refusal {
             PurposeRepeated => "purpose-repeated",
             RequestBodyTooLarge => "request-body-too-large",
             RequestBodyUnreadable => "request-body-unreadable",
+            RequestNotJson => "request-not-json",
+            RequestEncoding => "request-encoding",
+            MalformedRequestJson(_) => "malformed-request-json",
             ApiKeyMissing => "api-key-missing",
             ApiKeyUnknown => "api-key-unknown",
             PurposeNotAllowed => "purpose-not-allowed",
             RouteNotAllowed => "route-not-allowed",
             PathCaseVariant => "path-case-variant",
             PurposeNotCovered { .. } => "purpose-not-covered",
-            RecordBlocked => "record-blocked",
+            ConsentRequired { .. } => "consent-required",
+            ConsentUnavailable => "consent-unavailable",
+            NotCollectable { .. } => "not-collectable",
             UpstreamUnavailable => "upstream-unavailable",
             UpstreamTimeout => "upstream-timeout",
             UpstreamFailed => "upstream-failed",
@@ -135,13 +160,18 @@ impl Refusal {
             PurposeRepeated => "More than one purpose",
             RequestBodyTooLarge => "Request body too large",
             RequestBodyUnreadable => "Request body unreadable",
+            RequestNotJson => "Request body is not JSON",
+            RequestEncoding => "Compressed request body",
+            MalformedRequestJson(_) => "Request body is not strict JSON",
             ApiKeyMissing => "API key required",
             ApiKeyUnknown => "Unknown API key",
             PurposeNotAllowed => "Purpose not allowed for this client",
             RouteNotAllowed => "Route not allowed",
             PathCaseVariant => "Path differs from a known route only in letter case",
             PurposeNotCovered { .. } => "Purpose not covered by the policy",
-            RecordBlocked => "Record may not be shown",
+            ConsentRequired { .. } => "Consent required",
+            ConsentUnavailable => "Consent store unavailable",
+            NotCollectable { .. } => "Data the purpose may not collect",
             UpstreamUnavailable => "CRM unavailable",
             UpstreamTimeout => "CRM timed out",
             UpstreamFailed => "CRM response failed",
@@ -169,6 +199,9 @@ impl Refusal {
             PurposeRepeated => "send exactly one purpose header".into(),
             RequestBodyTooLarge => "the request body exceeds limits.request_body".into(),
             RequestBodyUnreadable => "the request body could not be read".into(),
+            RequestNotJson => "writes to this route are inspected: send the body as application/json (UTF-8)".into(),
+            RequestEncoding => "writes to this route are inspected: send the body without Content-Encoding".into(),
+            MalformedRequestJson(k) => format!("the request body is not strict JSON ({k})"),
             ApiKeyMissing => "send the client's API key in the API key header".into(),
             ApiKeyUnknown => "the API key matches no configured client".into(),
             PurposeNotAllowed => "this client is not allowed to declare this purpose".into(),
@@ -177,7 +210,17 @@ impl Refusal {
             PurposeNotCovered { policy, resource } => {
                 format!("policy `{policy}`, resource `{resource}` has no rule for this purpose")
             }
-            RecordBlocked => "the policy does not allow this record to be shown for this purpose".into(),
+            ConsentRequired { purpose } => format!(
+                "the customer has not consented to `{purpose}` (or has objected), and the policy blocks the response"
+            ),
+            ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
+            NotCollectable { purpose, collectable } if collectable.is_empty() => format!(
+                "purpose `{purpose}` may not write personal data to this route; the policy refuses such writes"
+            ),
+            NotCollectable { purpose, collectable } => format!(
+                "the body carries data that purpose `{purpose}` may not collect; it may write only {}",
+                collectable.join(", ")
+            ),
             UpstreamUnavailable => "the CRM could not be reached".into(),
             UpstreamTimeout => "the CRM did not answer in time".into(),
             UpstreamFailed => "the CRM's response broke off or was invalid".into(),
@@ -196,14 +239,38 @@ impl Refusal {
 
 /// The problem+json response for a refusal.
 pub fn problem(id: &RequestId, r: &Refusal) -> Response<Body> {
-    let status = r.status();
-    let doc = serde_json::json!({
-        "type": format!("urn:consentry:problem:{}", r.slug()),
-        "title": r.title(),
+    let mut resp = problem_response(
+        r.status(),
+        r.slug(),
+        r.title(),
+        &r.detail(),
+        Some(id.as_str()),
+    );
+    if matches!(r, Refusal::ApiKeyMissing | Refusal::ApiKeyUnknown) {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
+    }
+    resp
+}
+
+/// An RFC 9457 problem+json response (`type` is `urn:consentry:problem:{slug}`);
+/// the admin API uses it too.
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    title: &str,
+    detail: &str,
+    request_id: Option<&str>,
+) -> Response<Body> {
+    let mut doc = serde_json::json!({
+        "type": format!("urn:consentry:problem:{slug}"),
+        "title": title,
         "status": status.as_u16(),
-        "detail": r.detail(),
-        "request_id": id.as_str(),
+        "detail": detail,
     });
+    if let Some(id) = request_id {
+        doc["request_id"] = id.into();
+    }
     let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
@@ -213,11 +280,8 @@ pub fn problem(id: &RequestId, r: &Refusal) -> Response<Body> {
         HeaderValue::from_static("application/problem+json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+    if let Some(v) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         h.insert("x-request-id", v);
-    }
-    if matches!(r, Refusal::ApiKeyMissing | Refusal::ApiKeyUnknown) {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
     }
     resp
 }
@@ -238,6 +302,9 @@ mod tests {
             PurposeRepeated,
             RequestBodyTooLarge,
             RequestBodyUnreadable,
+            RequestNotJson,
+            RequestEncoding,
+            MalformedRequestJson(Malformed::BadNumber),
             ApiKeyMissing,
             ApiKeyUnknown,
             PurposeNotAllowed,
@@ -247,7 +314,14 @@ mod tests {
                 policy: "p".into(),
                 resource: "r".into(),
             },
-            RecordBlocked,
+            ConsentRequired {
+                purpose: "marketing".into(),
+            },
+            ConsentUnavailable,
+            NotCollectable {
+                purpose: "marketing".into(),
+                collectable: vec!["user.contact.email".into()],
+            },
             UpstreamUnavailable,
             UpstreamTimeout,
             UpstreamFailed,
@@ -279,13 +353,18 @@ mod tests {
             ("purpose-repeated", 400),
             ("request-body-too-large", 413),
             ("request-body-unreadable", 400),
+            ("request-not-json", 415),
+            ("request-encoding", 415),
+            ("malformed-request-json", 400),
             ("api-key-missing", 401),
             ("api-key-unknown", 401),
             ("purpose-not-allowed", 403),
             ("route-not-allowed", 403),
             ("path-case-variant", 400),
             ("purpose-not-covered", 403),
-            ("record-blocked", 403),
+            ("consent-required", 403),
+            ("consent-unavailable", 503),
+            ("not-collectable", 403),
             ("upstream-unavailable", 502),
             ("upstream-timeout", 504),
             ("upstream-failed", 502),

@@ -25,8 +25,9 @@ use super::emit::Emitter;
 use super::forward::filter_headers;
 use super::reject::Refusal;
 use crate::config::Limits;
-use crate::policy::{Resource, SENSITIVE_RESPONSE_HEADERS};
-use crate::transform::{self, ActionTable, RecordOutcome, Rewriter, Subject, TransformError};
+use crate::consent::gate::ConsentGate;
+use crate::policy::{Resource, Rule, SENSITIVE_RESPONSE_HEADERS};
+use crate::transform::{self, RecordOutcome, Rewriter, Subject, TransformError};
 
 /// Response headers that describe the CRM's bytes, not ours.
 const BODY_DESCRIBING: &[&str] = &[
@@ -71,31 +72,15 @@ fn response_headers(
     h
 }
 
-fn is_json(h: &HeaderMap) -> bool {
-    let mut all = h.get_all(header::CONTENT_TYPE).iter();
-    let (Some(v), None) = (all.next(), all.next()) else {
-        return false; // none, or several: ambiguous
-    };
-    let Ok(ct) = v.to_str() else {
-        return false;
-    };
-    let mut parts = ct.split(';');
-    let mime = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    let json =
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
-    // JSON is UTF-8 (RFC 8259); another declared charset cannot be inspected as such.
-    let charset_ok = parts.all(|p| {
-        let p = p.trim().to_ascii_lowercase();
-        !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\""
-    });
-    json && charset_ok
-}
-
-fn from_transform(e: TransformError) -> Refusal {
+/// A rewriting failure as a refusal; a blocked record is always a consent
+/// outcome (no other check blocks records).
+fn from_transform(e: TransformError, purpose: &str) -> Refusal {
     match e {
         TransformError::Malformed { kind, .. } => Refusal::MalformedJson(kind),
         TransformError::TooLarge { .. } => Refusal::ResponseTooLarge,
-        TransformError::Blocked { .. } => Refusal::RecordBlocked,
+        TransformError::Blocked { .. } => Refusal::ConsentRequired {
+            purpose: purpose.to_owned(),
+        },
     }
 }
 
@@ -107,14 +92,63 @@ fn from_decode(e: DecodeError) -> Refusal {
     }
 }
 
-/// Keeps every record (consent and erasure decide here in later versions).
-#[derive(Debug, Clone, Copy)]
-struct KeepAll;
+/// Decides each record of a response.
+#[derive(Debug)]
+pub enum RecordGate {
+    /// The rule checks nothing per customer.
+    KeepAll,
+    /// The rule's basis needs each subject's consent (or no objection).
+    Consent(Box<ConsentGate>),
+}
 
-impl transform::Gate for KeepAll {
-    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
-        Some(RecordOutcome::Keep)
+impl transform::Gate for RecordGate {
+    #[inline]
+    fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
+        match self {
+            RecordGate::KeepAll => Some(RecordOutcome::Keep),
+            RecordGate::Consent(g) => g.decide(subject),
+        }
     }
+}
+
+/// Deferred records are settled once this much of the body is held (or at
+/// its end), so that a list costs one batched store lookup per this many
+/// bytes, not one per record.
+const SETTLE_AT: usize = 256 << 10;
+
+/// Fetches the subjects `rw`'s waiting records need (one batch) and resumes
+/// it. Blocking: call it on a blocking-pool thread.
+fn settle_blocking(
+    rw: &mut Rewriter,
+    gate: &mut ConsentGate,
+    out: &mut Vec<u8>,
+    purpose: &str,
+) -> Result<(), Refusal> {
+    let missing = gate.missing(rw);
+    if !missing.is_empty() {
+        let consents = gate.consents().ok_or(Refusal::Internal)?;
+        let found = consents.fetch(&missing).map_err(|e| {
+            tracing::warn!(error = %e, "consent lookup failed");
+            Refusal::ConsentUnavailable
+        })?;
+        gate.learn(found);
+    }
+    resume(rw, gate, out, purpose)
+}
+
+fn resume(
+    rw: &mut Rewriter,
+    gate: &mut ConsentGate,
+    out: &mut Vec<u8>,
+    purpose: &str,
+) -> Result<(), Refusal> {
+    rw.resume(gate, out)
+        .map_err(|e| from_transform(e, purpose))?;
+    if rw.pending() > 0 {
+        // Every subject was fetched: nothing may still wait.
+        return Err(Refusal::Internal);
+    }
+    Ok(())
 }
 
 /// The next frame of the CRM's body, waiting at most `idle` for it. A frame
@@ -140,7 +174,11 @@ struct Pipeline {
     decoder: Decoder,
     /// `None` only while a chunk is being rewritten on another thread.
     rewriter: Option<Box<Rewriter>>,
-    gate: KeepAll,
+    /// `None` only while a chunk is being rewritten on another thread.
+    gate: Option<RecordGate>,
+    purpose: Arc<str>,
+    /// Deferred records are settled once the rewriter holds this much.
+    settle_at: usize,
     /// Compressed bytes read from the CRM.
     read: u64,
     /// Decoded bytes handed to the rewriter.
@@ -162,13 +200,36 @@ const OFFLOAD_AFTER: u64 = 1 << 20;
 const OFFLOAD_CHUNK: usize = 32 << 10;
 
 impl Pipeline {
+    fn refusal(&self, e: TransformError) -> Refusal {
+        from_transform(e, &self.purpose)
+    }
+
     /// The next output chunk; `None` at the end.
     async fn next(&mut self) -> Result<Option<Bytes>, Refusal> {
         loop {
             if self.done {
                 return Ok(None);
             }
-            let frame = match next_frame(&mut self.upstream, self.idle).await {
+            // Records waiting for a consent lookup are settled when the CRM
+            // has nothing more ready: frames that are already here join the
+            // batch, and a slow or paused CRM never holds back records that
+            // could be sent.
+            let ready = {
+                use futures_util::FutureExt as _;
+                self.upstream.frame().now_or_never()
+            };
+            let frame = match ready {
+                Some(f) => Ok(f),
+                None => {
+                    let mut out = Vec::new();
+                    self.settle(&mut out, true).await?;
+                    if !out.is_empty() {
+                        return Ok(Some(Bytes::from(out)));
+                    }
+                    next_frame(&mut self.upstream, self.idle).await
+                }
+            };
+            let frame = match frame {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
                 Ok(Some(Ok(f))) => f,
@@ -184,10 +245,11 @@ impl Pipeline {
                         .finish(&mut self.decoded)
                         .map_err(from_decode)?;
                     let tail = std::mem::take(&mut self.decoded);
-                    self.feed(&tail, &mut out)?;
-                    let rw = self.rewriter.as_mut().ok_or(Refusal::Internal)?;
-                    rw.finish(&mut self.gate, &mut out)
-                        .map_err(from_transform)?;
+                    self.feed(&tail, &mut out).await?;
+                    let (rw, gate) = self.parts()?;
+                    let r = rw.finish(gate, &mut out);
+                    r.map_err(|e| self.refusal(e))?;
+                    self.settle(&mut out, true).await?;
                     return Ok((!out.is_empty()).then(|| Bytes::from(out)));
                 }
             };
@@ -206,14 +268,14 @@ impl Pipeline {
             {
                 out = self.feed_elsewhere(data, out).await?;
             } else if self.decoder.is_identity() {
-                self.feed(&data, &mut out)?;
+                self.feed(&data, &mut out).await?;
             } else {
                 let mut decoded = std::mem::take(&mut self.decoded);
                 decoded.clear();
                 self.decoder
                     .push(&data, &mut decoded)
                     .map_err(from_decode)?;
-                self.feed(&decoded, &mut out)?;
+                self.feed(&decoded, &mut out).await?;
                 self.decoded = decoded;
             }
             if !out.is_empty() {
@@ -222,31 +284,90 @@ impl Pipeline {
         }
     }
 
-    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+    fn parts(&mut self) -> Result<(&mut Rewriter, &mut RecordGate), Refusal> {
+        match (self.rewriter.as_deref_mut(), self.gate.as_mut()) {
+            (Some(rw), Some(g)) => Ok((rw, g)),
+            _ => Err(Refusal::Internal),
+        }
+    }
+
+    async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
         self.fed += data.len() as u64;
-        let rw = self.rewriter.as_mut().ok_or(Refusal::Internal)?;
         for piece in data.chunks(FEED) {
-            rw.push(piece, &mut self.gate, out)
-                .map_err(from_transform)?;
+            let (rw, gate) = self.parts()?;
+            let r = rw.push(piece, gate, out);
+            r.map_err(|e| self.refusal(e))?;
+            self.settle(out, false).await?;
         }
         Ok(())
     }
 
-    /// `feed` on a blocking-pool thread.
+    /// Settles deferred consent decisions: when `now` (the body ended, or the
+    /// CRM has nothing ready), or once the held bytes reach `settle_at`. The
+    /// store is read on a blocking-pool thread.
+    async fn settle(&mut self, out: &mut Vec<u8>, now: bool) -> Result<(), Refusal> {
+        let purpose = Arc::clone(&self.purpose);
+        let settle_at = self.settle_at;
+        let (rw, gate) = self.parts()?;
+        let RecordGate::Consent(g) = gate else {
+            return Ok(());
+        };
+        if rw.pending() == 0 || (!now && rw.held() < settle_at) {
+            return Ok(());
+        }
+        let missing = g.missing(rw);
+        if !missing.is_empty() {
+            let consents = Arc::clone(g.consents().ok_or(Refusal::Internal)?);
+            let found = tokio::task::spawn_blocking(move || consents.fetch(&missing))
+                .await
+                .map_err(|_| Refusal::Internal)?
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "consent lookup failed");
+                    Refusal::ConsentUnavailable
+                })?;
+            let (_, gate) = self.parts()?;
+            if let RecordGate::Consent(g) = gate {
+                g.learn(found);
+            }
+        }
+        let (rw, gate) = self.parts()?;
+        let RecordGate::Consent(g) = gate else {
+            return Ok(());
+        };
+        resume(rw, g, out, &purpose)
+    }
+
+    /// `feed` on a blocking-pool thread (which may also read the consent store).
     async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
         self.fed += data.len() as u64;
         let mut rw = self.rewriter.take().ok_or(Refusal::Internal)?;
-        let mut gate = self.gate;
-        let (rw, result) = tokio::task::spawn_blocking(move || {
-            let r = data
-                .chunks(FEED)
-                .try_for_each(|piece| rw.push(piece, &mut gate, &mut out));
-            (rw, r.map(|()| out))
+        let mut gate = self.gate.take().ok_or(Refusal::Internal)?;
+        let purpose = Arc::clone(&self.purpose);
+        let settle_at = self.settle_at;
+        let (rw, gate, result) = tokio::task::spawn_blocking(move || {
+            let mut r = Ok(());
+            for piece in data.chunks(FEED) {
+                r = rw
+                    .push(piece, &mut gate, &mut out)
+                    .map_err(|e| from_transform(e, &purpose));
+                if r.is_ok()
+                    && let RecordGate::Consent(g) = &mut gate
+                    && rw.pending() > 0
+                    && rw.held() >= settle_at
+                {
+                    r = settle_blocking(&mut rw, g, &mut out, &purpose);
+                }
+                if r.is_err() {
+                    break;
+                }
+            }
+            (rw, gate, r.map(|()| out))
         })
         .await
         .map_err(|_| Refusal::Internal)?;
         self.rewriter = Some(rw);
-        result.map_err(from_transform)
+        self.gate = Some(gate);
+        result
     }
 
     fn stats(&self) -> transform::Stats {
@@ -262,7 +383,8 @@ impl Pipeline {
 pub async fn inspect(
     ctx: &mut Context,
     resource: &Arc<Resource>,
-    table: &Arc<ActionTable>,
+    rule: &Arc<Rule>,
+    gate: RecordGate,
     resp: Response<Incoming>,
     limits: &Limits,
     idle: Duration,
@@ -293,7 +415,7 @@ pub async fn inspect(
         ctx.outcome = Outcome::Served;
         return Ok(reply(body::empty(), None));
     }
-    if !is_json(&parts.headers) {
+    if !body::is_json(&parts.headers) {
         // Only an empty body may come without a JSON content type.
         loop {
             match next_frame(&mut incoming, idle).await {
@@ -322,10 +444,15 @@ pub async fn inspect(
         decoder,
         rewriter: Some(Box::new(Rewriter::new(
             Arc::clone(&resource.program),
-            Arc::clone(table),
+            Arc::clone(&rule.table),
             tlimits,
         ))),
-        gate: KeepAll,
+        gate: Some(gate),
+        purpose: ctx
+            .purpose
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&rule.purpose)),
+        settle_at: SETTLE_AT.min(limits.record / 2),
         read: 0,
         fed: 0,
         limit: limits.response_body,
@@ -500,30 +627,4 @@ pub async fn pass(
     Ok(reply(
         http_body_util::Limited::new(incoming, limit).boxed_unsync(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types() {
-        let h = |v: &str| {
-            let mut m = HeaderMap::new();
-            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
-            m
-        };
-        assert!(is_json(&h("application/json")));
-        assert!(is_json(&h("application/json; charset=utf-8")));
-        assert!(is_json(&h("Application/JSON;charset=UTF-8")));
-        assert!(is_json(&h("application/problem+json")));
-        assert!(is_json(&h("application/vnd.api+json")));
-        assert!(!is_json(&h("text/html")));
-        assert!(!is_json(&h("application/json; charset=latin1")));
-        assert!(!is_json(&h("text/json")));
-        assert!(!is_json(&HeaderMap::new()));
-        let mut two = h("application/json");
-        two.append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        assert!(!is_json(&two));
-    }
 }

@@ -7,8 +7,7 @@ use http::Uri;
 use super::reject::Refusal;
 use crate::config::Unmatched;
 use crate::path;
-use crate::policy::{Decision, Denial, PolicySet, Resource};
-use crate::transform::ActionTable;
+use crate::policy::{Decision, Denial, PolicySet, Resource, Rule};
 
 /// The request target, normalised: this is what the CRM receives.
 #[derive(Debug, Clone)]
@@ -35,10 +34,10 @@ pub fn target(uri: &Uri) -> Result<Target, Refusal> {
 /// What happens to the response.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    /// Rewrite the body with this table.
+    /// Check the request body, then rewrite the response, by this rule.
     Inspect {
         resource: Arc<Resource>,
-        table: Arc<ActionTable>,
+        rule: Arc<Rule>,
     },
     /// Forward the body unread: a passthrough resource, or an unmatched
     /// route when `routes.unmatched: passthrough`.
@@ -62,7 +61,7 @@ pub fn plan(
     purpose: &str,
 ) -> Result<Plan, Refusal> {
     match policies.decide(method, &target.path, purpose) {
-        Decision::Inspect { resource, table } => Ok(Plan::Inspect { resource, table }),
+        Decision::Inspect { resource, rule } => Ok(Plan::Inspect { resource, rule }),
         Decision::Pass { resource } => Ok(Plan::Pass {
             resource: Some(resource),
         }),

@@ -47,6 +47,40 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    _lock: Option<StoreLock>,
+}
+
+/// One process owns a store at a time (an advisory lock on `<store>.lock`,
+/// held while the store is open): the consent cache is only right if every
+/// change goes through the process that caches. Other processes (the CLI)
+/// may read, and send changes through the admin API.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+/// Takes the store's lock; `None` when another process holds it.
+pub fn lock(path: &Path) -> Result<Option<StoreLock>, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", Path::new(&name).display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(StoreLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError(format!(
+            "cannot lock {}: {e}",
+            Path::new(&name).display()
+        ))),
+    }
 }
 
 fn err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -55,22 +89,68 @@ fn err(what: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path` and runs pending migrations.
+    /// Fails when another process has it open.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        match lock(path)? {
+            Some(l) => SqliteStore::open_locked(path, l),
+            None => Err(StoreError(format!(
+                "{} is in use by another consentry process (one process owns a store)",
+                path.display()
+            ))),
         }
+    }
+
+    /// Opens the store whose lock the caller holds.
+    pub fn open_locked(path: &Path, lock: StoreLock) -> Result<SqliteStore, StoreError> {
         let writer = Connection::open(path).map_err(err("open"))?;
         writer
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(err("configure"))?;
         migrate(&writer)?;
-        let reader = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(err("open for reading"))?;
-        reader.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err("configure"))?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("open for reading"))?;
+        reader
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(err("configure"))?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing store for reading only, beside the process that
+    /// owns it (exports, reports). Writes fail.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open = || -> Result<Connection, StoreError> {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(err("open for reading"))?;
+            c.execute_batch("PRAGMA busy_timeout = 5000;")
+                .map_err(err("configure"))?;
+            Ok(c)
+        };
+        let reader = open()?;
+        let version: i64 = reader
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("read schema version"))?;
+        if version as usize != MIGRATIONS.len() {
+            return Err(StoreError(format!(
+                "the store is at schema version {version}, this consentry reads version {}",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            writer: Mutex::new(open()?),
+            reader: Mutex::new(reader),
+            _lock: None,
         })
     }
 
@@ -91,8 +171,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let v = i + 1;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {v}; COMMIT;"))
-            .map_err(|e| StoreError(format!("migration {v}: {e}")))?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {v}; COMMIT;"
+        ))
+        .map_err(|e| StoreError(format!("migration {v}: {e}")))?;
     }
     Ok(())
 }
@@ -122,7 +204,10 @@ const COLUMNS: &str = "id, subject, purpose, status, at_ms, source, expires_ms, 
 
 impl ConsentStore for SqliteStore {
     fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError> {
-        let mut conn = self.writer.lock().map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
         let tx = conn.transaction().map_err(err("begin"))?;
         let mut out = Applied::default();
         {
@@ -146,7 +231,16 @@ impl ConsentStore for SqliteStore {
                 .map_err(err("prepare current"))?;
             for e in events {
                 let n = insert
-                    .execute(params![e.subject, e.purpose, e.status.as_str(), e.at, e.source, e.expires, e.proof, recorded])
+                    .execute(params![
+                        e.subject,
+                        e.purpose,
+                        e.status.as_str(),
+                        e.at,
+                        e.source,
+                        e.expires,
+                        e.proof,
+                        recorded
+                    ])
                     .map_err(err("insert"))?;
                 if n == 0 {
                     out.unchanged += 1;
@@ -155,7 +249,14 @@ impl ConsentStore for SqliteStore {
                 out.inserted += 1;
                 let id = tx.last_insert_rowid();
                 current
-                    .execute(params![e.subject, e.purpose, e.status.as_str(), e.at, id, e.expires])
+                    .execute(params![
+                        e.subject,
+                        e.purpose,
+                        e.status.as_str(),
+                        e.at,
+                        id,
+                        e.expires
+                    ])
                     .map_err(err("update current"))?;
             }
         }
@@ -164,16 +265,26 @@ impl ConsentStore for SqliteStore {
     }
 
     fn current(&self, subjects: &[&str]) -> Result<HashMap<String, SubjectConsents>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("reader lock poisoned".into()))?;
         let mut out: HashMap<String, SubjectConsents> = HashMap::new();
         // One query per 500 subjects (well below SQLite's parameter limit).
         for batch in subjects.chunks(500) {
             let marks = vec!["?"; batch.len()].join(",");
-            let sql = format!("SELECT subject, purpose, status, expires_ms FROM consent_current WHERE subject IN ({marks})");
+            let sql = format!(
+                "SELECT subject, purpose, status, expires_ms FROM consent_current WHERE subject IN ({marks})"
+            );
             let mut stmt = conn.prepare_cached(&sql).map_err(err("prepare lookup"))?;
             let rows = stmt
                 .query_map(params_from_iter(batch.iter()), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
                 })
                 .map_err(err("lookup"))?;
             for row in rows {
@@ -189,18 +300,29 @@ impl ConsentStore for SqliteStore {
     }
 
     fn history(&self, subject: &str) -> Result<Vec<Stored>, StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("reader lock poisoned".into()))?;
         let mut stmt = conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM consent_events WHERE subject = ?1 ORDER BY at_ms, id"))
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM consent_events WHERE subject = ?1 ORDER BY at_ms, id"
+            ))
             .map_err(err("prepare history"))?;
         let rows = stmt.query_map([subject], stored).map_err(err("history"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err("history row"))
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(err("history row"))
     }
 
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
-        let conn = self.reader.lock().map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("reader lock poisoned".into()))?;
         let mut stmt = conn
-            .prepare(&format!("SELECT {COLUMNS} FROM consent_events ORDER BY at_ms, id"))
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM consent_events ORDER BY at_ms, id"
+            ))
             .map_err(err("prepare export"))?;
         let rows = stmt.query_map([], stored).map_err(err("export"))?;
         for r in rows {
@@ -215,8 +337,11 @@ pub fn schema_version(path: &Path) -> Result<Option<i64>, StoreError> {
     if !path.exists() {
         return Ok(None);
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).optional().map_err(err("read schema version"))
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .optional()
+        .map_err(err("read schema version"))
 }
 
 #[cfg(test)]
@@ -237,17 +362,33 @@ mod tests {
         let path = dir.path().join("sub/consent.db");
         {
             let s = SqliteStore::open(&path).unwrap();
-            s.apply(&[contract::ev("9", "marketing", Status::Granted, 1)], 2).unwrap();
+            s.apply(&[contract::ev("9", "marketing", Status::Granted, 1)], 2)
+                .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.current(&["9"]).unwrap()["9"].entries.len(), 1);
-        assert_eq!(schema_version(&path).unwrap(), Some(MIGRATIONS.len() as i64));
+        assert_eq!(
+            schema_version(&path).unwrap(),
+            Some(MIGRATIONS.len() as i64)
+        );
         drop(s);
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA user_version = 99").unwrap();
         drop(conn);
         let e = SqliteStore::open(&path).unwrap_err();
         assert!(e.0.contains("newer than this consentry"), "{e}");
+    }
+
+    #[test]
+    fn one_process_owns_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.db");
+        let first = SqliteStore::open(&path).unwrap();
+        let e = SqliteStore::open(&path).unwrap_err();
+        assert!(e.0.contains("in use by another consentry process"), "{e}");
+        assert!(lock(&path).unwrap().is_none());
+        drop(first);
+        assert!(SqliteStore::open(&path).is_ok());
     }
 
     #[test]
@@ -259,7 +400,13 @@ mod tests {
         conn.execute_batch("CREATE TRIGGER no_x BEFORE INSERT ON consent_events WHEN NEW.subject = 'x' BEGIN SELECT RAISE(ABORT, 'no'); END;")
             .unwrap();
         drop(conn);
-        let r = s.apply(&[contract::ev("a", "marketing", Status::Granted, 1), contract::ev("x", "marketing", Status::Granted, 1)], 2);
+        let r = s.apply(
+            &[
+                contract::ev("a", "marketing", Status::Granted, 1),
+                contract::ev("x", "marketing", Status::Granted, 1),
+            ],
+            2,
+        );
         assert!(r.is_err());
         assert!(s.current(&["a"]).unwrap().is_empty(), "all or nothing");
     }

@@ -187,7 +187,7 @@ async fn bodies_over_the_limits_fail_closed() {
 
 #[tokio::test]
 async fn duplicate_and_escaped_keys_are_all_rewritten() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::builder().grant("7", "marketing").start().await;
     let b = format!(
         r#"{{"id":"7","properties":{{"phone":"+1 555 234 5678","Phone":"+1 555 234 5679","ph\u006fne":"+1 555 234 5670","PHONE":"+1 555 234 5671","email":"{SECRET}"}}}}"#
     );

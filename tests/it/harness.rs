@@ -22,8 +22,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
+use consentry::clock::{Clock, ManualClock, SystemClock};
 use consentry::config;
+use consentry::consent::Consents;
+use consentry::consent::model::{ConsentEvent, Status};
+use consentry::consent::store::ConsentStore;
 use consentry::proxy::Gateway;
+use consentry::storage::sqlite::SqliteStore;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -224,15 +229,20 @@ async fn answer(
 pub const SUPPORT: &str = "test-support-key-000000000001";
 pub const MARKETING: &str = "test-marketing-key-0000000002";
 pub const MULTI: &str = "test-multi-purpose-key-000003";
+/// The admin API's bearer token in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A running gateway in front of a `FakeCrm`.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin API, when the builder asked for it.
+    pub admin: Option<SocketAddr>,
     pub crm: FakeCrm,
     pub gateway: Arc<Gateway>,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The example policy of the repository.
@@ -249,6 +259,11 @@ pub struct Builder {
     extra_config: String,
     upstream: Option<String>,
     ca_file: Option<std::path::PathBuf>,
+    store: Option<Arc<dyn ConsentStore>>,
+    store_file: Option<std::path::PathBuf>,
+    clock: Option<Arc<ManualClock>>,
+    admin: bool,
+    grants: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -258,6 +273,11 @@ impl TestGateway {
             extra_config: String::new(),
             upstream: None,
             ca_file: None,
+            store: None,
+            store_file: None,
+            clock: None,
+            admin: false,
+            grants: Vec::new(),
         }
     }
 
@@ -269,12 +289,29 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Stops the listener and waits for it to drain.
+    /// An admin API URL.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin.expect("built with .admin()"),
+            path
+        )
+    }
+
+    pub fn consents(&self) -> &Arc<Consents> {
+        self.gateway.consents()
+    }
+
+    /// Stops the listeners and waits for them to drain; the store is
+    /// released once the returned gateway handle is dropped too.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.admin_task.take() {
             let _ = t.await;
         }
     }
@@ -299,6 +336,44 @@ impl Builder {
     /// Trusts this CA (PEM) for the upstream, besides the system roots.
     pub fn upstream_ca(mut self, path: &std::path::Path) -> Builder {
         self.ca_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Uses this consent store instead of a fresh SQLite file.
+    pub fn store(mut self, store: Arc<dyn ConsentStore>) -> Builder {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses the SQLite store at this path (to test restarts).
+    pub fn store_file(mut self, path: &std::path::Path) -> Builder {
+        self.store_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Runs the consent service on this clock.
+    pub fn clock(mut self, clock: Arc<ManualClock>) -> Builder {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Starts the admin API too (token `ADMIN_TOKEN`).
+    pub fn admin(mut self) -> Builder {
+        self.admin = true;
+        self
+    }
+
+    /// Records a consent grant before the gateway starts.
+    pub fn grant(mut self, subject: &str, purpose: &str) -> Builder {
+        self.grants.push((subject.into(), purpose.into()));
+        self
+    }
+
+    /// Grants `purpose` to subjects `1..=n`.
+    pub fn grant_all(mut self, n: u64, purpose: &str) -> Builder {
+        for i in 1..=n {
+            self.grants.push((i.to_string(), purpose.into()));
+        }
         self
     }
 
@@ -359,21 +434,66 @@ log: {{ access: false }}
         let path = dir.path().join("consentry.yaml");
         let (cfg, set, _) =
             config::load_str(&path, &text, |_| None).unwrap_or_else(|r| panic!("{r}"));
-        let gateway = Arc::new(Gateway::new(cfg, set).unwrap());
+        let store: Arc<dyn ConsentStore> = match (self.store, &self.store_file) {
+            (Some(s), _) => s,
+            (None, Some(f)) => Arc::new(SqliteStore::open(f).unwrap()),
+            (None, None) => Arc::new(SqliteStore::open(&dir.path().join("consentry.db")).unwrap()),
+        };
+        let clock: Arc<dyn Clock> = match self.clock {
+            Some(c) => c,
+            None => Arc::new(SystemClock),
+        };
+        let consents = Arc::new(Consents::new(store, clock));
+        if !self.grants.is_empty() {
+            let events: Vec<ConsentEvent> = self
+                .grants
+                .iter()
+                .map(|(s, p)| ConsentEvent {
+                    subject: s.clone(),
+                    purpose: p.clone(),
+                    status: Status::Granted,
+                    at: consents.now() - 1000,
+                    source: "test".into(),
+                    expires: None,
+                    proof: None,
+                })
+                .collect();
+            consents.record(&events, &|p| set.knows_purpose(p)).unwrap();
+        }
+        let gateway = Arc::new(Gateway::new(cfg, set, consents).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (admin_tx, admin_rx) = tokio::sync::watch::channel(false);
         let gw = Arc::clone(&gateway);
         let task = tokio::spawn(consentry::server::serve(listener, gw, async move {
             let _ = rx.await;
+            let _ = admin_tx.send(true);
         }));
+        let (admin, admin_task) = if self.admin {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            let state = Arc::new(consentry::admin::Admin::new(
+                Arc::clone(&gateway),
+                config::AdminToken::new(ADMIN_TOKEN).unwrap(),
+            ));
+            let mut stop = admin_rx;
+            let t = tokio::spawn(consentry::admin::serve(l, state, async move {
+                let _ = stop.changed().await;
+            }));
+            (Some(a), Some(t))
+        } else {
+            (None, None)
+        };
         TestGateway {
             addr,
+            admin,
             crm,
             gateway,
             _dir: dir,
             stop: Some(tx),
             task: Some(task),
+            admin_task,
         }
     }
 }

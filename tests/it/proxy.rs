@@ -7,7 +7,7 @@ const ONE: &str = "/crm/v3/objects/contacts/7";
 
 #[tokio::test]
 async fn support_and_marketing_see_the_same_contact_differently() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::builder().grant("7", "marketing").start().await;
     let original = contact(7);
     gw.crm.on(ONE, Reply::json(original.clone()));
     let orig: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -64,7 +64,7 @@ async fn support_and_marketing_see_the_same_contact_differently() {
 
 #[tokio::test]
 async fn identity_and_purpose_are_checked_before_anything_is_forwarded() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::builder().grant("7", "marketing").start().await;
     gw.crm.on(ONE, Reply::json(contact(7)));
     let url = gw.url(ONE);
     type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
@@ -303,7 +303,7 @@ async fn method_overrides_upgrades_and_connect_are_refused() {
 
 #[tokio::test]
 async fn head_and_conditional_requests_get_the_get_decision() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::builder().grant("7", "marketing").start().await;
     let body = contact(7);
     gw.crm.on(
         ONE,
@@ -458,12 +458,8 @@ async fn upstream_failures_are_problems_not_hangs() {
 
 #[tokio::test]
 async fn request_bodies_are_limited() {
-    let policy = example_policy().replace(
-        "      methods: [GET]\n      path: /crm/v3/objects/contacts\n",
-        "      methods: [GET, POST]\n      path: /crm/v3/objects/contacts\n",
-    );
+    // The example policy declares POST /crm/v3/objects/contacts (contact-create).
     let gw = TestGateway::builder()
-        .policy("p.yaml", &policy)
         .config("limits: { request_body: 1KiB }")
         .start()
         .await;
@@ -473,11 +469,14 @@ async fn request_bodies_are_limited() {
         "POST",
         &gw.url("/crm/v3/objects/contacts"),
         &[("x-api-key", SUPPORT), ("content-type", "application/json")],
-        b"{\"a\":1}",
+        br#"{"properties":{"email":"a@x.example"}}"#,
     )
     .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    assert_eq!(&gw.crm.last().body[..], b"{\"a\":1}");
+    assert_eq!(
+        &gw.crm.last().body[..],
+        br#"{"properties":{"email":"a@x.example"}}"#
+    );
     let big = vec![b'x'; 4096];
     let got = send(
         "POST",
@@ -549,7 +548,7 @@ async fn a_declared_path_with_another_method_is_refused_even_with_passthrough() 
     gw.crm
         .on("/crm/v3/owners", Reply::json(r#"{"results":[]}"#));
     let before = gw.crm.count();
-    let got = send("PATCH", &gw.url(ONE), &[("x-api-key", SUPPORT)], b"{}").await;
+    let got = send("DELETE", &gw.url(ONE), &[("x-api-key", SUPPORT)], b"").await;
     assert_eq!(
         (got.status, got.problem().as_str()),
         (403, "route-not-allowed")

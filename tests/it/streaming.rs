@@ -28,6 +28,7 @@ async fn open(url: &str, key: &str) -> http::Response<hyper::body::Incoming> {
 #[tokio::test]
 async fn a_large_list_reaches_the_client_before_the_crm_has_finished() {
     let gw = TestGateway::builder()
+        .grant_all(60, "marketing")
         .config("limits: { stream_after: 16KiB }")
         .start()
         .await;
@@ -119,13 +120,21 @@ async fn memory_is_bounded_by_the_largest_record_not_the_body() {
 #[tokio::test]
 async fn a_problem_after_the_first_byte_cuts_the_connection() {
     let gw = TestGateway::builder()
+        .grant_all(21, "marketing")
         .config("limits: { stream_after: 8KiB }")
         .start()
         .await;
     let good = format!(r#"{{"results":[{}"#, records(1, 20));
     let bad = r#",{"id":"21","properties":{"email":"secret@leak.example",}}]}"#;
-    gw.crm
-        .on(LIST, Reply::json("").chunks(vec![good.into(), bad.into()]));
+    // The pause lets the good records (after their consent lookup) leave
+    // before the bad chunk arrives.
+    gw.crm.on(
+        LIST,
+        Reply {
+            delay: Some(std::time::Duration::from_millis(200)),
+            ..Reply::json("").chunks(vec![good.into(), bad.into()])
+        },
+    );
     let resp = open(&gw.url(LIST), MARKETING).await;
     assert_eq!(resp.status(), 200, "the head was sent before the problem");
     let mut got = Vec::new();

@@ -76,6 +76,7 @@ async fn an_https_crm_with_a_configured_ca() {
     let url = format!("https://localhost:{port}");
 
     let gw = TestGateway::builder()
+        .grant("7", "marketing")
         .upstream(&url)
         .upstream_ca(&ca)
         .start()

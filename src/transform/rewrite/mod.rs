@@ -329,6 +329,16 @@ impl Rewriter {
             .map(|r| subject_of(&self.buf, self.base, r.subject))
     }
 
+    /// How many completed records wait for a decision.
+    pub fn pending(&self) -> usize {
+        self.records.len() - (self.decided - self.record_base) as usize
+    }
+
+    /// Bytes held (scanned but not yet written out).
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether the whole body has been scanned and written out.
     pub fn is_complete(&self) -> bool {
         self.finished && self.env.is_empty() && self.buf.is_empty()

@@ -1,0 +1,298 @@
+//! The admin API: its own listener (loopback by default), a bearer token
+//! compared in constant time, JSON in and out, RFC 9457 problems on error.
+//!
+//! ```text
+//! GET  /healthz                              liveness (no token)
+//! POST /v1/consents                          record a change, or an array of them
+//! POST /v1/consents/import                   bulk CSV or JSON, all or nothing
+//! GET  /v1/consents/export?format=jsonl|csv  every statement, oldest first
+//! GET  /v1/subjects/{id}/consents            a subject's current consent
+//! GET  /v1/subjects/{id}/consents/history    a subject's every statement
+//! ```
+//!
+//! Handlers in `consent.rs`. Nothing here logs request bodies or tokens.
+
+pub mod consent;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::config::AdminToken;
+use crate::proxy::Gateway;
+use crate::proxy::body::{self, Body};
+use crate::proxy::reject::problem_response;
+
+/// The admin API's state.
+#[derive(Debug)]
+pub struct Admin {
+    gateway: Arc<Gateway>,
+    token: AdminToken,
+}
+
+/// A refusal from the admin API.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-consent",
+            "Invalid consent change",
+            detail,
+        )
+    }
+
+    /// The store failed: 503, and the message names the operation only.
+    pub fn store(e: impl std::fmt::Display) -> Problem {
+        tracing::error!(error = %e, "consent store failed (admin API)");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "consent-store-unavailable",
+            "Consent store unavailable",
+            "the consent store could not be read or written; nothing was changed",
+        )
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut resp = problem_response(self.status, self.slug, self.title, &self.detail, None);
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"consentry-admin\""),
+            );
+        }
+        resp
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.title, self.detail)
+    }
+}
+
+type Result<T> = std::result::Result<T, Problem>;
+
+impl Admin {
+    pub fn new(gateway: Arc<Gateway>, token: AdminToken) -> Admin {
+        Admin { gateway, token }
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.route(req).await {
+            Ok(resp) => resp,
+            Err(p) => p.response(),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>> {
+        let path = req.uri().path().to_owned();
+        if path == "/healthz" {
+            return match *req.method() {
+                Method::GET | Method::HEAD => {
+                    Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+                }
+                _ => Err(not_allowed("GET")),
+            };
+        }
+        self.authorise(&req)?;
+        let segs: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
+        let m = req.method().clone();
+        match segs.as_slice() {
+            ["v1", "consents"] if m == Method::POST => consent::set(self, req).await,
+            ["v1", "consents", "import"] if m == Method::POST => consent::import(self, req).await,
+            ["v1", "consents", "export"] if m == Method::GET => consent::export(self, &req).await,
+            ["v1", "subjects", id, "consents"] if m == Method::GET => {
+                consent::current(self, &decode_segment(id)?).await
+            }
+            ["v1", "subjects", id, "consents", "history"] if m == Method::GET => {
+                consent::history(self, &decode_segment(id)?).await
+            }
+            ["v1", "consents"] | ["v1", "consents", "import"] => Err(not_allowed("POST")),
+            ["v1", "consents", "export"]
+            | ["v1", "subjects", _, "consents"]
+            | ["v1", "subjects", _, "consents", "history"] => Err(not_allowed("GET")),
+            _ => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "No such admin endpoint",
+                "see the README's admin API section for the endpoints",
+            )),
+        }
+    }
+
+    /// `Authorization: Bearer <token>`, compared in constant time.
+    fn authorise(&self, req: &Request<Incoming>) -> Result<()> {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes)
+            .and_then(|v| {
+                let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+                scheme
+                    .eq_ignore_ascii_case(b"bearer")
+                    .then(|| rest.trim_ascii())
+            });
+        match presented {
+            None => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "admin-token-missing",
+                "Admin token missing",
+                "send `Authorization: Bearer <admin token>`",
+            )),
+            Some(t) if self.token.matches(t) => Ok(()),
+            Some(_) => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "admin-token-invalid",
+                "Admin token not accepted",
+                "the bearer token is not the configured admin token",
+            )),
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("this endpoint takes {allow}"),
+    )
+}
+
+/// One path segment, percent-decoded, as UTF-8.
+fn decode_segment(seg: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Problem::bad_request("the subject id in the path is not UTF-8 once decoded"))
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    with_type(status, "application/json", Bytes::from(bytes))
+}
+
+pub fn with_type(status: StatusCode, content_type: &'static str, bytes: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes)> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the admin API takes at most {limit} bytes here; split the file"),
+        )
+    };
+    let (parts, incoming) = req.into_parts();
+    if http_body::Body::size_hint(&incoming)
+        .exact()
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(60),
+        Limited::new(incoming, limit).collect(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok((parts, c.to_bytes())),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "body-unreadable",
+            "Request body unreadable",
+            "the request body could not be read completely",
+        )),
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let a = Arc::clone(&admin);
+        let svc = service_fn(move |req| {
+            let a = Arc::clone(&a);
+            async move { Ok::<_, std::convert::Infallible>(a.handle(req).await) }
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(crate::server::DRAIN) => {}
+    }
+}

@@ -1,0 +1,109 @@
+//! Phase 3b: data minimisation on writes. A POST, PUT or PATCH to an
+//! inspected resource is read whole (up to `limits.request_body`), checked
+//! as strict JSON, and rewritten so that it carries only what the purpose
+//! may collect (`policy::collect`); or refused, as the rule says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body;
+use super::forward::UpBody;
+use super::reject::Refusal;
+use crate::config::Limits;
+use crate::policy::collect::{CollectError, collect, collectable};
+use crate::policy::{Resource, Rule};
+use crate::transform::{self, TransformError};
+
+/// Bodies larger than this are rewritten on a blocking-pool thread.
+const OFFLOAD_AFTER: usize = 1 << 20;
+
+/// Whether a request to `resource` is a write whose body is minimised.
+pub fn applies(method: &Method, resource: &Resource) -> bool {
+    resource.request_program.is_some()
+        && (*method == Method::POST || *method == Method::PUT || *method == Method::PATCH)
+}
+
+/// Reads, checks and minimises a write body. Returns the body to send and
+/// how many values were taken out.
+pub async fn write_body(
+    parts: &Parts,
+    incoming: Incoming,
+    resource: &Arc<Resource>,
+    rule: &Arc<Rule>,
+    purpose: &str,
+    limits: &Limits,
+    idle: Duration,
+) -> Result<(UpBody, u64), Refusal> {
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(Refusal::RequestEncoding);
+    }
+    let data = read_all(incoming, limits.request_body, idle).await?;
+    if data.is_empty() {
+        return Ok((body::empty(), 0));
+    }
+    if !body::is_json(&parts.headers) {
+        return Err(Refusal::RequestNotJson);
+    }
+    let tlimits = transform::Limits {
+        max_depth: limits.json_depth,
+        max_buffer: usize::try_from(limits.request_body).unwrap_or(usize::MAX),
+    };
+    let result = if data.len() > OFFLOAD_AFTER {
+        let (res, r) = (Arc::clone(resource), Arc::clone(rule));
+        tokio::task::spawn_blocking(move || collect(&res, &r, &data, tlimits))
+            .await
+            .map_err(|_| Refusal::Internal)?
+    } else {
+        collect(resource, rule, &data, tlimits)
+    };
+    match result {
+        Ok(c) => Ok((body::full(c.body), c.removed)),
+        Err(CollectError::NotCollectable) => Err(Refusal::NotCollectable {
+            purpose: purpose.to_owned(),
+            collectable: collectable(resource, rule),
+        }),
+        Err(CollectError::Transform(TransformError::Malformed { kind, .. })) => {
+            Err(Refusal::MalformedRequestJson(kind))
+        }
+        Err(CollectError::Transform(TransformError::TooLarge { .. })) => {
+            Err(Refusal::RequestBodyTooLarge)
+        }
+        Err(CollectError::Transform(TransformError::Blocked { .. })) => Err(Refusal::Internal),
+    }
+}
+
+async fn read_all(mut incoming: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Refusal> {
+    if http_body::Body::size_hint(&incoming)
+        .exact()
+        .is_some_and(|n| n > limit)
+    {
+        return Err(Refusal::RequestBodyTooLarge);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, incoming.frame()).await {
+            Err(_) => return Err(Refusal::RequestBodyUnreadable),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Refusal::RequestBodyUnreadable),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Some(d) = frame.data_ref() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(Refusal::RequestBodyTooLarge);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
