@@ -189,6 +189,10 @@ struct Pipeline {
     done: bool,
 }
 
+/// How long records waiting for a consent lookup wait for the CRM's next
+/// frame before they are settled without it.
+const SETTLE_WAIT: Duration = Duration::from_millis(5);
+
 /// The rewriter never sees more than this at once (decoders can expand a lot).
 const FEED: usize = 64 << 10;
 
@@ -211,23 +215,32 @@ impl Pipeline {
                 return Ok(None);
             }
             // Records waiting for a consent lookup are settled when the CRM
-            // has nothing more ready: frames that are already here join the
-            // batch, and a slow or paused CRM never holds back records that
-            // could be sent.
+            // has nothing more to send for a moment: frames already here join
+            // the batch, and a paused CRM never holds back records that could
+            // be sent.
             let ready = {
                 use futures_util::FutureExt as _;
                 self.upstream.frame().now_or_never()
             };
             let frame = match ready {
                 Some(f) => Ok(f),
-                None => {
-                    let mut out = Vec::new();
-                    self.settle(&mut out, true).await?;
-                    if !out.is_empty() {
-                        return Ok(Some(Bytes::from(out)));
+                // A CRM sends a list in several frames, a few microseconds
+                // apart: wait a moment for the next one, so that the whole
+                // list is one lookup.
+                None if self.waiting() => {
+                    match tokio::time::timeout(SETTLE_WAIT, self.upstream.frame()).await {
+                        Ok(f) => Ok(f),
+                        Err(_) => {
+                            let mut out = Vec::new();
+                            self.settle(&mut out, true).await?;
+                            if !out.is_empty() {
+                                return Ok(Some(Bytes::from(out)));
+                            }
+                            next_frame(&mut self.upstream, self.idle).await
+                        }
                     }
-                    next_frame(&mut self.upstream, self.idle).await
                 }
+                None => next_frame(&mut self.upstream, self.idle).await,
             };
             let frame = match frame {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
@@ -282,6 +295,12 @@ impl Pipeline {
                 return Ok(Some(Bytes::from(out)));
             }
         }
+    }
+
+    /// Whether records wait for a consent lookup.
+    fn waiting(&self) -> bool {
+        matches!(self.gate, Some(RecordGate::Consent(_)))
+            && self.rewriter.as_ref().is_some_and(|rw| rw.pending() > 0)
     }
 
     fn parts(&mut self) -> Result<(&mut Rewriter, &mut RecordGate), Refusal> {

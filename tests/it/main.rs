@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod consent;
 mod failclosed;
 mod policies;
 mod proxy;
