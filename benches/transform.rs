@@ -40,11 +40,35 @@ fn fixture(name: &str) -> Vec<u8> {
 /// compiles it. With `notes`, the notes are also scanned for e-mails, phones
 /// and cards. `resource` is `contact` (one record) or `contacts` (a list).
 fn program(resource: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
+    let (set, _) = compile::compile(
+        &[("peer.yaml".into(), peer_yaml(notes, false))],
+        &Options::default(),
+    )
+    .unwrap();
+    let res = set
+        .resources()
+        .iter()
+        .find(|r| &*r.name == resource)
+        .unwrap();
+    let table = Arc::clone(&res.rule_for("essential.service").unwrap().table);
+    (Arc::clone(&res.program), table)
+}
+
+/// The peers' policy; `notes` scans the notes too; `consent` gives each
+/// record a subject and makes the purpose need consent (as `bench/consent.sh`).
+fn peer_yaml(notes: bool, consent: bool) -> String {
     let mut yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/bench/policies/peer.yaml"
     ))
     .unwrap();
+    if consent {
+        yaml = yaml.replace("    fields: ", "    subject: $.id\n    fields: ");
+        yaml = yaml.replace(
+            "  - purpose: essential.service\n",
+            "  - purpose: essential.service\n    basis: consent\n",
+        );
+    }
     if notes {
         yaml = yaml.replace(
             "      $.properties.phone: user.contact.phone_number\n",
@@ -55,14 +79,7 @@ fn program(resource: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
             "redact: [user.financial, user.contact.email,",
         );
     }
-    let (set, _) = compile::compile(&[("peer.yaml".into(), yaml)], &Options::default()).unwrap();
-    let res = set
-        .resources()
-        .iter()
-        .find(|r| &*r.name == resource)
-        .unwrap();
-    let table = Arc::clone(&res.rule_for("essential.service").unwrap().table);
-    (Arc::clone(&res.program), table)
+    yaml
 }
 
 /// The DOM baseline: what a serde_json redactor does with the same policy.
@@ -174,5 +191,112 @@ fn detectors(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernel, detectors);
+/// The consent check on a cached 100-record list: the same rewrite with every
+/// record's subject checked against the shared consent cache (all granted,
+/// as after the first request), against no check at all. The difference per
+/// record is the check's cost. `gate_only` is 100 checks without rewriting.
+fn consent(c: &mut Criterion) {
+    use consentry::clock::ManualClock;
+    use consentry::consent::Consents;
+    use consentry::consent::gate::ConsentGate;
+    use consentry::consent::model::{ConsentEvent, Status};
+    use consentry::consent::store::MemoryStore;
+    use consentry::transform::Gate;
+
+    let body = fixture("contacts_100.json");
+    let (set, _) = compile::compile(
+        &[("peer.yaml".into(), peer_yaml(false, true))],
+        &Options::default(),
+    )
+    .unwrap();
+    let res = set
+        .resources()
+        .iter()
+        .find(|r| &*r.name == "contacts")
+        .unwrap();
+    let rule = Arc::clone(res.rule_for("essential.service").unwrap());
+    let check = rule.consent.unwrap();
+    let now = 1_900_000_000_000;
+    let consents = Arc::new(Consents::new(
+        Arc::new(MemoryStore::default()),
+        ManualClock::at(now),
+    ));
+    let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let events: Vec<ConsentEvent> = ids
+        .iter()
+        .map(|id| ConsentEvent {
+            subject: id.clone(),
+            purpose: "essential.service".into(),
+            status: Status::Granted,
+            at: now - 1,
+            source: "bench".into(),
+            expires: None,
+            proof: None,
+        })
+        .collect();
+    consents.record(&events, &|_| true).unwrap();
+    consents.fetch(&ids).unwrap(); // warm: what the first request does
+    let purpose: Arc<str> = "essential.service".into();
+    let limits = Limits::default();
+    let mut out = Vec::with_capacity(body.len() + 1024);
+    let mut g = c.benchmark_group("consent/contacts_100");
+    g.throughput(Throughput::Elements(ids.len() as u64));
+    g.bench_function("rewrite_without_check", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut keep = |_: Subject<'_>| RecordOutcome::Keep;
+            let mut rw = Rewriter::new(Arc::clone(&res.program), Arc::clone(&rule.table), limits);
+            rw.push(black_box(&body), &mut keep, &mut out).unwrap();
+            rw.finish(&mut keep, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+    g.bench_function("rewrite_with_cached_consent", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut gate =
+                ConsentGate::new(check, Arc::clone(&purpose), now, Arc::clone(&consents));
+            let mut rw = Rewriter::new(Arc::clone(&res.program), Arc::clone(&rule.table), limits);
+            rw.push(black_box(&body), &mut gate, &mut out).unwrap();
+            rw.finish(&mut gate, &mut out).unwrap();
+            assert_eq!(rw.pending(), 0, "every subject is cached");
+            black_box(out.len())
+        })
+    });
+    g.bench_function("gate_only", |b| {
+        b.iter(|| {
+            let mut gate =
+                ConsentGate::new(check, Arc::clone(&purpose), now, Arc::clone(&consents));
+            let mut kept = 0;
+            for id in &ids {
+                let s = Subject::Id(std::borrow::Cow::Borrowed(id.as_str()));
+                kept += usize::from(gate.decide(s) == Some(RecordOutcome::Keep));
+            }
+            assert_eq!(kept, 100);
+            black_box(kept)
+        })
+    });
+    // A cold list: its 100 subjects fetched from SQLite in one batch.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn consentry::consent::store::ConsentStore> = Arc::new(
+        consentry::storage::sqlite::SqliteStore::open(&dir.path().join("bench.db")).unwrap(),
+    );
+    Consents::new(Arc::clone(&store), ManualClock::at(now))
+        .record(&events, &|_| true)
+        .unwrap();
+    g.bench_function("fetch_uncached_from_sqlite", |b| {
+        b.iter(|| {
+            let fresh = Consents::new(Arc::clone(&store), ManualClock::at(now));
+            black_box(fresh.fetch(&ids).unwrap().len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernel, detectors, consent);
 criterion_main!(benches);
