@@ -106,6 +106,17 @@ impl SqliteStore {
         writer
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(err("configure"))?;
+        // SQLite silently opens a write-protected file read-only; a store
+        // that cannot take changes must stop start-up instead.
+        if writer
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(err("check access"))?
+        {
+            return Err(StoreError(format!(
+                "{} is read-only; the consent store must be writable",
+                path.display()
+            )));
+        }
         migrate(&writer)?;
         let reader = Connection::open_with_flags(
             path,
