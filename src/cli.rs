@@ -121,13 +121,13 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
-            let (cfg, set) = load_config(&config)?;
+            let (cfg, set) = load_config(&config, false)?;
             init_logging(&cfg);
             serve(cfg, set)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { config } => {
-            let (cfg, set) = load_config(&config)?;
+            let (cfg, set) = load_config(&config, true)?;
             init_logging(&cfg);
             runtime()?.block_on(run_demo(cfg, set))?;
             Ok(ExitCode::SUCCESS)
@@ -135,7 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => policy_command(command),
         Command::Client { command } => client_command(command),
         Command::Consent { config, command } => {
-            let (cfg, set) = load_config(&config)?;
+            let (cfg, set) = load_config(&config, false)?;
             match command {
                 ConsentCommand::Import { file } => consent::import_file(&cfg, &set, &file),
                 ConsentCommand::Export { format } => consent::export(&cfg, format == "csv"),
@@ -151,9 +151,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Loads the config; prints warnings; fails with every error.
-fn load_config(path: &Path) -> anyhow::Result<(Config, PolicySet)> {
-    match config::load(path) {
+/// Loads the config; prints warnings; fails with every error. The demo
+/// supplies its published secrets where the environment has none.
+fn load_config(path: &Path, demo: bool) -> anyhow::Result<(Config, PolicySet)> {
+    let loaded = if demo {
+        config::load_with_env(path, demo::env)
+    } else {
+        config::load(path)
+    };
+    match loaded {
         Ok((cfg, set, warnings)) => {
             for w in warnings.warnings() {
                 eprintln!("{w}");

@@ -73,6 +73,7 @@ async fn store(admin: &Admin, events: Vec<ConsentEvent>) -> Result<Response<Body
                     "records": n,
                     "inserted": a.inserted,
                     "unchanged": a.unchanged,
+                    "superseded": a.superseded,
                 }),
             ))
         }

@@ -260,6 +260,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// Loads the config file and its policies. Returns the warnings too.
 pub fn load(path: &Path) -> Result<(Config, PolicySet, Report), Report> {
+    load_with_env(path, |n| std::env::var(n).ok())
+}
+
+/// `load`, with `${VAR}` looked up through `env`.
+pub fn load_with_env(
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, PolicySet, Report), Report> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut r = Report::default();
         r.error(
@@ -270,7 +278,7 @@ pub fn load(path: &Path) -> Result<(Config, PolicySet, Report), Report> {
         );
         r
     })?;
-    load_str(path, &text, |n| std::env::var(n).ok())
+    load_str(path, &text, env)
 }
 
 /// `load` from text, with an injectable environment (for tests).

@@ -155,3 +155,36 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
     assert_eq!(parse_duration("2h"), None);
 }
+
+#[test]
+fn the_example_config_needs_its_secrets_except_in_the_demo() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/consentry.yaml"));
+    let no_secrets = |n: &str| match n {
+        "CONSENTRY_ADMIN_TOKEN" | "CONSENTRY_HASH_KEY" => None,
+        _ => std::env::var(n).ok(),
+    };
+    let report = load_with_env(path, no_secrets).unwrap_err().to_string();
+    assert!(
+        report.contains("`CONSENTRY_ADMIN_TOKEN` is not set"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`CONSENTRY_HASH_KEY` is not set"),
+        "{report}"
+    );
+    // What `consentry demo` supplies when the environment has nothing.
+    let demo_only = |n: &str| match n {
+        "CONSENTRY_ADMIN_TOKEN" => Some(crate::demo::DEMO_ADMIN_TOKEN.to_owned()),
+        "CONSENTRY_HASH_KEY" => Some(crate::demo::DEMO_HASH_KEY.to_owned()),
+        _ => std::env::var(n).ok(),
+    };
+    let (cfg, set, _) = load_with_env(path, demo_only).unwrap_or_else(|r| panic!("{r}"));
+    let admin = cfg.admin.expect("the example config has an admin API");
+    assert!(admin.listen.ip().is_loopback());
+    assert!(
+        admin
+            .token
+            .matches(crate::demo::DEMO_ADMIN_TOKEN.as_bytes())
+    );
+    assert!(set.resources().len() >= 4);
+}

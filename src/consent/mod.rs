@@ -143,6 +143,21 @@ impl Consents {
             .writes
             .lock()
             .map_err(|_| Invalid::Bad("writer poisoned".into()))?;
+        // A time ahead of this clock (allowed: up to 5 minutes of skew) is
+        // recorded as now, so that it cannot outrank a change made next.
+        let clamped: Vec<ConsentEvent>;
+        let events = if events.iter().any(|e| e.at > now) {
+            clamped = events
+                .iter()
+                .map(|e| ConsentEvent {
+                    at: e.at.min(now),
+                    ..e.clone()
+                })
+                .collect();
+            &clamped[..]
+        } else {
+            events
+        };
         let applied = self.store.apply(events, now)?;
         let mut cache = self
             .cache
@@ -239,6 +254,30 @@ mod tests {
             "a change drops the subject from the cache"
         );
         assert!(!c.fetch(&["7".into()]).unwrap()["7"].allows("marketing", Basis::Consent, 6));
+    }
+
+    #[test]
+    fn a_time_ahead_of_the_clock_cannot_outrank_the_next_change() {
+        let clock = ManualClock::at(1_000_000);
+        let c = Consents::new(Arc::new(MemoryStore::default()), clock);
+        let yes = |_: &str| true;
+        // A consent platform whose clock runs 3 minutes fast.
+        c.record(&[ev("7", Status::Granted, 1_000_000 + 180_000)], &yes)
+            .unwrap();
+        let a = c
+            .record(&[ev("7", Status::Withdrawn, 1_000_000)], &yes)
+            .unwrap();
+        assert_eq!((a.inserted, a.superseded), (1, 0));
+        assert!(!c.fetch(&["7".into()]).unwrap()["7"].allows(
+            "marketing",
+            Basis::Consent,
+            1_000_001
+        ));
+        assert_eq!(
+            c.history("7").unwrap()[0].event.at,
+            1_000_000,
+            "recorded as now"
+        );
     }
 
     #[test]

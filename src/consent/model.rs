@@ -66,6 +66,8 @@ pub struct Current {
     pub purpose: Box<str>,
     pub status: Status,
     pub expires: Option<Millis>,
+    /// When the subject made the statement.
+    pub at: Millis,
 }
 
 /// Everything the hot path needs about one subject (cached).
@@ -95,19 +97,20 @@ impl Basis {
 impl SubjectConsents {
     /// Whether processing for `purpose` on `basis` is allowed at `now`.
     ///
-    /// The most specific statement at or above the purpose decides: a
-    /// withdrawal of `marketing.communications.email` wins over a grant of
-    /// `marketing`. A grant that has expired does not decide; the next one
-    /// up may.
+    /// Of the statements at or above the purpose, the latest decides: a
+    /// withdrawal of `marketing` after a grant of
+    /// `marketing.communications.email` stops e-mail marketing too, and a
+    /// withdrawal of `marketing.communications.email` after a grant of
+    /// `marketing` stops just that. At equal times the more specific one
+    /// decides. A grant that has expired does not decide; an older one may.
     pub fn allows(&self, purpose: &str, basis: Basis, now: Millis) -> bool {
-        // Expired grants never decide; of the others, the most specific does.
-        // (Per purpose there is one current statement, so there are no ties.)
+        // Per purpose there is one current statement, so there are no ties.
         let decisive = self
             .entries
             .iter()
             .filter(|c| c.status != Status::Granted || c.expires.is_none_or(|e| e > now))
             .filter(|c| taxonomy::is_within(purpose, &c.purpose))
-            .max_by_key(|c| c.purpose.len());
+            .max_by_key(|c| (c.at, c.purpose.len()));
         match decisive {
             Some(c) => c.status == Status::Granted,
             None => basis == Basis::LegitimateInterest,
@@ -130,11 +133,17 @@ pub fn check_subject(s: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A statement made at time 0.
     fn c(purpose: &str, status: Status, expires: Option<Millis>) -> Current {
+        at(purpose, status, expires, 0)
+    }
+
+    fn at(purpose: &str, status: Status, expires: Option<Millis>, t: Millis) -> Current {
         Current {
             purpose: purpose.into(),
             status,
             expires,
+            at: t,
         }
     }
 
@@ -148,7 +157,7 @@ mod tests {
         assert!(s.allows("marketing.communications.email", Basis::Consent, 0));
         assert!(!s.allows("analytics", Basis::Consent, 0));
         assert!(!SubjectConsents::default().allows("marketing", Basis::Consent, 0));
-        // The most specific statement wins.
+        // At equal times the most specific statement wins.
         let s = SubjectConsents {
             entries: vec![
                 c("marketing", Granted, None),
@@ -157,6 +166,23 @@ mod tests {
         };
         assert!(!s.allows("marketing.communications.email", Basis::Consent, 0));
         assert!(s.allows("marketing.communications.sms", Basis::Consent, 0));
+        // Otherwise the latest: a broad withdrawal after a narrow grant stops it,
+        let s = SubjectConsents {
+            entries: vec![
+                at("marketing.communications.email", Granted, None, 1),
+                at("marketing", Withdrawn, None, 2),
+            ],
+        };
+        assert!(!s.allows("marketing.communications.email", Basis::Consent, 3));
+        // and a narrow grant after a broad withdrawal allows just that.
+        let s = SubjectConsents {
+            entries: vec![
+                at("marketing", Withdrawn, None, 1),
+                at("marketing.communications.email", Granted, None, 2),
+            ],
+        };
+        assert!(s.allows("marketing.communications.email", Basis::Consent, 3));
+        assert!(!s.allows("marketing.communications.sms", Basis::Consent, 3));
         // Expiry.
         let s = SubjectConsents {
             entries: vec![c("marketing", Granted, Some(100))],
@@ -167,7 +193,7 @@ mod tests {
         let s = SubjectConsents {
             entries: vec![
                 c("marketing", Granted, None),
-                c("marketing.advertising", Granted, Some(10)),
+                at("marketing.advertising", Granted, Some(10), 5),
             ],
         };
         assert!(s.allows("marketing.advertising", Basis::Consent, 50));

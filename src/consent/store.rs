@@ -27,6 +27,9 @@ pub struct Applied {
     pub inserted: usize,
     /// Events already stored (idempotent re-imports).
     pub unchanged: usize,
+    /// New events stored in the history that did not become current,
+    /// because a later statement for the same purpose exists.
+    pub superseded: usize,
 }
 
 /// The store failed; the message names the operation, never consent data.
@@ -36,8 +39,8 @@ pub struct StoreError(pub String);
 
 pub trait ConsentStore: Send + Sync + fmt::Debug {
     /// Stores `events` in one transaction: all or nothing. An event equal to
-    /// a stored one (subject, purpose, status, time, source) is not stored
-    /// again. The current state follows the latest statement by time.
+    /// a stored one (every field) is not stored again. The current state
+    /// follows the latest statement by time (by id at equal times).
     fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError>;
 
     /// The current statements of each subject (subjects without any are absent).
@@ -57,8 +60,16 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    fn key(e: &ConsentEvent) -> (&str, &str, &str, Millis, &str) {
-        (&e.subject, &e.purpose, e.status.as_str(), e.at, &e.source)
+    fn key(e: &ConsentEvent) -> (&str, &str, &str, Millis, &str, Option<Millis>, Option<&str>) {
+        (
+            &e.subject,
+            &e.purpose,
+            e.status.as_str(),
+            e.at,
+            &e.source,
+            e.expires,
+            e.proof.as_deref(),
+        )
     }
 }
 
@@ -75,12 +86,16 @@ impl ConsentStore for MemoryStore {
                 continue;
             }
             let id = all.len() as i64 + 1;
+            let newer = all.iter().any(|s| {
+                s.event.subject == e.subject && s.event.purpose == e.purpose && s.event.at > e.at
+            });
             all.push(Stored {
                 id,
                 event: e.clone(),
                 recorded,
             });
             out.inserted += 1;
+            out.superseded += usize::from(newer);
         }
         Ok(out)
     }
@@ -112,6 +127,7 @@ impl ConsentStore for MemoryStore {
                     purpose: purpose.into(),
                     status: s.event.status,
                     expires: s.event.expires,
+                    at: s.event.at,
                 });
         }
         Ok(out)
@@ -177,7 +193,8 @@ pub(crate) mod contract {
             a,
             Applied {
                 inserted: 3,
-                unchanged: 0
+                unchanged: 0,
+                superseded: 0
             }
         );
         // Idempotent.
@@ -188,11 +205,12 @@ pub(crate) mod contract {
             a,
             Applied {
                 inserted: 0,
-                unchanged: 1
+                unchanged: 1,
+                superseded: 0
             }
         );
         // A later withdrawal becomes current; an older statement does not.
-        store
+        let a = store
             .apply(
                 &[
                     ev("1", "marketing", Withdrawn, 20),
@@ -201,6 +219,13 @@ pub(crate) mod contract {
                 102,
             )
             .unwrap();
+        assert_eq!((a.inserted, a.superseded), (2, 1));
+        // The same grant with another expiry is another statement.
+        let mut longer = ev("2", "marketing", Granted, 10);
+        longer.expires = Some(1_000);
+        let a = store.apply(&[longer.clone()], 103).unwrap();
+        assert_eq!((a.inserted, a.unchanged), (1, 0));
+        assert_eq!(store.apply(&[longer], 104).unwrap().unchanged, 1);
         let cur = store.current(&["1", "2", "3"]).unwrap();
         let one = &cur["1"];
         let m = one
@@ -220,7 +245,7 @@ pub(crate) mod contract {
         );
         let mut n = 0;
         store.export(&mut |_| n += 1).unwrap();
-        assert_eq!(n, 5);
+        assert_eq!(n, 6);
     }
 
     #[test]

@@ -10,9 +10,26 @@ use crate::consent::Consents;
 use crate::consent::model::{ConsentEvent, Status};
 use crate::policy::PolicySet;
 
-/// The demo's admin token unless `CONSENTRY_ADMIN_TOKEN` is set (see consentry.yaml).
+/// The demo's admin token and hash key, used by `consentry demo` only, when
+/// `CONSENTRY_ADMIN_TOKEN` or `CONSENTRY_HASH_KEY` is not set. They are
+/// published, so `consentry serve` never falls back to them: the example
+/// config names the variables without defaults.
+pub const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-change-me-0123456789";
+pub const DEMO_HASH_KEY: &str = "demo-only-hash-key-0123456789abcdef";
+
+/// How the demo's curl commands spell the admin token.
 pub const ADMIN_TOKEN_HINT: &str =
     "${CONSENTRY_ADMIN_TOKEN:-demo-admin-token-change-me-0123456789}";
+
+/// The environment as `consentry demo` sees it: the process environment,
+/// with the demo's published secrets where it has none.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| match name {
+        "CONSENTRY_ADMIN_TOKEN" => Some(DEMO_ADMIN_TOKEN.into()),
+        "CONSENTRY_HASH_KEY" => Some(DEMO_HASH_KEY.into()),
+        _ => None,
+    })
+}
 
 /// Seeds marketing opt-ins for the sample contacts, except every tenth one,
 /// who never opted in. Idempotent: the grants carry a fixed time and source,

@@ -714,6 +714,37 @@ impl Compiler<'_> {
                 Some("add `subject:` with where a record's customer id is, relative to the record, e.g. `subject: $.id`".into()),
             );
         }
+        if !passthrough
+            && unlisted == Unlisted::Allow
+            && let Some(rule) = rules.iter().find(|r| {
+                r.consent
+                    .is_some_and(|c| c.on_missing == super::OnMissing::Redact)
+            })
+        {
+            self.r.error(
+                file,
+                at(&res.name),
+                format!(
+                    "resource `{name}` has `unlisted: allow`, so the rule for `{}` (line {}) could not redact everything in a record without consent",
+                    rule.purpose,
+                    rule.at.line()
+                ),
+                Some("use `unlisted: redact` (or `remove`) on this resource, or `on_missing_consent: drop` or `block`".into()),
+            );
+        }
+        let echo_created = match &res.echo_created {
+            Some(e) if e.value && !methods.contains(&Method::POST) => {
+                self.r.error(
+                    file,
+                    at(e),
+                    "`echo_created` is about 201 answers to POST, and this resource takes no POST",
+                    Some("add POST to `methods`, or remove it".into()),
+                );
+                false
+            }
+            Some(e) => e.value,
+            None => false,
+        };
         let writes = methods
             .iter()
             .any(|m| *m == Method::POST || *m == Method::PUT || *m == Method::PATCH);
@@ -830,6 +861,7 @@ impl Compiler<'_> {
             request_program,
             rules,
             response_headers,
+            echo_created,
         });
     }
 

@@ -59,6 +59,8 @@ pub struct Resource {
     pub rules: Vec<Arc<Rule>>,
     /// Sensitive response headers this resource lets through.
     pub response_headers: Vec<HeaderName>,
+    /// A 201 to a POST is the caller's own new record (`echo_created`).
+    pub echo_created: bool,
 }
 
 /// What one purpose (and the purposes below it) may see of a resource.
@@ -74,21 +76,6 @@ pub struct Rule {
     /// `remove` for the others. Only for resources with write methods.
     pub collect: Option<Arc<ActionTable>>,
     pub minimise: Minimise,
-}
-
-impl Rule {
-    /// The consent check for a response to `method` with `status`. None for
-    /// a record the CRM has just created (201 to a POST): it holds what the
-    /// caller itself sent, minimised, and its new id cannot have consent yet.
-    /// Every other response, reads and updates alike, is checked, so an
-    /// update cannot be used to read a customer who has not consented.
-    pub fn consent_for(&self, method: &http::Method, status: u16) -> Option<ConsentCheck> {
-        if *method == http::Method::POST && status == 201 {
-            None
-        } else {
-            self.consent
-        }
-    }
 }
 
 /// The lawful bases of GDPR Art. 6(1).
@@ -182,6 +169,25 @@ pub enum Minimise {
 }
 
 impl Resource {
+    /// The consent check `rule` needs for a response to `method` with
+    /// `status`. Every response is checked, reads and writes alike, so an
+    /// update cannot be used to read a customer who has not consented. The
+    /// one exception is a 201 to a POST on a resource with `echo_created`:
+    /// the record just created from the caller's minimised body, whose new
+    /// id cannot have consent yet.
+    pub fn consent_for(
+        &self,
+        rule: &Rule,
+        method: &http::Method,
+        status: u16,
+    ) -> Option<ConsentCheck> {
+        if self.echo_created && *method == http::Method::POST && status == 201 {
+            None
+        } else {
+            rule.consent
+        }
+    }
+
     /// The rule for `purpose`: the one whose purpose is the most specific
     /// at or above it (`marketing` covers `marketing.advertising`).
     pub fn rule_for(&self, purpose: &str) -> Option<&Arc<Rule>> {

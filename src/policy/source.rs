@@ -60,6 +60,10 @@ pub struct ResourceSource {
     /// Where a record's subject id is, relative to the record (`$.id`).
     #[serde(default)]
     pub subject: Option<Spanned<String>>,
+    /// A 201 answer to a POST here is the record just created from the
+    /// caller's (minimised) body: it comes back without a consent check.
+    #[serde(default)]
+    pub echo_created: Option<Spanned<bool>>,
     /// Selector (relative to the record) -> data category.
     #[serde(default)]
     pub fields: HashMap<Spanned<String>, FieldSource>,

@@ -116,7 +116,7 @@ pub fn respond(
         Decision::Inspect { resource, rule } => (resource, rule),
         _ => return Ok((200, body.to_vec())),
     };
-    let result = match rule.consent_for(method, status) {
+    let result = match resource.consent_for(&rule, method, status) {
         Some(check) => {
             let mut gate = ConsentGate::fixed(check, purpose.into(), TEST_NOW, consent.clone());
             let mut out = Vec::new();
@@ -171,7 +171,8 @@ pub fn write(
 /// The consent fixture of a case.
 fn fixture(set: &PolicySet, case: &TestCase) -> Result<ConsentFixture, String> {
     let mut by_subject: HashMap<String, Vec<Current>> = HashMap::new();
-    for c in &case.consent {
+    // Statements are taken in the order listed, each later than the one before.
+    for (i, c) in case.consent.iter().enumerate() {
         check_subject(&c.subject.value)
             .map_err(|e| format!("consent subject `{}`: {e}", c.subject.value))?;
         if !set.knows_purpose(&c.purpose.value) {
@@ -194,6 +195,7 @@ fn fixture(set: &PolicySet, case: &TestCase) -> Result<ConsentFixture, String> {
             purpose: c.purpose.value.as_str().into(),
             status,
             expires,
+            at: TEST_NOW - 1_000_000 + i as Millis,
         });
     }
     Ok(by_subject

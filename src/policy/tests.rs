@@ -58,6 +58,7 @@ fn consented() -> super::testing::ConsentFixture {
                 purpose: "marketing".into(),
                 status: Status::Granted,
                 expires: None,
+                at: 0,
             };
             (
                 i.to_string(),
@@ -381,4 +382,89 @@ rules:
         ),
         Decision::Deny(Denial::WrongMethod)
     ));
+}
+
+#[test]
+fn consent_and_minimisation_keys_are_checked() {
+    let base = |resource_extra: &str, rule: &str| {
+        format!(
+            "name: c\nresources:\n  - name: r\n    match: {{ methods: [GET, POST], path: /c }}\n{resource_extra}    fields: {{ $.e: user.contact.email }}\nrules:\n{rule}"
+        )
+    };
+    let err = |yaml: String| set(&yaml).unwrap_err().to_string();
+    let subject = "    subject: $.id\n";
+    // Unknown values, with their lines.
+    let e = err(base(
+        subject,
+        "  - purpose: marketing\n    basis: consnt\n    allow: [user]\n",
+    ));
+    assert!(
+        e.contains("p.yaml:9:") && e.contains("unknown legal basis `consnt`"),
+        "{e}"
+    );
+    let e = err(base(
+        subject,
+        "  - purpose: marketing\n    on_missing_consent: hide\n    allow: [user]\n",
+    ));
+    assert!(
+        e.contains("unknown `on_missing_consent` action `hide`"),
+        "{e}"
+    );
+    let e = err(base(
+        subject,
+        "  - purpose: marketing\n    minimise: drop\n    allow: [user]\n",
+    ));
+    assert!(e.contains("unknown `minimise` behaviour `drop`"), "{e}");
+    // `on_missing_consent` without a basis that checks anything.
+    let e = err(base(
+        subject,
+        "  - purpose: essential.service\n    basis: contract\n    on_missing_consent: drop\n    allow: [user]\n",
+    ));
+    assert!(e.contains("`on_missing_consent` has no effect"), "{e}");
+    // Marketing checks consent by default, so the resource needs a subject.
+    let e = err(base("", "  - purpose: marketing\n    allow: [user]\n"));
+    assert!(
+        e.contains("has no `subject:`") && e.contains("`marketing`"),
+        "{e}"
+    );
+    // Redacting a record cannot reach values `unlisted: allow` lets through.
+    let e = err(base(
+        "    subject: $.id\n    unlisted: allow\n",
+        "  - purpose: marketing\n    on_missing_consent: redact\n    allow: [user]\n",
+    ));
+    assert!(
+        e.contains("`unlisted: allow`") && e.contains("use `unlisted: redact`"),
+        "{e}"
+    );
+    let e = err(base(
+        "    subject: $.id\n    echo_created: true\n",
+        "  - purpose: marketing\n    allow: [user]\n",
+    )
+    .replace("[GET, POST]", "[GET]"));
+    assert!(
+        e.contains("`echo_created` is about 201 answers to POST"),
+        "{e}"
+    );
+    // A non-consent basis on an opt-in purpose compiles, with a warning.
+    let (_, warnings) = compile(
+        &[(
+            PathBuf::from("p.yaml"),
+            base(
+                subject,
+                "  - purpose: marketing\n    basis: legal_obligation\n    allow: [user]\n",
+            ),
+        )],
+        &Options::default(),
+    )
+    .unwrap();
+    let w: Vec<String> = warnings.warnings().map(|w| w.to_string()).collect();
+    assert!(w.iter().any(|w| w.contains("opt-in by default")), "{w:?}");
+    // The defaults: marketing needs consent and drops; support needs none.
+    let s = set(&base(subject, "  - purpose: marketing\n    allow: [user]\n  - purpose: essential.service\n    allow: [user]\n")).unwrap();
+    let r = &s.resources()[0];
+    let m = r.rule_for("marketing").unwrap();
+    assert_eq!(m.basis, Some(LegalBasis::Consent));
+    assert_eq!(m.consent.map(|c| c.on_missing), Some(OnMissing::Drop));
+    assert_eq!(m.minimise, Minimise::Remove);
+    assert!(r.rule_for("essential.service").unwrap().consent.is_none());
 }

@@ -189,7 +189,7 @@ impl Gateway {
         match plan {
             Plan::Inspect { resource, rule } => {
                 let status = up_resp.status().as_u16();
-                let gate = match rule.consent_for(&parts.method, status) {
+                let gate = match resource.consent_for(&rule, &parts.method, status) {
                     Some(check) => respond::RecordGate::Consent(Box::new(ConsentGate::new(
                         check,
                         Arc::clone(&purpose),

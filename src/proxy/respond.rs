@@ -297,6 +297,16 @@ impl Pipeline {
         }
     }
 
+    /// How much the rewriter is given at once. Under a consent gate at most
+    /// `settle_at`, so that waiting records never hold more than
+    /// `2 * settle_at <= limits.record` before they are settled.
+    fn piece_len(&self) -> usize {
+        match self.gate {
+            Some(RecordGate::Consent(_)) => FEED.min(self.settle_at).max(1),
+            _ => FEED,
+        }
+    }
+
     /// Whether records wait for a consent lookup.
     fn waiting(&self) -> bool {
         matches!(self.gate, Some(RecordGate::Consent(_)))
@@ -312,7 +322,8 @@ impl Pipeline {
 
     async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
         self.fed += data.len() as u64;
-        for piece in data.chunks(FEED) {
+        let piece_len = self.piece_len();
+        for piece in data.chunks(piece_len) {
             let (rw, gate) = self.parts()?;
             let r = rw.push(piece, gate, out);
             r.map_err(|e| self.refusal(e))?;
@@ -363,9 +374,10 @@ impl Pipeline {
         let mut gate = self.gate.take().ok_or(Refusal::Internal)?;
         let purpose = Arc::clone(&self.purpose);
         let settle_at = self.settle_at;
+        let piece_len = self.piece_len();
         let (rw, gate, result) = tokio::task::spawn_blocking(move || {
             let mut r = Ok(());
-            for piece in data.chunks(FEED) {
+            for piece in data.chunks(piece_len) {
                 r = rw
                     .push(piece, &mut gate, &mut out)
                     .map_err(|e| from_transform(e, &purpose));

@@ -40,6 +40,25 @@ const MIGRATIONS: &[&str] = &[
          expires_ms INTEGER,
          PRIMARY KEY (subject, purpose)
      ) WITHOUT ROWID;",
+    // 2: a statement's identity includes its expiry and proof, so a grant
+    // re-sent with a new expiry is a new statement, not a duplicate.
+    "CREATE TABLE consent_events_v2 (
+         id INTEGER PRIMARY KEY,
+         subject TEXT NOT NULL,
+         purpose TEXT NOT NULL,
+         status TEXT NOT NULL CHECK (status IN ('granted', 'withdrawn', 'objected')),
+         at_ms INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         expires_ms INTEGER,
+         proof TEXT,
+         recorded_ms INTEGER NOT NULL
+     );
+     INSERT INTO consent_events_v2 SELECT id, subject, purpose, status, at_ms, source, expires_ms, proof, recorded_ms FROM consent_events;
+     DROP TABLE consent_events;
+     ALTER TABLE consent_events_v2 RENAME TO consent_events;
+     CREATE INDEX consent_events_by_subject ON consent_events (subject, at_ms, id);
+     CREATE UNIQUE INDEX consent_events_identity ON consent_events
+         (subject, purpose, status, at_ms, source, COALESCE(expires_ms, -1), COALESCE(proof, ''));",
 ];
 
 #[derive(Debug)]
@@ -259,7 +278,7 @@ impl ConsentStore for SqliteStore {
                 }
                 out.inserted += 1;
                 let id = tx.last_insert_rowid();
-                current
+                let became_current = current
                     .execute(params![
                         e.subject,
                         e.purpose,
@@ -269,6 +288,7 @@ impl ConsentStore for SqliteStore {
                         e.expires
                     ])
                     .map_err(err("update current"))?;
+                out.superseded += usize::from(became_current == 0);
             }
         }
         tx.commit().map_err(err("commit"))?;
@@ -285,7 +305,7 @@ impl ConsentStore for SqliteStore {
         for batch in subjects.chunks(500) {
             let marks = vec!["?"; batch.len()].join(",");
             let sql = format!(
-                "SELECT subject, purpose, status, expires_ms FROM consent_current WHERE subject IN ({marks})"
+                "SELECT subject, purpose, status, expires_ms, at_ms FROM consent_current WHERE subject IN ({marks})"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(err("prepare lookup"))?;
             let rows = stmt
@@ -295,15 +315,17 @@ impl ConsentStore for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 })
                 .map_err(err("lookup"))?;
             for row in rows {
-                let (subject, purpose, st, expires) = row.map_err(err("lookup row"))?;
+                let (subject, purpose, st, expires, at) = row.map_err(err("lookup row"))?;
                 out.entry(subject).or_default().entries.push(Current {
                     purpose: purpose.into(),
                     status: status(&st),
                     expires,
+                    at,
                 });
             }
         }
@@ -388,6 +410,42 @@ mod tests {
         drop(conn);
         let e = SqliteStore::open(&path).unwrap_err();
         assert!(e.0.contains("newer than this consentry"), "{e}");
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!("{}; PRAGMA user_version = 1;", MIGRATIONS[0]))
+                .unwrap();
+            c.execute(
+                "INSERT INTO consent_events (subject, purpose, status, at_ms, source, recorded_ms)
+                 VALUES ('7', 'marketing', 'granted', 5, 'form', 6)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO consent_current VALUES ('7', 'marketing', 'granted', 5, 1, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.history("7").unwrap().len(), 1);
+        assert_eq!(s.current(&["7"]).unwrap()["7"].entries[0].at, 5);
+        // The v2 identity: the same statement is a duplicate, another expiry is not.
+        let mut e = contract::ev("7", "marketing", Status::Granted, 5);
+        e.source = "form".into();
+        assert_eq!(s.apply(&[e.clone()], 7).unwrap().unchanged, 1);
+        e.expires = Some(99);
+        assert_eq!(s.apply(&[e], 8).unwrap().inserted, 1);
+        drop(s);
+        assert_eq!(
+            schema_version(&path).unwrap(),
+            Some(MIGRATIONS.len() as i64)
+        );
     }
 
     #[test]

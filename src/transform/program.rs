@@ -194,12 +194,13 @@ impl Program {
         unlisted: Unlisted,
         render: Arc<Render>,
     ) -> Program {
+        // A redacted record shows nothing, whatever `unlisted` says for
+        // the records the purpose may see.
         let redacted = ActionTable {
             fields: vec![Action::Redact; fields.len()],
             detectors: [Action::Redact; Detector::COUNT],
             unlisted: match unlisted {
-                Unlisted::Allow => Action::Allow,
-                Unlisted::Redact => Action::Redact,
+                Unlisted::Allow | Unlisted::Redact => Action::Redact,
                 Unlisted::Remove => Action::Remove,
             },
         };

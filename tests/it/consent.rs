@@ -774,3 +774,46 @@ async fn writes_carry_only_what_the_purpose_may_collect() {
     assert_eq!(got.status, 400, "{}", got.text());
     assert_eq!(gw.crm.count(), n);
 }
+
+#[tokio::test]
+async fn without_echo_created_a_created_record_is_consent_checked_too() {
+    let policy = example_policy().replace("    echo_created: true\n", "");
+    assert!(!policy.contains("echo_created"));
+    let gw = TestGateway::builder()
+        .policy("p.yaml", &policy)
+        .start()
+        .await;
+    gw.crm.on(
+        LIST,
+        Reply::json(r#"{"id":"901","properties":{"email":"new@x.example"}}"#).status(201),
+    );
+    let got = send(
+        "POST",
+        &gw.url(LIST),
+        &[
+            ("x-api-key", MARKETING),
+            ("content-type", "application/json"),
+        ],
+        br#"{"properties":{"email":"new@x.example"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (403, "consent-required")
+    );
+}
+
+#[tokio::test]
+async fn a_small_record_limit_holds_for_lists_waiting_on_consent() {
+    // Records waiting for their lookup must not count against a record
+    // buffer they individually fit in.
+    let gw = TestGateway::builder()
+        .config("limits: { record: 16KiB }")
+        .grant_all(100, "marketing")
+        .start()
+        .await;
+    gw.crm.on(LIST, Reply::json(list(1..=100)));
+    let got = get(&gw.url(LIST), MARKETING).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(ids(&got).len(), 100);
+}
