@@ -84,7 +84,22 @@ pub fn lock(path: &Path) -> Result<Option<StoreLock>, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let mut name = path.as_os_str().to_owned();
+    // The lock is named after the store's real location, so that two
+    // spellings of one path (relative, symlinked) take the same lock.
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.canonicalize(),
+        None => std::env::current_dir(),
+    }
+    .map_err(|e| {
+        StoreError(format!(
+            "cannot resolve the folder of {}: {e}",
+            path.display()
+        ))
+    })?;
+    let file = path
+        .file_name()
+        .ok_or_else(|| StoreError(format!("{} names no file", path.display())))?;
+    let mut name = dir.join(file).into_os_string();
     name.push(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -348,10 +363,13 @@ impl ConsentStore for SqliteStore {
     }
 
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| StoreError("reader lock poisoned".into()))?;
+        // Its own connection: a long scan must not hold up the hot path's
+        // lookups on the shared reader.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err("open for export"))?;
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM consent_events ORDER BY at_ms, id"
@@ -456,6 +474,15 @@ mod tests {
         let e = SqliteStore::open(&path).unwrap_err();
         assert!(e.0.contains("in use by another consentry process"), "{e}");
         assert!(lock(&path).unwrap().is_none());
+        // Another spelling of the same file takes the same lock.
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let other = dir.path().join("sub/../consent.db");
+        assert!(lock(&other).unwrap().is_none());
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+            assert!(lock(&dir.path().join("link/consent.db")).unwrap().is_none());
+        }
         drop(first);
         assert!(SqliteStore::open(&path).is_ok());
     }
