@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Manage the master key (encryption at rest).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Import and export consent records.
     Consent {
         /// The configuration file (names the store and the policies).
@@ -72,6 +77,15 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: ConsentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new master key ring to FILE (created with permissions 0600; never overwritten).
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -134,6 +148,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy { command } => policy_command(command),
         Command::Client { command } => client_command(command),
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => {
+            crate::keys::master::MasterKeys::generate()
+                .and_then(|ring| ring.write_new_file(&out))
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "wrote a new master key (v1) to {} with permissions 0600; back it up: without it, encrypted values cannot be read",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Consent { config, command } => {
             let (cfg, set) = load_config(&config, false)?;
             match command {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod diag;
+pub mod keys;
 pub mod path;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,295 @@
+//! Tokens: what the CRM stores instead of a sensitive value.
+//!
+//! ```text
+//! ctk1.<key id>.<base64url(nonce | ciphertext | tag)>   randomised: AES-256-GCM under the subject's data key
+//! ctd1.<key id>.<base64url(ciphertext | tag)>           deterministic: AES-256-GCM-SIV under the category's data key
+//! ```
+//!
+//! `ctk`/`ctd` and `1` are the prefix and format version; the key id is 16
+//! hex digits. The associated data holds the format, the key id, and the
+//! subject and category (randomised) or the category (deterministic), so a
+//! token copied to another customer or field does not decrypt. Equal
+//! plaintexts give equal deterministic tokens, so the CRM can search and
+//! de-duplicate on them; that is all they reveal.
+//!
+//! Parsing is strict: one spelling per token (canonical base64url, lowercase
+//! hex), so a token that parses and decrypts is byte for byte the one that
+//! was written.
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use aes_gcm_siv::Aes256GcmSiv;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use zeroize::Zeroizing;
+
+use super::wrap::{DataKey, KeyId};
+use super::{KeyError, random};
+
+const NONCE: usize = 12;
+const TAG: usize = 16;
+/// The longest token accepted (a 64 KiB value, encoded).
+pub const MAX_TOKEN: usize = 90_000;
+
+/// Which kind of token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Randomised,
+    Deterministic,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Randomised => "ctk1",
+            Kind::Deterministic => "ctd1",
+        }
+    }
+}
+
+/// A parsed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: Kind,
+    pub key_id: KeyId,
+    payload: Vec<u8>,
+}
+
+/// Whether `s` starts like a token (cheap; `parse` decides).
+#[inline]
+pub fn looks_like_token(s: &[u8]) -> bool {
+    s.len() > 22 && (s.starts_with(b"ctk1.") || s.starts_with(b"ctd1."))
+}
+
+/// Parses a token, accepting exactly one spelling of each.
+pub fn parse(s: &str) -> Option<Token> {
+    if s.len() > MAX_TOKEN {
+        return None;
+    }
+    let mut parts = s.split('.');
+    let (Some(prefix), Some(kid), Some(b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let kind = match prefix {
+        "ctk1" => Kind::Randomised,
+        "ctd1" => Kind::Deterministic,
+        _ => return None,
+    };
+    let key_id = KeyId::parse_hex(kid)?;
+    let payload = URL_SAFE_NO_PAD.decode(b64).ok()?;
+    // base64 can spell the same bytes two ways (unused trailing bits).
+    if URL_SAFE_NO_PAD.encode(&payload) != b64 {
+        return None;
+    }
+    let min = match kind {
+        Kind::Randomised => NONCE + TAG,
+        Kind::Deterministic => TAG,
+    };
+    (payload.len() >= min).then_some(Token {
+        kind,
+        key_id,
+        payload,
+    })
+}
+
+fn put(a: &mut Vec<u8>, s: &str) {
+    a.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    a.extend_from_slice(s.as_bytes());
+}
+
+fn aad(kind: Kind, id: &KeyId, subject: Option<&str>, category: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(64);
+    a.extend_from_slice(kind.prefix().as_bytes());
+    a.extend_from_slice(&id.0);
+    if let Some(s) = subject {
+        put(&mut a, s);
+    }
+    put(&mut a, category);
+    a
+}
+
+fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        kind.prefix(),
+        id.hex(),
+        URL_SAFE_NO_PAD.encode(payload)
+    )
+}
+
+/// A randomised token of `plaintext` for `subject`'s `category`.
+pub fn encrypt(
+    dk: &DataKey,
+    subject: &str,
+    category: &str,
+    plaintext: &[u8],
+) -> Result<String, KeyError> {
+    let nonce: [u8; NONCE] = random()?;
+    let mut buf = plaintext.to_vec();
+    Aes256Gcm::new(&Key::<Aes256Gcm>::from(*dk.key))
+        .encrypt_in_place(
+            &Nonce::from(nonce),
+            &aad(Kind::Randomised, &dk.id, Some(subject), category),
+            &mut buf,
+        )
+        .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
+    let mut payload = nonce.to_vec();
+    payload.extend_from_slice(&buf);
+    Ok(render(Kind::Randomised, &dk.id, &payload))
+}
+
+/// A deterministic token of `plaintext` for `category` (the same for equal
+/// plaintexts). AES-GCM-SIV with a fixed nonce: a repeated nonce reveals
+/// only that two plaintexts are equal, which is the point.
+pub fn encrypt_deterministic(
+    dk: &DataKey,
+    category: &str,
+    plaintext: &[u8],
+) -> Result<String, KeyError> {
+    let mut buf = plaintext.to_vec();
+    Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::from(*dk.key))
+        .encrypt_in_place(
+            &aes_gcm_siv::Nonce::default(),
+            &aad(Kind::Deterministic, &dk.id, None, category),
+            &mut buf,
+        )
+        .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
+    Ok(render(Kind::Deterministic, &dk.id, &buf))
+}
+
+/// Decrypts a token with its data key; `subject` is ignored for
+/// deterministic tokens. Fails for any token not written for exactly this
+/// key, subject and category.
+pub fn decrypt(
+    dk: &DataKey,
+    t: &Token,
+    subject: &str,
+    category: &str,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    if t.key_id != dk.id {
+        return Err(KeyError::Decrypt);
+    }
+    match t.kind {
+        Kind::Randomised => {
+            let (nonce, ct) = t.payload.split_at(NONCE);
+            let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| KeyError::Decrypt)?;
+            let mut buf = Zeroizing::new(ct.to_vec());
+            Aes256Gcm::new(&Key::<Aes256Gcm>::from(*dk.key))
+                .decrypt_in_place(
+                    &Nonce::from(nonce),
+                    &aad(Kind::Randomised, &dk.id, Some(subject), category),
+                    &mut *buf,
+                )
+                .map_err(|_| KeyError::Decrypt)?;
+            Ok(buf)
+        }
+        Kind::Deterministic => {
+            let mut buf = Zeroizing::new(t.payload.clone());
+            Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::from(*dk.key))
+                .decrypt_in_place(
+                    &aes_gcm_siv::Nonce::default(),
+                    &aad(Kind::Deterministic, &dk.id, None, category),
+                    &mut *buf,
+                )
+                .map_err(|_| KeyError::Decrypt)?;
+            Ok(buf)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn randomised_tokens_decrypt_only_where_they_were_written() {
+        let dk = DataKey::generate().unwrap();
+        let t = encrypt(&dk, "7", "user.contact.email", b"carla@globex.example").unwrap();
+        assert!(t.starts_with("ctk1.") && looks_like_token(t.as_bytes()));
+        assert!(!t.contains("carla"));
+        let p = parse(&t).unwrap();
+        assert_eq!(
+            &*decrypt(&dk, &p, "7", "user.contact.email").unwrap(),
+            b"carla@globex.example"
+        );
+        assert_ne!(
+            t,
+            encrypt(&dk, "7", "user.contact.email", b"carla@globex.example").unwrap()
+        );
+        // Moved to another subject or field, or another key: refused.
+        assert_eq!(
+            decrypt(&dk, &p, "8", "user.contact.email").unwrap_err(),
+            KeyError::Decrypt
+        );
+        assert_eq!(
+            decrypt(&dk, &p, "7", "user.contact.phone_number").unwrap_err(),
+            KeyError::Decrypt
+        );
+        let other = DataKey::generate().unwrap();
+        assert_eq!(
+            decrypt(&other, &p, "7", "user.contact.email").unwrap_err(),
+            KeyError::Decrypt
+        );
+        // Every flipped bit of every character is refused.
+        for i in 0..t.len() {
+            for bit in 0..7 {
+                let mut b = t.clone().into_bytes();
+                b[i] ^= 1 << bit;
+                let Ok(s) = String::from_utf8(b) else {
+                    continue;
+                };
+                if let Some(p) = parse(&s) {
+                    assert!(
+                        decrypt(&dk, &p, "7", "user.contact.email").is_err(),
+                        "{i}:{bit}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deterministic_tokens_are_equal_for_equal_values_in_a_category() {
+        let dk = DataKey::generate().unwrap();
+        let a = encrypt_deterministic(&dk, "user.contact.email", b"a@x.example").unwrap();
+        assert_eq!(
+            a,
+            encrypt_deterministic(&dk, "user.contact.email", b"a@x.example").unwrap()
+        );
+        assert_ne!(
+            a,
+            encrypt_deterministic(&dk, "user.contact.email", b"b@x.example").unwrap()
+        );
+        assert_ne!(
+            a,
+            encrypt_deterministic(&dk, "user.name", b"a@x.example").unwrap()
+        );
+        let p = parse(&a).unwrap();
+        assert_eq!(p.kind, Kind::Deterministic);
+        assert_eq!(
+            &*decrypt(&dk, &p, "any", "user.contact.email").unwrap(),
+            b"a@x.example"
+        );
+        assert!(decrypt(&dk, &p, "any", "user.name").is_err());
+    }
+
+    #[test]
+    fn parsing_is_strict() {
+        let dk = DataKey::generate().unwrap();
+        let t = encrypt(&dk, "7", "c", b"v").unwrap();
+        assert!(parse(&t).is_some());
+        for bad in [
+            t.replacen("ctk1", "ctk2", 1),
+            t.replacen("ctk1.", "ctk1..", 1),
+            format!("{t}."),
+            format!("{t}="),
+            t.to_uppercase(),
+            "ctk1.0011223344556677.AAAA".to_owned(),
+            "ctd1.0011223344556677.".to_owned(),
+        ] {
+            assert!(parse(&bad).is_none(), "{bad}");
+        }
+    }
+}
