@@ -14,6 +14,8 @@
 //! prints no key bytes. Errors name what failed, never a key or a value.
 
 pub mod master;
+pub mod service;
+pub mod store;
 pub mod token;
 pub mod wrap;
 

@@ -14,6 +14,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::clock::Millis;
 use crate::consent::model::{ConsentEvent, Current, Status, SubjectConsents};
 use crate::consent::store::{Applied, ConsentStore, StoreError, Stored};
+use crate::keys::store::{KeyStore, StoredKey};
+use crate::keys::wrap::{KeyId, Wrapped};
 
 /// Schema versions, applied in order. Never edit one that has shipped; add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -59,6 +61,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX consent_events_by_subject ON consent_events (subject, at_ms, id);
      CREATE UNIQUE INDEX consent_events_identity ON consent_events
          (subject, purpose, status, at_ms, source, COALESCE(expires_ms, -1), COALESCE(proof, ''));",
+    // 3: wrapped data keys (encryption at rest). A destroyed key keeps its
+    // row as a tombstone with the wrapped bytes gone.
+    "CREATE TABLE data_keys (
+         owner TEXT PRIMARY KEY,
+         key_id BLOB NOT NULL CHECK (length(key_id) = 8),
+         master_version INTEGER,
+         wrapped BLOB,
+         created_ms INTEGER NOT NULL,
+         destroyed_ms INTEGER,
+         CHECK ((destroyed_ms IS NULL) = (wrapped IS NOT NULL))
+     );",
 ];
 
 #[derive(Debug)]
@@ -138,7 +151,9 @@ impl SqliteStore {
     pub fn open_locked(path: &Path, lock: StoreLock) -> Result<SqliteStore, StoreError> {
         let writer = Connection::open(path).map_err(err("open"))?;
         writer
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            // secure_delete: a destroyed key's bytes are overwritten in the
+            // file, not left in a free page.
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;")
             .map_err(err("configure"))?;
         // SQLite silently opens a write-protected file read-only; a store
         // that cannot take changes must stop start-up instead.
@@ -384,6 +399,129 @@ impl ConsentStore for SqliteStore {
 }
 
 /// Whether a store file exists and is at the current schema (for `readyz` later).
+fn stored_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
+    let id: Vec<u8> = r.get(0)?;
+    let id = KeyId(id.try_into().unwrap_or([0; 8]));
+    let version: Option<u32> = r.get(1)?;
+    let wrapped: Option<Vec<u8>> = r.get(2)?;
+    let destroyed: Option<i64> = r.get(3)?;
+    Ok(match (wrapped, version, destroyed) {
+        (Some(bytes), Some(master_version), None) => StoredKey::Live(Wrapped {
+            id,
+            master_version,
+            bytes,
+        }),
+        (_, _, at) => StoredKey::Destroyed {
+            id,
+            at: at.unwrap_or(0),
+        },
+    })
+}
+
+impl KeyStore for SqliteStore {
+    fn get(&self, owner: &str) -> Result<Option<StoredKey>, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("reader lock poisoned".into()))?;
+        conn.prepare_cached(
+            "SELECT key_id, master_version, wrapped, destroyed_ms FROM data_keys WHERE owner = ?1",
+        )
+        .map_err(err("prepare key lookup"))?
+        .query_row([owner], stored_key)
+        .optional()
+        .map_err(err("key lookup"))
+    }
+
+    fn insert(&self, owner: &str, w: &Wrapped, at: Millis) -> Result<StoredKey, StoreError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let tx = conn.transaction().map_err(err("begin"))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO data_keys (owner, key_id, master_version, wrapped, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![owner, w.id.0.as_slice(), w.master_version, w.bytes, at],
+        )
+        .map_err(err("insert key"))?;
+        let stored = tx
+            .query_row(
+                "SELECT key_id, master_version, wrapped, destroyed_ms FROM data_keys WHERE owner = ?1",
+                [owner],
+                stored_key,
+            )
+            .map_err(err("read key"))?;
+        tx.commit().map_err(err("commit"))?;
+        Ok(stored)
+    }
+
+    fn destroy(&self, owner: &str, at: Millis) -> Result<bool, StoreError> {
+        let conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let n = conn
+            .execute(
+                "UPDATE data_keys SET wrapped = NULL, master_version = NULL, destroyed_ms = ?2
+                 WHERE owner = ?1 AND destroyed_ms IS NULL",
+                params![owner, at],
+            )
+            .map_err(err("destroy key"))?;
+        if n > 0 {
+            // The old page may still sit in the WAL: copy it into the main
+            // file (where secure_delete overwrote it) and empty the WAL.
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(err("checkpoint"))?;
+        }
+        Ok(n > 0)
+    }
+
+    fn live(&self) -> Result<Vec<(String, Wrapped)>, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("reader lock poisoned".into()))?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT key_id, master_version, wrapped, destroyed_ms, owner FROM data_keys
+                 WHERE destroyed_ms IS NULL ORDER BY owner",
+            )
+            .map_err(err("prepare keys"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(4)?, stored_key(r)?)))
+            .map_err(err("keys"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (owner, StoredKey::Live(w)) = row.map_err(err("key row"))? {
+                out.push((owner, w));
+            }
+        }
+        Ok(out)
+    }
+
+    fn rewrap(&self, keys: &[(String, Wrapped)]) -> Result<(), StoreError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let tx = conn.transaction().map_err(err("begin"))?;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "UPDATE data_keys SET master_version = ?3, wrapped = ?4
+                     WHERE owner = ?1 AND key_id = ?2 AND destroyed_ms IS NULL",
+                )
+                .map_err(err("prepare rewrap"))?;
+            for (owner, w) in keys {
+                up.execute(params![owner, w.id.0.as_slice(), w.master_version, w.bytes])
+                    .map_err(err("rewrap"))?;
+            }
+        }
+        tx.commit().map_err(err("commit"))
+    }
+}
+
 pub fn schema_version(path: &Path) -> Result<Option<i64>, StoreError> {
     if !path.exists() {
         return Ok(None);
@@ -464,6 +602,44 @@ mod tests {
             schema_version(&path).unwrap(),
             Some(MIGRATIONS.len() as i64)
         );
+    }
+
+    #[test]
+    fn sqlite_key_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("k.db")).unwrap();
+        crate::keys::store::contract::run(&s);
+    }
+
+    #[test]
+    fn a_destroyed_key_leaves_no_bytes_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let marker = b"wrapped-key-bytes-that-must-vanish-0123456789abcdefghijklmnop".to_vec();
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let w = Wrapped {
+                id: KeyId([9; 8]),
+                master_version: 1,
+                bytes: marker.clone(),
+            };
+            let other = |b: u8| Wrapped {
+                id: KeyId([b; 8]),
+                master_version: 1,
+                bytes: vec![b; 60],
+            };
+            s.insert("subject:6", &other(6), 1).unwrap();
+            s.insert("subject:7", &w, 1).unwrap();
+            s.insert("subject:8", &other(8), 1).unwrap();
+            assert!(s.destroy("subject:7", 2).unwrap());
+        }
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker.as_slice()),
+                "key bytes left in a file"
+            );
+        }
     }
 
     #[test]

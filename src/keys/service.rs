@@ -1,0 +1,225 @@
+//! The key service: data keys by owner, unwrapped once and cached.
+//!
+//! Owners are `subject:<id>` (randomised tokens) and `category:<name>`
+//! (deterministic tokens). A subject's key is made on its first write; a
+//! destroyed key never comes back (crypto-shredding), and nothing under it
+//! decrypts again, also after a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+
+use super::KeyError;
+use super::master::MasterKeys;
+use super::store::{KeyStore, StoredKey};
+use super::wrap::{DataKey, KeyId};
+use crate::clock::Clock;
+use crate::consent::store::StoreError;
+
+/// Why a key is not available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    #[error("the key of this owner was destroyed")]
+    Destroyed,
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug)]
+pub struct Keys {
+    ring: ArcSwap<MasterKeys>,
+    store: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    cache: RwLock<HashMap<String, Arc<DataKey>>>,
+}
+
+pub fn subject_owner(subject: &str) -> String {
+    format!("subject:{subject}")
+}
+
+pub fn category_owner(category: &str) -> String {
+    format!("category:{category}")
+}
+
+impl Keys {
+    pub fn new(ring: MasterKeys, store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Keys {
+        Keys {
+            ring: ArcSwap::from_pointee(ring),
+            store,
+            clock,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, owner: &str) -> Option<Arc<DataKey>> {
+        self.cache.read().ok()?.get(owner).cloned()
+    }
+
+    fn remember(&self, owner: &str, dk: DataKey) -> Arc<DataKey> {
+        let dk = Arc::new(dk);
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(owner.to_owned(), Arc::clone(&dk));
+        }
+        dk
+    }
+
+    /// The key new tokens of `owner` use: made and stored on first use.
+    /// Blocking (store access on a miss).
+    pub fn for_write(&self, owner: &str) -> Result<Arc<DataKey>, KeysError> {
+        if let Some(k) = self.cached(owner) {
+            return Ok(k);
+        }
+        let ring = self.ring.load();
+        let stored = match self.store.get(owner)? {
+            Some(s) => s,
+            None => {
+                let fresh = DataKey::generate()?;
+                let wrapped = ring.wrap(owner, &fresh)?;
+                // Another writer may have won the race; its key is the one.
+                self.store.insert(owner, &wrapped, self.clock.now_ms())?
+            }
+        };
+        match stored {
+            StoredKey::Live(w) => Ok(self.remember(owner, ring.unwrap(owner, &w)?)),
+            StoredKey::Destroyed { .. } => Err(KeysError::Destroyed),
+        }
+    }
+
+    /// The key a token of `owner` with id `id` needs, if it exists and is
+    /// not destroyed. Blocking (store access on a miss).
+    pub fn for_read(&self, owner: &str, id: KeyId) -> Result<Arc<DataKey>, KeysError> {
+        let dk = match self.cached(owner) {
+            Some(k) => k,
+            None => match self.store.get(owner)? {
+                Some(StoredKey::Live(w)) => {
+                    self.remember(owner, self.ring.load().unwrap(owner, &w)?)
+                }
+                Some(StoredKey::Destroyed { .. }) => return Err(KeysError::Destroyed),
+                None => return Err(KeysError::Key(KeyError::Decrypt)),
+            },
+        };
+        if dk.id == id {
+            Ok(dk)
+        } else {
+            Err(KeysError::Key(KeyError::Decrypt))
+        }
+    }
+
+    /// Destroys `owner`'s key: store first, then the cache. `false` if it
+    /// had none.
+    pub fn destroy(&self, owner: &str) -> Result<bool, KeysError> {
+        let done = self.store.destroy(owner, self.clock.now_ms())?;
+        if let Ok(mut c) = self.cache.write() {
+            c.remove(owner);
+        }
+        Ok(done)
+    }
+
+    /// Re-wraps every live data key under `ring`'s current version, in one
+    /// transaction, then uses `ring`. Tokens are untouched. Returns how
+    /// many keys were re-wrapped.
+    pub fn rotate(&self, ring: MasterKeys) -> Result<usize, KeysError> {
+        let old = self.ring.load_full();
+        let version = ring.current().version;
+        let ring = Arc::new(ring);
+        let pass = |n: &mut usize| -> Result<(), KeysError> {
+            let mut out = Vec::new();
+            for (owner, w) in self.store.live()? {
+                if w.master_version == version {
+                    continue;
+                }
+                let dk = old
+                    .unwrap(&owner, &w)
+                    .or_else(|_| ring.unwrap(&owner, &w))?;
+                out.push((owner.clone(), ring.wrap(&owner, &dk)?));
+            }
+            *n += out.len();
+            Ok(self.store.rewrap(&out)?)
+        };
+        let mut n = 0;
+        pass(&mut n)?;
+        self.ring.store(Arc::clone(&ring));
+        // Keys made during the first pass were wrapped by the old version;
+        // from here on new keys use the new one, so a second pass is the last.
+        pass(&mut n)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keys::store::MemoryKeyStore;
+    use crate::keys::token;
+
+    #[test]
+    fn keys_are_made_once_read_back_shredded_and_rotated() {
+        let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::default());
+        let clock = ManualClock::at(1_000);
+        let ring = MasterKeys::generate().unwrap();
+        let text = ring.to_text();
+        let keys = Keys::new(ring, Arc::clone(&store), clock.clone());
+        let owner = subject_owner("7");
+        let dk = keys.for_write(&owner).unwrap();
+        assert_eq!(
+            keys.for_write(&owner).unwrap().id,
+            dk.id,
+            "one key per owner"
+        );
+        let t = token::encrypt(&dk, "7", "user.contact.email", b"c@x.example").unwrap();
+        let p = token::parse(&t).unwrap();
+
+        // A second service over the same store (a restart) reads it back.
+        let again = Keys::new(
+            MasterKeys::parse(&text).unwrap(),
+            Arc::clone(&store),
+            clock.clone(),
+        );
+        let k = again.for_read(&owner, p.key_id).unwrap();
+        assert_eq!(
+            &*token::decrypt(&k, &p, "7", "user.contact.email").unwrap(),
+            b"c@x.example"
+        );
+        assert!(again.for_read(&subject_owner("8"), p.key_id).is_err());
+
+        // Rotation: a new master version; tokens stay readable; v1 can go.
+        let two = MasterKeys::parse(&text)
+            .unwrap()
+            .with_new_version()
+            .unwrap();
+        let two_text = two.to_text();
+        assert_eq!(again.rotate(two).unwrap(), 1);
+        let v2_only: String = two_text
+            .lines()
+            .filter(|l| !l.contains(" v1 "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let after = Keys::new(
+            MasterKeys::parse(&v2_only).unwrap(),
+            Arc::clone(&store),
+            clock.clone(),
+        );
+        let k = after.for_read(&owner, p.key_id).unwrap();
+        assert_eq!(
+            &*token::decrypt(&k, &p, "7", "user.contact.email").unwrap(),
+            b"c@x.example"
+        );
+
+        // Shredding: gone for good, in this service and after a restart.
+        assert!(after.destroy(&owner).unwrap());
+        assert_eq!(
+            after.for_read(&owner, p.key_id).unwrap_err(),
+            KeysError::Destroyed
+        );
+        assert_eq!(after.for_write(&owner).unwrap_err(), KeysError::Destroyed);
+        let restarted = Keys::new(MasterKeys::parse(&v2_only).unwrap(), store, clock);
+        assert_eq!(
+            restarted.for_read(&owner, p.key_id).unwrap_err(),
+            KeysError::Destroyed
+        );
+    }
+}
