@@ -98,6 +98,14 @@ pub async fn set(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>
 /// `POST /v1/consents/import`: a CSV or JSON file (by `Content-Type` or
 /// `?format=`), checked whole before anything is stored.
 pub async fn import(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>> {
+    let Ok(_one_at_a_time) = admin.importing.try_lock() else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "import-running",
+            "Another import is running",
+            "wait for the running import to finish, then send this one",
+        ));
+    };
     let (parts, bytes) = read_body(req, MAX_IMPORT_BODY).await?;
     let format = query_param(parts.uri.query(), "format")
         .or_else(|| {

@@ -37,6 +37,8 @@ use crate::proxy::reject::problem_response;
 pub struct Admin {
     gateway: Arc<Gateway>,
     token: AdminToken,
+    /// One bulk import at a time: each may hold up to 64 MiB while parsed.
+    pub(crate) importing: tokio::sync::Mutex<()>,
 }
 
 /// A refusal from the admin API.
@@ -105,7 +107,11 @@ type Result<T> = std::result::Result<T, Problem>;
 
 impl Admin {
     pub fn new(gateway: Arc<Gateway>, token: AdminToken) -> Admin {
-        Admin { gateway, token }
+        Admin {
+            gateway,
+            token,
+            importing: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {

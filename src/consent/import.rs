@@ -9,6 +9,7 @@
 //! Times are RFC 3339 in UTC (`2026-11-27T08:00:00Z`).
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::model::{ConsentEvent, Status};
 use crate::clock::{Millis, parse_rfc3339};
@@ -142,22 +143,30 @@ pub fn parse_changes(
     defaults: Defaults<'_>,
 ) -> Result<Vec<ConsentEvent>, ImportError> {
     let one = |m: String| ImportError { problems: vec![m] };
-    let v: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| one(format!("the body is not JSON: {e}")))?;
-    let rows = match v {
-        serde_json::Value::Array(rows) => rows,
-        obj @ serde_json::Value::Object(_) => vec![obj],
+    let text = utf8(data)?;
+    let rows: Vec<&RawValue> = match text.trim_start().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(text),
+        Some(b'{') => serde_json::from_str(text).map(|r| vec![r]),
         _ => {
             return Err(one(
                 "send a consent change object or an array of them".into()
             ));
         }
-    };
-    rows_to_events(rows, Some(defaults))
+    }
+    .map_err(|e| one(format!("the body is not JSON: {e}")))?;
+    rows_to_events(&rows, Some(defaults))
 }
 
+fn utf8(data: &[u8]) -> Result<&str, ImportError> {
+    std::str::from_utf8(data).map_err(|_| ImportError {
+        problems: vec!["the body is not UTF-8".into()],
+    })
+}
+
+/// Records are kept as raw text until each is read into a `Row`, so a large
+/// import costs about its own size in memory, not a tree of values.
 fn rows_to_events(
-    rows: Vec<serde_json::Value>,
+    rows: &[&RawValue],
     defaults: Option<Defaults<'_>>,
 ) -> Result<Vec<ConsentEvent>, ImportError> {
     if rows.len() > MAX_RECORDS {
@@ -166,9 +175,9 @@ fn rows_to_events(
         });
     }
     let mut problems = Vec::new();
-    let mut events = Vec::new();
-    for (i, v) in rows.into_iter().enumerate() {
-        match serde_json::from_value::<Row>(v)
+    let mut events = Vec::with_capacity(rows.len());
+    for (i, raw) in rows.iter().enumerate() {
+        match serde_json::from_str::<Row>(raw.get())
             .map_err(|e| e.to_string())
             .and_then(|r| r.event(defaults))
         {
@@ -309,24 +318,24 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
 
 /// A JSON array, or JSON lines (one object per line, as `export` writes).
 fn parse_json(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
-    if data.trim_ascii_start().first() == Some(&b'[') {
-        let rows: Vec<serde_json::Value> =
-            serde_json::from_slice(data).map_err(|e| ImportError {
-                problems: vec![format!("not a JSON array of consent records: {e}")],
-            })?;
-        return rows_to_events(rows, None);
+    let text = utf8(data)?;
+    if text.trim_start().starts_with('[') {
+        let rows: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| ImportError {
+            problems: vec![format!("not a JSON array of consent records: {e}")],
+        })?;
+        return rows_to_events(&rows, None);
     }
     let mut rows = Vec::new();
-    for (i, line) in data.split(|&b| b == b'\n').enumerate() {
-        if line.trim_ascii().is_empty() {
+    for (i, line) in text.split('\n').enumerate() {
+        if line.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_slice(line).map_err(|e| ImportError {
+        let v: &RawValue = serde_json::from_str(line).map_err(|e| ImportError {
             problems: vec![format!("line {}: not a JSON object: {e}", i + 1)],
         })?;
         rows.push(v);
     }
-    rows_to_events(rows, None)
+    rows_to_events(&rows, None)
 }
 
 #[cfg(test)]

@@ -189,6 +189,9 @@ struct Pipeline {
     done: bool,
 }
 
+/// A consent lookup that takes longer fails the response closed (503).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long records waiting for a consent lookup wait for the CRM's next
 /// frame before they are settled without it.
 const SETTLE_WAIT: Duration = Duration::from_millis(5);
@@ -348,8 +351,13 @@ impl Pipeline {
         let missing = g.missing(rw);
         if !missing.is_empty() {
             let consents = Arc::clone(g.consents().ok_or(Refusal::Internal)?);
-            let found = tokio::task::spawn_blocking(move || consents.fetch(&missing))
+            let lookup = tokio::task::spawn_blocking(move || consents.fetch(&missing));
+            let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
                 .await
+                .map_err(|_| {
+                    tracing::warn!("consent lookup timed out");
+                    Refusal::ConsentUnavailable
+                })?
                 .map_err(|_| Refusal::Internal)?
                 .map_err(|e| {
                     tracing::warn!(error = %e, "consent lookup failed");

@@ -600,6 +600,8 @@ async fn the_cli_imports_and_exports() {
 struct FlakyStore {
     inner: consentry::consent::store::MemoryStore,
     fail: AtomicBool,
+    /// Lookups hang for longer than the gateway waits.
+    hang: AtomicBool,
 }
 
 impl FlakyStore {
@@ -622,6 +624,9 @@ impl ConsentStore for FlakyStore {
         s: &[&str],
     ) -> Result<std::collections::HashMap<String, SubjectConsents>, StoreError> {
         self.check()?;
+        if self.hang.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(6));
+        }
         self.inner.current(s)
     }
     fn history(&self, s: &str) -> Result<Vec<Stored>, StoreError> {
@@ -674,6 +679,14 @@ async fn a_failing_store_fails_closed() {
         ids(&get(&gw.url(LIST), MARKETING).await),
         ["7"],
         "the failed withdrawal changed nothing"
+    );
+    // A lookup that hangs fails closed too (after 5 s), for subjects not cached.
+    store.hang.store(true, Ordering::SeqCst);
+    gw.crm.on(LIST, Reply::json(list(20..=22)));
+    let got = get(&gw.url(LIST), MARKETING).await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (503, "consent-unavailable")
     );
 }
 
