@@ -745,6 +745,31 @@ impl Compiler<'_> {
             Some(e) => e.value,
             None => false,
         };
+        let path_subject = res.path_subject.as_ref().and_then(|p| {
+            let want = format!("{{{}}}", p.value);
+            let at_seg = res
+                .route
+                .path
+                .value
+                .trim_start_matches('/')
+                .split('/')
+                .position(|s| s == want);
+            if at_seg.is_none() {
+                self.r.error(
+                    file,
+                    at(p),
+                    format!(
+                        "`path_subject: {}` names no parameter of this path",
+                        p.value
+                    ),
+                    Some(format!(
+                        "write the name of a `{{param}}` in `{}`",
+                        res.route.path.value
+                    )),
+                );
+            }
+            at_seg
+        });
         let writes = methods
             .iter()
             .any(|m| *m == Method::POST || *m == Method::PUT || *m == Method::PATCH);
@@ -862,6 +887,7 @@ impl Compiler<'_> {
             rules,
             response_headers,
             echo_created,
+            path_subject,
         });
     }
 

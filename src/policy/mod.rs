@@ -61,6 +61,9 @@ pub struct Resource {
     pub response_headers: Vec<HeaderName>,
     /// A 201 to a POST is the caller's own new record (`echo_created`).
     pub echo_created: bool,
+    /// Which path segment (0-based, after the leading `/`) names a write's
+    /// subject (`path_subject`).
+    pub path_subject: Option<usize>,
 }
 
 /// What one purpose (and the purposes below it) may see of a resource.
@@ -169,6 +172,16 @@ pub enum Minimise {
 }
 
 impl Resource {
+    /// The subject a write to `path` (normalised) names, if the resource
+    /// says where (`path_subject`). Percent-escapes are decoded.
+    pub fn write_subject(&self, path: &str) -> Option<String> {
+        let seg = path.strip_prefix('/')?.split('/').nth(self.path_subject?)?;
+        percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
+    }
+
     /// The consent check `rule` needs for a response to `method` with
     /// `status`. Every response is checked, reads and writes alike, so an
     /// update cannot be used to read a customer who has not consented. The

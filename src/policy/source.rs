@@ -64,6 +64,11 @@ pub struct ResourceSource {
     /// caller's (minimised) body: it comes back without a consent check.
     #[serde(default)]
     pub echo_created: Option<Spanned<bool>>,
+    /// The path parameter that names a write's subject (`id` for
+    /// `/contacts/{id}`): a write for a customer without the consent its
+    /// purpose needs is refused before it reaches the CRM.
+    #[serde(default)]
+    pub path_subject: Option<Spanned<String>>,
     /// Selector (relative to the record) -> data category.
     #[serde(default)]
     pub fields: HashMap<Spanned<String>, FieldSource>,

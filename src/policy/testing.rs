@@ -153,6 +153,7 @@ pub fn write(
     target: &str,
     purpose: &str,
     body: &[u8],
+    consent: &ConsentFixture,
 ) -> Result<(u16, Vec<u8>), String> {
     let decision = match decide(set, method, target, purpose)? {
         Ok(d) => d,
@@ -161,6 +162,21 @@ pub fn write(
     let Decision::Inspect { resource, rule } = decision else {
         return Ok((200, body.to_vec()));
     };
+    // As the gateway does: a write naming its subject in the path needs the
+    // subject's consent before it is sent.
+    if let (Some(check), Some(_)) = (rule.consent, resource.path_subject) {
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let normal = path::normalise(path).map_err(|e| e.to_string())?;
+        let allowed = resource.write_subject(&normal).is_some_and(|s| {
+            consent
+                .get(&s)
+                .map_or_else(SubjectConsents::default, |c| (**c).clone())
+                .allows(purpose, check.basis, TEST_NOW)
+        });
+        if !allowed {
+            return Ok((403, Vec::new()));
+        }
+    }
     match collect(&resource, &rule, body, Limits::default()) {
         Ok(c) => Ok((200, c.body)),
         Err(CollectError::NotCollectable) => Ok((403, Vec::new())),
@@ -217,7 +233,15 @@ fn run_case(set: &PolicySet, case: &TestCase) -> Result<(), String> {
     let purpose = &case.purpose.value;
     if let Some(req) = &case.body {
         // A write: check what the CRM would receive.
-        let (status, sent) = write(set, &method, target, purpose, req.value.as_bytes())?;
+        let consent = fixture(set, case)?;
+        let (status, sent) = write(
+            set,
+            &method,
+            target,
+            purpose,
+            req.value.as_bytes(),
+            &consent,
+        )?;
         if status != 200 {
             return match &case.expect_status {
                 Some(want) if want.value == status => Ok(()),

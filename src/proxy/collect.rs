@@ -16,6 +16,7 @@ use super::body;
 use super::forward::UpBody;
 use super::reject::Refusal;
 use crate::config::Limits;
+use crate::consent::Consents;
 use crate::policy::collect::{CollectError, collect, collectable};
 use crate::policy::{Resource, Rule};
 use crate::transform::{self, TransformError};
@@ -27,6 +28,36 @@ const OFFLOAD_AFTER: usize = 1 << 20;
 pub fn applies(method: &Method, resource: &Resource) -> bool {
     resource.request_program.is_some()
         && (*method == Method::POST || *method == Method::PUT || *method == Method::PATCH)
+}
+
+/// Refuses a write whose subject (named in the path, `path_subject`) has
+/// not given the consent the purpose needs, before anything reaches the CRM.
+pub async fn check_subject(
+    consents: &Arc<Consents>,
+    resource: &Resource,
+    rule: &Rule,
+    purpose: &Arc<str>,
+    path: &str,
+) -> Result<(), Refusal> {
+    let (Some(check), Some(_)) = (rule.consent, resource.path_subject) else {
+        return Ok(());
+    };
+    let refused = || Refusal::ConsentRequired {
+        purpose: purpose.to_string(),
+        write: true,
+    };
+    let subject = resource.write_subject(path).ok_or_else(refused)?;
+    let (c, p) = (Arc::clone(consents), Arc::clone(purpose));
+    let lookup = tokio::task::spawn_blocking(move || c.allows(&subject, &p, check.basis));
+    let allowed = tokio::time::timeout(Duration::from_secs(5), lookup)
+        .await
+        .map_err(|_| Refusal::ConsentUnavailable)?
+        .map_err(|_| Refusal::Internal)?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "consent lookup failed");
+            Refusal::ConsentUnavailable
+        })?;
+    if allowed { Ok(()) } else { Err(refused()) }
 }
 
 /// Reads, checks and minimises a write body. Returns the body to send and

@@ -152,6 +152,8 @@ impl Gateway {
         let inspected = matches!(plan, Plan::Inspect { .. });
         let (up_body, too_large) = match &plan {
             Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
+                collect::check_subject(&self.consents, resource, rule, &purpose, &target.path)
+                    .await?;
                 let (b, _removed) = collect::write_body(
                     &parts,
                     body,

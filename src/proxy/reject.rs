@@ -42,9 +42,11 @@ pub enum Refusal {
         policy: String,
         resource: String,
     },
-    /// A record's subject has not consented to the purpose (or objected).
+    /// A record's subject has not consented to the purpose (or objected);
+    /// `write`: refused before a write reached the CRM.
     ConsentRequired {
         purpose: String,
+        write: bool,
     },
     /// The consent store could not be read.
     ConsentUnavailable,
@@ -210,8 +212,11 @@ impl Refusal {
             PurposeNotCovered { policy, resource } => {
                 format!("policy `{policy}`, resource `{resource}` has no rule for this purpose")
             }
-            ConsentRequired { purpose } => format!(
+            ConsentRequired { purpose, write: false } => format!(
                 "the customer has not consented to `{purpose}` (or has objected), and the policy blocks the response"
+            ),
+            ConsentRequired { purpose, write: true } => format!(
+                "the customer has not consented to `{purpose}` (or has objected), so this write was not sent to the CRM"
             ),
             ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
             NotCollectable { purpose, collectable } if collectable.is_empty() => format!(
@@ -316,6 +321,7 @@ mod tests {
             },
             ConsentRequired {
                 purpose: "marketing".into(),
+                write: false,
             },
             ConsentUnavailable,
             NotCollectable {

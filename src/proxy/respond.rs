@@ -80,6 +80,7 @@ fn from_transform(e: TransformError, purpose: &str) -> Refusal {
         TransformError::TooLarge { .. } => Refusal::ResponseTooLarge,
         TransformError::Blocked { .. } => Refusal::ConsentRequired {
             purpose: purpose.to_owned(),
+            write: false,
         },
     }
 }

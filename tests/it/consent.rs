@@ -830,3 +830,44 @@ async fn a_small_record_limit_holds_for_lists_waiting_on_consent() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(ids(&got).len(), 100);
 }
+
+#[tokio::test]
+async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
+    let gw = TestGateway::builder().admin().start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    let url = gw.url(ONE);
+    let patch = || {
+        send(
+            "PATCH",
+            &url,
+            &[
+                ("x-api-key", MARKETING),
+                ("content-type", "application/json"),
+            ],
+            br#"{"properties":{"email":"new@x.example","phone":"+1 555 234 5678"}}"#,
+        )
+    };
+    let got = patch().await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (403, "consent-required")
+    );
+    assert!(
+        got.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not sent to the CRM")
+    );
+    assert_eq!(gw.crm.count(), 0, "refused before the CRM");
+    assert_eq!(change(&gw, "7", "marketing", "granted").await.status, 200);
+    let got = patch().await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let sent: serde_json::Value = serde_json::from_slice(&gw.crm.last().body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"properties":{"email":"new@x.example"}})
+    );
+    assert_eq!(change(&gw, "7", "marketing", "withdrawn").await.status, 200);
+    assert_eq!(patch().await.status, 403);
+    assert_eq!(gw.crm.count(), 1);
+}
