@@ -19,6 +19,8 @@ use http::{HeaderName, HeaderValue, Uri};
 use serde_saphyr::{Location, Spanned};
 use zeroize::Zeroizing;
 
+use crate::keys::master::MasterKeys;
+
 use crate::diag::{Report, at, parse_yaml};
 use crate::policy::{self, PolicySet, taxonomy};
 use crate::transform::HashKey;
@@ -39,6 +41,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub hash_key: Option<Arc<HashKey>>,
+    /// The master key ring (encryption at rest), if configured.
+    pub master_keys: Option<Arc<MasterKeys>>,
     /// The SQLite store's file.
     pub sqlite: PathBuf,
     /// The admin API; `None` when the config has no `admin` section.
@@ -429,6 +433,7 @@ impl Builder<'_> {
         let upstream = self.upstream(&src.upstream);
         let policies_dir = self.relative(&src.policies.value);
         let hash_key = self.hash_key(src.keys.as_ref());
+        let master_keys = self.master_keys(src.keys.as_ref());
         let clients = self.clients(&src.clients);
         let identity = self.identity(src.identity.as_ref());
         let unmatched = match src.routes.as_ref().and_then(|r| r.unmatched.as_ref()) {
@@ -466,6 +471,7 @@ impl Builder<'_> {
             limits,
             log,
             hash_key,
+            master_keys,
             sqlite: sqlite?,
             admin,
         })
@@ -599,6 +605,40 @@ impl Builder<'_> {
                 Duration::from_secs(30),
             ),
         })
+    }
+
+    /// The master key ring: from a 0600 file or the environment. A ring that
+    /// is configured but unusable is an error (nothing starts); errors never
+    /// show key material.
+    fn master_keys(&mut self, k: Option<&source::KeysSource>) -> Option<Arc<MasterKeys>> {
+        let k = k?;
+        let loaded = match (&k.master_key_file, &k.master_key) {
+            (Some(_), Some(v)) => {
+                self.err(
+                    at(v),
+                    "give `master_key_file` or `master_key`, not both",
+                    None,
+                );
+                return None;
+            }
+            (Some(f), None) => (MasterKeys::load_file(&self.relative(&f.value)), at(f)),
+            (None, Some(v)) => {
+                let text = Zeroizing::new(self.expand(v)?);
+                (MasterKeys::parse(&text), at(v))
+            }
+            (None, None) => return None,
+        };
+        match loaded {
+            (Ok(ring), _) => Some(Arc::new(ring)),
+            (Err(e), where_) => {
+                self.err(
+                    where_,
+                    format!("the master key ring cannot be used: {e}"),
+                    Some("make one with `consentry keys generate --out FILE` (it writes the file with permissions 0600)"),
+                );
+                None
+            }
+        }
     }
 
     fn hash_key(&mut self, k: Option<&source::KeysSource>) -> Option<Arc<HashKey>> {

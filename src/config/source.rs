@@ -100,6 +100,12 @@ pub struct KeysSource {
     /// A file holding that key (alternative to `hash_key`).
     #[serde(default)]
     pub hash_key_file: Option<Spanned<String>>,
+    /// The master key ring file (0600), for encryption at rest.
+    #[serde(default)]
+    pub master_key_file: Option<Spanned<String>>,
+    /// The master key ring itself (alternative to the file); `${VAR}` allowed.
+    #[serde(default)]
+    pub master_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

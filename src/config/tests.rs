@@ -188,3 +188,54 @@ fn the_example_config_needs_its_secrets_except_in_the_demo() {
     );
     assert!(set.resources().len() >= 4);
 }
+
+#[cfg(unix)]
+#[test]
+fn the_master_key_ring_comes_from_a_0600_file_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let ring = crate::keys::master::MasterKeys::generate().unwrap();
+    ring.write_new_file(&dir.path().join("master.key")).unwrap();
+    let text = |keys: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:4000 }}\npolicies: .\nkeys: {{ {keys} }}\n\
+             clients:\n  - {{ name: d, api_key_sha256: {}, purposes: [essential.service] }}\n",
+            api_key_hash("client-key-0123456789abcdef")
+        )
+    };
+    let path = dir.path().join("consentry.yaml");
+    let (c, _, _) = load_str(&path, &text("master_key_file: master.key"), env).unwrap();
+    assert_eq!(c.master_keys.unwrap().current().version, 1);
+    let ring_text = ring.to_text();
+    let from_env = |n: &str| (n == "RING").then(|| ring_text.to_string());
+    let (c, _, _) = load_str(&path, &text("master_key: \"${RING}\""), from_env).unwrap();
+    assert!(c.master_keys.is_some());
+    // Readable by others: refused, with the fix.
+    std::fs::set_permissions(
+        dir.path().join("master.key"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let e = load_str(&path, &text("master_key_file: master.key"), env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("consentry.yaml:4:") && e.contains("chmod 600"),
+        "{e}"
+    );
+    // Unusable text: refused, without echoing it.
+    let bad = |n: &str| (n == "RING").then(|| "consentry-master-key v1 c2VjcmV0".to_owned());
+    let e = load_str(&path, &text("master_key: \"${RING}\""), bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not 32 bytes") && !e.contains("c2VjcmV0"), "{e}");
+    let e = load_str(
+        &path,
+        &text("master_key: x, master_key_file: master.key"),
+        env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not both"), "{e}");
+}
