@@ -871,3 +871,96 @@ async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
     assert_eq!(patch().await.status, 403);
     assert_eq!(gw.crm.count(), 1);
 }
+
+/// A free port on 127.0.0.1 (bound, then released for the child process).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child process when the test ends, also on a failed assertion.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill(); // SIGKILL: no shutdown, no flush
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_acknowledged_change_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    let (listen, admin_port) = (free_port(), free_port());
+    let cfg = dir.path().join("consentry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{listen}\nupstream: {{ url: http://127.0.0.1:9 }}\npolicies: policies\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef }}\nstorage: {{ sqlite: data/c.db }}\n\
+             admin: {{ listen: 127.0.0.1:{admin_port}, token: {ADMIN_TOKEN} }}\n\
+             clients:\n  - {{ name: m, api_key_sha256: {}, purposes: [marketing] }}\n",
+            consentry::config::api_key_hash(MARKETING)
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+                .args(["serve", "--config"])
+                .arg(&cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let admin_url = |p: &str| format!("http://127.0.0.1:{admin_port}{p}");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let wait_up = || async {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not start");
+    };
+    let child = start();
+    wait_up().await;
+    for (subject, status) in [("7", "granted"), ("8", "granted"), ("8", "withdrawn")] {
+        let body =
+            format!(r#"{{"subject":"{subject}","purpose":"marketing","status":"{status}"}}"#);
+        let got = send(
+            "POST",
+            &admin_url("/v1/consents"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    drop(child);
+    let _child = start();
+    wait_up().await;
+    for (subject, want) in [("7", "granted"), ("8", "withdrawn")] {
+        let got = send(
+            "GET",
+            &admin_url(&format!("/v1/subjects/{subject}/consents")),
+            &[("authorization", &auth)],
+            b"",
+        )
+        .await;
+        assert_eq!(got.json()["consents"][0]["status"], want, "{}", got.text());
+    }
+}
