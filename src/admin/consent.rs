@@ -51,10 +51,15 @@ fn unsupported(detail: &str) -> Problem {
 }
 
 /// Stores checked changes; the answer says what was new.
-async fn store(admin: &Admin, events: Vec<ConsentEvent>) -> Result<Response<Body>> {
+async fn store(
+    admin: &Admin,
+    events: Vec<ConsentEvent>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+) -> Result<Response<Body>> {
     let gw = Arc::clone(admin.gateway());
     let n = events.len();
     let applied: std::result::Result<Applied, Invalid> = blocking(move || {
+        let _held_until_stored = guard;
         let policies = gw.policies();
         gw.consents()
             .record(&events, &|p| policies.knows_purpose(p))
@@ -92,13 +97,13 @@ pub async fn set(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>
     };
     let events =
         import::parse_changes(&bytes, defaults).map_err(|e| Problem::bad_request(e.to_string()))?;
-    store(admin, events).await
+    store(admin, events, None).await
 }
 
 /// `POST /v1/consents/import`: a CSV or JSON file (by `Content-Type` or
 /// `?format=`), checked whole before anything is stored.
 pub async fn import(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>> {
-    let Ok(_one_at_a_time) = admin.importing.try_lock() else {
+    let Ok(one_at_a_time) = Arc::clone(&admin.importing).try_lock_owned() else {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "import-running",
@@ -131,10 +136,10 @@ pub async fn import(admin: &Admin, req: Request<Incoming>) -> Result<Response<Bo
             &|p| policies.knows_purpose(p),
             gw.consents().now(),
         )?;
-        Ok::<_, import::ImportError>(events)
+        Ok::<_, import::ImportError>((events, one_at_a_time))
     })
     .await?;
-    let events = checked.map_err(|e| {
+    let (events, one_at_a_time) = checked.map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-import",
@@ -142,7 +147,7 @@ pub async fn import(admin: &Admin, req: Request<Incoming>) -> Result<Response<Bo
             e.to_string(),
         )
     })?;
-    store(admin, events).await
+    store(admin, events, Some(one_at_a_time)).await
 }
 
 /// `GET /v1/consents/export?format=jsonl|csv` (JSON lines by default), in
@@ -263,11 +268,15 @@ pub async fn current(admin: &Admin, subject: &str) -> Result<Response<Body>> {
         .await?
         .map_err(Problem::store)?;
     let now = admin.gateway().consents().now();
-    // History is ordered by (statement time, id), the store's own order for
-    // "latest", so the last statement per purpose is the current one.
+    // The store's own order for "latest" (`ConsentStore::apply`): when a
+    // statement took effect, min(at, recorded), then id.
+    let key = |s: &Stored| (s.event.at.min(s.recorded), s.id);
     let mut latest: BTreeMap<&str, &Stored> = BTreeMap::new();
     for h in &history {
-        latest.insert(h.event.purpose.as_str(), h);
+        let e = latest.entry(h.event.purpose.as_str()).or_insert(h);
+        if key(h) > key(e) {
+            *e = h;
+        }
     }
     let list: Vec<serde_json::Value> = latest
         .values()

@@ -38,7 +38,9 @@ pub struct Admin {
     gateway: Arc<Gateway>,
     token: AdminToken,
     /// One bulk import at a time: each may hold up to 64 MiB while parsed.
-    pub(crate) importing: tokio::sync::Mutex<()>,
+    /// The guard moves into the blocking work, so a client that goes away
+    /// does not release it early.
+    pub(crate) importing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A refusal from the admin API.
@@ -110,7 +112,7 @@ impl Admin {
         Admin {
             gateway,
             token,
-            importing: tokio::sync::Mutex::new(()),
+            importing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

@@ -143,26 +143,14 @@ impl Consents {
             .writes
             .lock()
             .map_err(|_| Invalid::Bad("writer poisoned".into()))?;
-        // A time ahead of this clock (allowed: up to 5 minutes of skew) is
-        // recorded as now, so that it cannot outrank a change made next.
-        let clamped: Vec<ConsentEvent>;
-        let events = if events.iter().any(|e| e.at > now) {
-            clamped = events
-                .iter()
-                .map(|e| ConsentEvent {
-                    at: e.at.min(now),
-                    ..e.clone()
-                })
-                .collect();
-            &clamped[..]
-        } else {
-            events
-        };
+        // A time ahead of this clock (up to 5 minutes of skew pass
+        // `validate`) takes effect as now: the store orders by min(at, now).
         let applied = self.store.apply(events, now)?;
+        // Committed: from here on a failure is the service's, not the input's.
         let mut cache = self
             .cache
             .write()
-            .map_err(|_| Invalid::Bad("cache poisoned".into()))?;
+            .map_err(|_| Invalid::Store(StoreError("consent cache poisoned".into())))?;
         for e in events {
             cache.map.remove(e.subject.as_str());
         }
@@ -277,26 +265,30 @@ mod tests {
 
     #[test]
     fn a_time_ahead_of_the_clock_cannot_outrank_the_next_change() {
-        let clock = ManualClock::at(1_000_000);
-        let c = Consents::new(Arc::new(MemoryStore::default()), clock);
+        let store = Arc::new(MemoryStore::default());
+        let c = Consents::new(store.clone(), ManualClock::at(1_000_000));
         let yes = |_: &str| true;
         // A consent platform whose clock runs 3 minutes fast.
-        c.record(&[ev("7", Status::Granted, 1_000_000 + 180_000)], &yes)
-            .unwrap();
+        let grant = ev("7", Status::Granted, 1_000_000 + 180_000);
+        c.record(std::slice::from_ref(&grant), &yes).unwrap();
         let a = c
             .record(&[ev("7", Status::Withdrawn, 1_000_000)], &yes)
             .unwrap();
         assert_eq!((a.inserted, a.superseded), (1, 0));
-        assert!(!c.fetch(&["7".into()]).unwrap()["7"].allows(
-            "marketing",
-            Basis::Consent,
-            1_000_001
-        ));
+        let allowed = |c: &Consents, now| {
+            c.fetch(&["7".into()]).unwrap()["7"].allows("marketing", Basis::Consent, now)
+        };
+        assert!(!allowed(&c, 1_000_001));
         assert_eq!(
-            c.history("7").unwrap()[0].event.at,
-            1_000_000,
-            "recorded as now"
+            c.history("7").unwrap()[1].event.at,
+            1_180_000,
+            "its own time is kept"
         );
+        // The platform retries once its time has passed: the same statement,
+        // so nothing changes, and the withdrawal stays in force.
+        let later = Consents::new(store, ManualClock::at(1_240_000));
+        assert_eq!(later.record(&[grant], &yes).unwrap().unchanged, 1);
+        assert!(!allowed(&later, 1_240_001));
     }
 
     #[test]

@@ -102,16 +102,21 @@ impl SubjectConsents {
     /// `marketing.communications.email` stops e-mail marketing too, and a
     /// withdrawal of `marketing.communications.email` after a grant of
     /// `marketing` stops just that. At equal times the more specific one
-    /// decides. A grant that has expired does not decide; an older one may.
+    /// decides. A grant that has expired still decides, as "no consent": the
+    /// customer's latest word was time-limited, and an older, broader grant
+    /// does not come back when it lapses. (Under legitimate interest a lapsed
+    /// grant is no objection.)
     pub fn allows(&self, purpose: &str, basis: Basis, now: Millis) -> bool {
         // Per purpose there is one current statement, so there are no ties.
         let decisive = self
             .entries
             .iter()
-            .filter(|c| c.status != Status::Granted || c.expires.is_none_or(|e| e > now))
             .filter(|c| taxonomy::is_within(purpose, &c.purpose))
             .max_by_key(|c| (c.at, c.purpose.len()));
         match decisive {
+            Some(c) if c.status == Status::Granted && c.expires.is_some_and(|e| e <= now) => {
+                basis == Basis::LegitimateInterest
+            }
             Some(c) => c.status == Status::Granted,
             None => basis == Basis::LegitimateInterest,
         }
@@ -189,14 +194,31 @@ mod tests {
         };
         assert!(s.allows("marketing", Basis::Consent, 99));
         assert!(!s.allows("marketing", Basis::Consent, 100));
-        // A lapsed specific grant falls back to a valid parent grant.
+        // A lapsed grant decides as "no consent": an older, broader grant
+        // does not come back,
         let s = SubjectConsents {
             entries: vec![
                 c("marketing", Granted, None),
                 at("marketing.advertising", Granted, Some(10), 5),
             ],
         };
-        assert!(s.allows("marketing.advertising", Basis::Consent, 50));
+        assert!(s.allows("marketing.advertising", Basis::Consent, 9));
+        assert!(!s.allows("marketing.advertising", Basis::Consent, 50));
+        assert!(s.allows("marketing.communications", Basis::Consent, 50));
+        // and neither does one the customer had overridden since.
+        let s = SubjectConsents {
+            entries: vec![
+                at("marketing", Granted, None, 1),
+                at("marketing.communications.email", Granted, Some(10), 3),
+            ],
+        };
+        assert!(!s.allows("marketing.communications.email", Basis::Consent, 50));
+        // Under legitimate interest a lapsed grant is no objection.
+        assert!(s.allows(
+            "marketing.communications.email",
+            Basis::LegitimateInterest,
+            50
+        ));
     }
 
     #[test]

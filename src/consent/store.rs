@@ -40,7 +40,10 @@ pub struct StoreError(pub String);
 pub trait ConsentStore: Send + Sync + fmt::Debug {
     /// Stores `events` in one transaction: all or nothing. An event equal to
     /// a stored one (every field) is not stored again. The current state
-    /// follows the latest statement by time (by id at equal times).
+    /// follows the latest statement by when it took effect, `min(at,
+    /// recorded)` (by id at equal times): a time ahead of the store's clock
+    /// cannot outrank a change recorded after it, while the statement keeps
+    /// its own time in the history and for idempotency.
     fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError>;
 
     /// The current statements of each subject (subjects without any are absent).
@@ -51,6 +54,11 @@ pub trait ConsentStore: Send + Sync + fmt::Debug {
 
     /// Every statement, oldest first, given to `sink` one by one.
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError>;
+}
+
+/// When a stored statement took effect.
+fn effective(s: &Stored) -> Millis {
+    s.event.at.min(s.recorded)
 }
 
 /// An in-memory store with the same semantics as the SQLite one.
@@ -87,7 +95,9 @@ impl ConsentStore for MemoryStore {
             }
             let id = all.len() as i64 + 1;
             let newer = all.iter().any(|s| {
-                s.event.subject == e.subject && s.event.purpose == e.purpose && s.event.at > e.at
+                s.event.subject == e.subject
+                    && s.event.purpose == e.purpose
+                    && effective(s) > e.at.min(recorded)
             });
             all.push(Stored {
                 id,
@@ -112,7 +122,7 @@ impl ConsentStore for MemoryStore {
         {
             let k = (s.event.subject.as_str(), s.event.purpose.as_str());
             match latest.get(&k) {
-                Some(prev) if (prev.event.at, prev.id) > (s.event.at, s.id) => {}
+                Some(prev) if (effective(prev), prev.id) > (effective(s), s.id) => {}
                 _ => {
                     latest.insert(k, s);
                 }
@@ -127,7 +137,7 @@ impl ConsentStore for MemoryStore {
                     purpose: purpose.into(),
                     status: s.event.status,
                     expires: s.event.expires,
-                    at: s.event.at,
+                    at: effective(s),
                 });
         }
         Ok(out)

@@ -157,12 +157,19 @@ impl MasterKeys {
 
     /// The ring as key-file text. Zeroised on drop.
     pub fn to_text(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::from(
-            "# consentry master key ring: keep this file secret (chmod 600).\n",
-        ));
+        const HEAD: &str = "# consentry master key ring: keep this file secret (chmod 600).\n";
+        // Sized up front, so that no copy of a key is left behind by a
+        // reallocation.
+        let mut s = Zeroizing::new(String::with_capacity(HEAD.len() + self.keys.len() * 80));
+        s.push_str(HEAD);
         for k in &self.keys {
             let b64 = Zeroizing::new(URL_SAFE_NO_PAD.encode(k.key.as_slice()));
-            s.push_str(&format!("{TAG} v{} {}\n", k.version, b64.as_str()));
+            s.push_str(TAG);
+            s.push_str(" v");
+            s.push_str(&k.version.to_string());
+            s.push(' ');
+            s.push_str(&b64);
+            s.push('\n');
         }
         s
     }

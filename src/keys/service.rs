@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use arc_swap::ArcSwap;
-
 use super::KeyError;
 use super::master::MasterKeys;
 use super::store::{KeyStore, StoredKey};
@@ -30,10 +28,19 @@ pub enum KeysError {
 
 #[derive(Debug)]
 pub struct Keys {
-    ring: ArcSwap<MasterKeys>,
+    /// The master key ring; read by key lookups, written by rotation.
+    rotation: RwLock<MasterKeys>,
     store: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
-    cache: RwLock<HashMap<String, Arc<DataKey>>>,
+    cache: RwLock<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    map: HashMap<String, Arc<DataKey>>,
+    /// Bumped by every destruction, so that a key read from the store
+    /// before it was destroyed is not cached after.
+    generation: u64,
 }
 
 pub fn subject_owner(subject: &str) -> String {
@@ -47,23 +54,38 @@ pub fn category_owner(category: &str) -> String {
 impl Keys {
     pub fn new(ring: MasterKeys, store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Keys {
         Keys {
-            ring: ArcSwap::from_pointee(ring),
+            rotation: RwLock::new(ring),
             store,
             clock,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Cache::default()),
         }
     }
 
     fn cached(&self, owner: &str) -> Option<Arc<DataKey>> {
-        self.cache.read().ok()?.get(owner).cloned()
+        self.cache.read().ok()?.map.get(owner).cloned()
     }
 
-    fn remember(&self, owner: &str, dk: DataKey) -> Arc<DataKey> {
+    fn poisoned() -> KeysError {
+        KeysError::Store(StoreError("key cache poisoned".into()))
+    }
+
+    fn generation(&self) -> Result<u64, KeysError> {
+        self.cache
+            .read()
+            .map(|c| c.generation)
+            .map_err(|_| Self::poisoned())
+    }
+
+    /// Caches a key read while the generation was `before`. A destruction
+    /// since then may have been of this very key: then it is not used.
+    fn remember(&self, owner: &str, dk: DataKey, before: u64) -> Result<Arc<DataKey>, KeysError> {
         let dk = Arc::new(dk);
-        if let Ok(mut c) = self.cache.write() {
-            c.insert(owner.to_owned(), Arc::clone(&dk));
+        let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
+        if c.generation != before {
+            return Err(KeysError::Destroyed);
         }
-        dk
+        c.map.insert(owner.to_owned(), Arc::clone(&dk));
+        Ok(dk)
     }
 
     /// The key new tokens of `owner` use: made and stored on first use.
@@ -72,7 +94,10 @@ impl Keys {
         if let Some(k) = self.cached(owner) {
             return Ok(k);
         }
-        let ring = self.ring.load();
+        let before = self.generation()?;
+        // Held until the key is stored, so that a rotation cannot swap the
+        // ring between wrapping and storing (see `rotate`).
+        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
         let stored = match self.store.get(owner)? {
             Some(s) => s,
             None => {
@@ -83,7 +108,7 @@ impl Keys {
             }
         };
         match stored {
-            StoredKey::Live(w) => Ok(self.remember(owner, ring.unwrap(owner, &w)?)),
+            StoredKey::Live(w) => self.remember(owner, ring.unwrap(owner, &w)?, before),
             StoredKey::Destroyed { .. } => Err(KeysError::Destroyed),
         }
     }
@@ -93,13 +118,17 @@ impl Keys {
     pub fn for_read(&self, owner: &str, id: KeyId) -> Result<Arc<DataKey>, KeysError> {
         let dk = match self.cached(owner) {
             Some(k) => k,
-            None => match self.store.get(owner)? {
-                Some(StoredKey::Live(w)) => {
-                    self.remember(owner, self.ring.load().unwrap(owner, &w)?)
+            None => {
+                let before = self.generation()?;
+                match self.store.get(owner)? {
+                    Some(StoredKey::Live(w)) => {
+                        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+                        self.remember(owner, ring.unwrap(owner, &w)?, before)?
+                    }
+                    Some(StoredKey::Destroyed { .. }) => return Err(KeysError::Destroyed),
+                    None => return Err(KeysError::Key(KeyError::Decrypt)),
                 }
-                Some(StoredKey::Destroyed { .. }) => return Err(KeysError::Destroyed),
-                None => return Err(KeysError::Key(KeyError::Decrypt)),
-            },
+            }
         };
         if dk.id == id {
             Ok(dk)
@@ -112,40 +141,46 @@ impl Keys {
     /// had none.
     pub fn destroy(&self, owner: &str) -> Result<bool, KeysError> {
         let done = self.store.destroy(owner, self.clock.now_ms())?;
-        if let Ok(mut c) = self.cache.write() {
-            c.remove(owner);
-        }
+        let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
+        c.map.remove(owner);
+        c.generation += 1;
         Ok(done)
     }
 
-    /// Re-wraps every live data key under `ring`'s current version, in one
-    /// transaction, then uses `ring`. Tokens are untouched. Returns how
-    /// many keys were re-wrapped.
+    /// Re-wraps every live data key under `ring`'s current version, then
+    /// uses `ring`. Tokens are untouched. `ring` must hold every version of
+    /// the current ring with the same keys, plus a newer current one.
+    /// Writers wait while it runs, so no key is left under an old version.
+    /// Returns how many keys were re-wrapped.
     pub fn rotate(&self, ring: MasterKeys) -> Result<usize, KeysError> {
-        let old = self.ring.load_full();
+        let mut current = self.rotation.write().map_err(|_| Self::poisoned())?;
+        let old_version = current.current().version;
         let version = ring.current().version;
-        let ring = Arc::new(ring);
-        let pass = |n: &mut usize| -> Result<(), KeysError> {
-            let mut out = Vec::new();
-            for (owner, w) in self.store.live()? {
-                if w.master_version == version {
-                    continue;
-                }
-                let dk = old
-                    .unwrap(&owner, &w)
-                    .or_else(|_| ring.unwrap(&owner, &w))?;
-                out.push((owner.clone(), ring.wrap(&owner, &dk)?));
+        if version <= old_version {
+            return Err(KeysError::Key(KeyError::Invalid(format!(
+                "the new ring's current version (v{version}) must be newer than v{old_version}"
+            ))));
+        }
+        for v in current.versions() {
+            let same =
+                matches!((current.get(v), ring.get(v)), (Some(a), Some(b)) if *a.key == *b.key);
+            if !same {
+                return Err(KeysError::Key(KeyError::Invalid(format!(
+                    "the new ring must keep master key v{v} unchanged"
+                ))));
             }
-            *n += out.len();
-            Ok(self.store.rewrap(&out)?)
-        };
-        let mut n = 0;
-        pass(&mut n)?;
-        self.ring.store(Arc::clone(&ring));
-        // Keys made during the first pass were wrapped by the old version;
-        // from here on new keys use the new one, so a second pass is the last.
-        pass(&mut n)?;
-        Ok(n)
+        }
+        let mut out = Vec::new();
+        for (owner, w) in self.store.live()? {
+            if w.master_version == version {
+                continue;
+            }
+            let dk = current.unwrap(&owner, &w)?;
+            out.push((owner.clone(), ring.wrap(&owner, &dk)?));
+        }
+        self.store.rewrap(&out)?;
+        *current = ring;
+        Ok(out.len())
     }
 }
 
@@ -192,6 +227,13 @@ mod tests {
             .with_new_version()
             .unwrap();
         let two_text = two.to_text();
+        // A ring that drops or changes a version, or adds none, is refused.
+        assert!(again.rotate(MasterKeys::parse(&text).unwrap()).is_err());
+        assert!(
+            again
+                .rotate(MasterKeys::generate().unwrap().with_new_version().unwrap())
+                .is_err()
+        );
         assert_eq!(again.rotate(two).unwrap(), 1);
         let v2_only: String = two_text
             .lines()

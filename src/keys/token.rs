@@ -127,12 +127,14 @@ pub fn encrypt(
     plaintext: &[u8],
 ) -> Result<String, KeyError> {
     let nonce: [u8; NONCE] = random()?;
-    let mut buf = plaintext.to_vec();
+    // Room for the tag up front: no reallocation leaves plaintext behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG));
+    buf.extend_from_slice(plaintext);
     Aes256Gcm::new(&Key::<Aes256Gcm>::from(*dk.key))
         .encrypt_in_place(
             &Nonce::from(nonce),
             &aad(Kind::Randomised, &dk.id, Some(subject), category),
-            &mut buf,
+            &mut *buf,
         )
         .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
     let mut payload = nonce.to_vec();
@@ -148,12 +150,14 @@ pub fn encrypt_deterministic(
     category: &str,
     plaintext: &[u8],
 ) -> Result<String, KeyError> {
-    let mut buf = plaintext.to_vec();
+    // Room for the tag up front: no reallocation leaves plaintext behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG));
+    buf.extend_from_slice(plaintext);
     Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::from(*dk.key))
         .encrypt_in_place(
             &aes_gcm_siv::Nonce::default(),
             &aad(Kind::Deterministic, &dk.id, None, category),
-            &mut buf,
+            &mut *buf,
         )
         .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
     Ok(render(Kind::Deterministic, &dk.id, &buf))

@@ -754,6 +754,14 @@ impl Compiler<'_> {
                 .trim_start_matches('/')
                 .split('/')
                 .position(|s| s == want);
+            if passthrough {
+                self.r.error(
+                    file,
+                    at(p),
+                    "`path_subject` has no effect on a passthrough resource: nothing is checked there",
+                    Some("remove `passthrough: true` (then the writes are checked), or remove `path_subject`".into()),
+                );
+            }
             if at_seg.is_none() {
                 self.r.error(
                     file,

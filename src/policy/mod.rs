@@ -173,13 +173,25 @@ pub enum Minimise {
 
 impl Resource {
     /// The subject a write to `path` (normalised) names, if the resource
-    /// says where (`path_subject`). Percent-escapes are decoded.
+    /// says where (`path_subject`) and it is a well-formed subject id.
+    /// Percent-escapes are decoded. The path must carry the id the consent
+    /// store knows the customer by.
     pub fn write_subject(&self, path: &str) -> Option<String> {
         let seg = path.strip_prefix('/')?.split('/').nth(self.path_subject?)?;
-        percent_encoding::percent_decode_str(seg)
+        let id = percent_encoding::percent_decode_str(seg)
             .decode_utf8()
-            .ok()
-            .map(|s| s.into_owned())
+            .ok()?;
+        crate::consent::model::check_subject(&id).ok()?;
+        Some(id.into_owned())
+    }
+
+    /// Whether `method` changes data (and so may need the path subject's
+    /// consent before it is sent).
+    pub fn is_write(method: &Method) -> bool {
+        matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        )
     }
 
     /// The consent check `rule` needs for a response to `method` with

@@ -164,7 +164,11 @@ pub fn write(
     };
     // As the gateway does: a write naming its subject in the path needs the
     // subject's consent before it is sent.
-    if let (Some(check), Some(_)) = (rule.consent, resource.path_subject) {
+    if let (Some(check), Some(_), true) = (
+        rule.consent,
+        resource.path_subject,
+        super::Resource::is_write(method),
+    ) {
         let path = target.split_once('?').map_or(target, |(p, _)| p);
         let normal = path::normalise(path).map_err(|e| e.to_string())?;
         let allowed = resource.write_subject(&normal).is_some_and(|s| {

@@ -445,6 +445,23 @@ fn consent_and_minimisation_keys_are_checked() {
         e.contains("`echo_created` is about 201 answers to POST"),
         "{e}"
     );
+    let e = err(base(
+        "    subject: $.id\n    path_subject: id\n",
+        "  - purpose: marketing\n    allow: [user]\n",
+    ));
+    assert!(
+        e.contains("`path_subject: id` names no parameter of this path"),
+        "{e}"
+    );
+    let e = err(base(
+        "    passthrough: true\n    path_subject: id\n",
+        "  - purpose: essential.service\n    allow: [user]\n",
+    )
+    .replace("path: /c }", "path: \"/c/{id}\" }"));
+    assert!(
+        e.contains("`path_subject` has no effect on a passthrough resource"),
+        "{e}"
+    );
     // A non-consent basis on an opt-in purpose compiles, with a warning.
     let (_, warnings) = compile(
         &[(

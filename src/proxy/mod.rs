@@ -150,10 +150,13 @@ impl Gateway {
             ctx.template = Some(Arc::clone(&r.template));
         }
         let inspected = matches!(plan, Plan::Inspect { .. });
+        if let Plan::Inspect { resource, rule } = &plan
+            && crate::policy::Resource::is_write(&parts.method)
+        {
+            collect::check_subject(&self.consents, resource, rule, &purpose, &target.path).await?;
+        }
         let (up_body, too_large) = match &plan {
             Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
-                collect::check_subject(&self.consents, resource, rule, &purpose, &target.path)
-                    .await?;
                 let (b, _removed) = collect::write_body(
                     &parts,
                     body,

@@ -98,7 +98,9 @@ pub fn lock(path: &Path) -> Result<Option<StoreLock>, StoreError> {
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
     }
     // The lock is named after the store's real location, so that two
-    // spellings of one path (relative, symlinked) take the same lock.
+    // spellings of one path (relative, symlinked, or a symlinked file)
+    // take the same lock.
+    let path = &path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) => d.canonicalize(),
         None => std::env::current_dir(),
@@ -176,7 +178,9 @@ impl SqliteStore {
             .execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(err("configure"))?;
         Ok(SqliteStore {
-            path: path.to_path_buf(),
+            // Absolute: later connections (exports) must not follow a
+            // change of working directory.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             _lock: Some(lock),
@@ -207,7 +211,7 @@ impl SqliteStore {
             )));
         }
         Ok(SqliteStore {
-            path: path.to_path_buf(),
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             writer: Mutex::new(open()?),
             reader: Mutex::new(reader),
             _lock: None,
@@ -308,12 +312,14 @@ impl ConsentStore for SqliteStore {
                 }
                 out.inserted += 1;
                 let id = tx.last_insert_rowid();
+                // Ordered by when it took effect: a time ahead of our clock
+                // counts as when it was recorded (see `ConsentStore::apply`).
                 let became_current = current
                     .execute(params![
                         e.subject,
                         e.purpose,
                         e.status.as_str(),
-                        e.at,
+                        e.at.min(recorded),
                         id,
                         e.expires
                     ])
@@ -385,6 +391,8 @@ impl ConsentStore for SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err("open for export"))?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(err("configure"))?;
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM consent_events ORDER BY at_ms, id"
@@ -470,9 +478,23 @@ impl KeyStore for SqliteStore {
             .map_err(err("destroy key"))?;
         if n > 0 {
             // The old page may still sit in the WAL: copy it into the main
-            // file (where secure_delete overwrote it) and empty the WAL.
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                .map_err(err("checkpoint"))?;
+            // file (where secure_delete overwrote it) and empty the WAL. A
+            // reader holding an old snapshot makes the checkpoint busy: retry
+            // briefly; the frames are overwritten later in any case.
+            for attempt in 0..20 {
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                    .map_err(err("checkpoint"))?;
+                if busy == 0 {
+                    break;
+                }
+                if attempt == 19 {
+                    tracing::warn!(
+                        "a destroyed key's old page stays in the WAL until the next checkpoint"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         Ok(n > 0)
     }

@@ -869,6 +869,21 @@ async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
     );
     assert_eq!(change(&gw, "7", "marketing", "withdrawn").await.status, 200);
     assert_eq!(patch().await.status, 403);
+    // A path segment that is no well-formed subject id is refused too.
+    let odd = send(
+        "PATCH",
+        &gw.url("/crm/v3/objects/contacts/%207"),
+        &[
+            ("x-api-key", MARKETING),
+            ("content-type", "application/json"),
+        ],
+        br#"{"properties":{}}"#,
+    )
+    .await;
+    assert_eq!(
+        (odd.status, odd.problem().as_str()),
+        (403, "consent-required")
+    );
     assert_eq!(gw.crm.count(), 1);
 }
 
