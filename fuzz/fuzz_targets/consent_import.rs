@@ -9,7 +9,9 @@ fuzz_target!(|data: &[u8]| {
     for format in [Format::Csv, Format::Json] {
         if let Ok(events) = import::parse(data, format) {
             assert!(!events.is_empty());
-            let _ = import::check(&events, format, &|p| p == "marketing", 1_900_000_000_000);
+            for e in &events {
+                let _ = consentry::consent::validate(e, &|p| p == "marketing", 1_900_000_000_000);
+            }
         }
     }
     let defaults = Defaults { at: 1_900_000_000_000, source: "fuzz" };

@@ -51,9 +51,12 @@ fn unsupported(detail: &str) -> Problem {
 }
 
 /// Stores checked changes; the answer says what was new.
+/// Checks and stores changes; problems in a file (`format`) are named by
+/// its lines or records.
 async fn store(
     admin: &Admin,
     events: Vec<ConsentEvent>,
+    format: Option<Format>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) -> Result<Response<Body>> {
     let gw = Arc::clone(admin.gateway());
@@ -61,8 +64,13 @@ async fn store(
     let applied: std::result::Result<Applied, Invalid> = blocking(move || {
         let _held_until_stored = guard;
         let policies = gw.policies();
-        gw.consents()
-            .record(&events, &|p| policies.knows_purpose(p))
+        let knows = |p: &str| policies.knows_purpose(p);
+        match format {
+            Some(f) => gw
+                .consents()
+                .record_labelled(&events, &knows, &|i| f.label(i)),
+            None => gw.consents().record(&events, &knows),
+        }
     })
     .await?;
     match applied {
@@ -82,7 +90,8 @@ async fn store(
                 }),
             ))
         }
-        Err(Invalid::Bad(m)) => Err(Problem::bad_request(m)),
+        Err(Invalid::Bad(m)) if format.is_some() => Err(invalid_import(m.join("; "))),
+        Err(Invalid::Bad(m)) => Err(Problem::bad_request(m.join("; "))),
         Err(Invalid::Store(e)) => Err(Problem::store(e)),
     }
 }
@@ -97,7 +106,7 @@ pub async fn set(admin: &Admin, req: Request<Incoming>) -> Result<Response<Body>
     };
     let events =
         import::parse_changes(&bytes, defaults).map_err(|e| Problem::bad_request(e.to_string()))?;
-    store(admin, events, None).await
+    store(admin, events, None, None).await
 }
 
 /// `POST /v1/consents/import`: a CSV or JSON file (by `Content-Type` or
@@ -126,28 +135,21 @@ pub async fn import(admin: &Admin, req: Request<Incoming>) -> Result<Response<Bo
                 "send `Content-Type: text/csv` or `application/json` (or `?format=csv|json`)",
             )
         })?;
-    let gw = Arc::clone(admin.gateway());
-    let checked = blocking(move || {
-        let events = import::parse(&bytes, format)?;
-        let policies = gw.policies();
-        import::check(
-            &events,
-            format,
-            &|p| policies.knows_purpose(p),
-            gw.consents().now(),
-        )?;
-        Ok::<_, import::ImportError>((events, one_at_a_time))
-    })
-    .await?;
-    let (events, one_at_a_time) = checked.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-import",
-            "Import refused; nothing was stored",
-            e.to_string(),
-        )
-    })?;
-    store(admin, events, Some(one_at_a_time)).await
+    let parsed = blocking(move || (import::parse(&bytes, format), one_at_a_time)).await?;
+    let (events, one_at_a_time) = match parsed {
+        (Ok(events), guard) => (events, guard),
+        (Err(e), _) => return Err(invalid_import(e.to_string())),
+    };
+    store(admin, events, Some(format), Some(one_at_a_time)).await
+}
+
+fn invalid_import(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-import",
+        "Import refused; nothing was stored",
+        detail,
+    )
 }
 
 /// `GET /v1/consents/export?format=jsonl|csv` (JSON lines by default), in
@@ -180,16 +182,7 @@ pub fn export_bytes(consents: &Consents, csv: bool) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut w = csv.then(|| csv::Writer::from_writer(Vec::new()));
     if let Some(w) = w.as_mut() {
-        w.write_record([
-            "subject",
-            "purpose",
-            "status",
-            "at",
-            "source",
-            "expires_at",
-            "proof",
-        ])
-        .map_err(Problem::store)?;
+        w.write_record(import::COLUMNS).map_err(Problem::store)?;
     }
     let mut failed = None;
     consents

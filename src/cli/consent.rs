@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Full};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::consent::Consents;
 use crate::consent::import::{self, Format};
+use crate::consent::{Consents, Invalid};
 use crate::policy::PolicySet;
 use crate::storage::sqlite::{self, SqliteStore};
 
@@ -35,12 +35,14 @@ pub fn import_file(cfg: &Config, set: &PolicySet, file: &Path) -> anyhow::Result
     };
     let store = SqliteStore::open_locked(&cfg.sqlite, lock).map_err(anyhow::Error::msg)?;
     let consents = Consents::new(Arc::new(store), Arc::new(SystemClock));
-    if let Err(e) = import::check(&events, format, &|p| set.knows_purpose(p), consents.now()) {
-        return Ok(refused(file, &e));
-    }
-    let applied = consents
-        .record(&events, &|p| set.knows_purpose(p))
-        .map_err(anyhow::Error::msg)?;
+    let applied =
+        match consents.record_labelled(&events, &|p| set.knows_purpose(p), &|i| format.label(i)) {
+            Ok(a) => a,
+            Err(Invalid::Bad(problems)) => {
+                return Ok(refused(file, &import::ImportError { problems }));
+            }
+            Err(Invalid::Store(e)) => return Err(anyhow::Error::msg(e)),
+        };
     println!(
         "imported {} record(s) into {}: {} new, {} already there",
         events.len(),

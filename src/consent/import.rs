@@ -14,10 +14,21 @@ use serde_json::value::RawValue;
 use super::model::{ConsentEvent, Status};
 use crate::clock::{Millis, parse_rfc3339};
 
+/// The columns of a CSV file, in the order exports write them.
+pub const COLUMNS: [&str; 7] = [
+    "subject",
+    "purpose",
+    "status",
+    "at",
+    "source",
+    "expires_at",
+    "proof",
+];
+
 /// At most this many records per import.
 pub const MAX_RECORDS: usize = 1_000_000;
 /// Problems reported before giving up on listing them.
-const MAX_PROBLEMS: usize = 20;
+pub const MAX_PROBLEMS: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .problems.join("; "))]
@@ -25,11 +36,13 @@ pub struct ImportError {
     pub problems: Vec<String>,
 }
 
+/// One record of a file or change. The subject is `String` in CSV (every
+/// cell is text: the csv crate would read `007` as the number 7) and a JSON
+/// value in JSON (a string, or an integer for CRMs with numeric ids).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Row {
-    /// A string, or an integer for CRMs with numeric ids.
-    subject: serde_json::Value,
+struct Row<S> {
+    subject: S,
     purpose: String,
     status: String,
     #[serde(default)]
@@ -42,33 +55,23 @@ struct Row {
     proof: Option<String>,
 }
 
-/// A CSV row: every cell is text (the csv crate would read `007` as the number 7).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CsvRow {
-    subject: String,
-    purpose: String,
-    status: String,
-    #[serde(default)]
-    at: Option<String>,
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    expires_at: Option<String>,
-    #[serde(default)]
-    proof: Option<String>,
+/// A subject cell as written in a file.
+trait SubjectCell {
+    fn into_id(self) -> Result<String, String>;
 }
 
-impl From<CsvRow> for Row {
-    fn from(r: CsvRow) -> Row {
-        Row {
-            subject: serde_json::Value::String(r.subject),
-            purpose: r.purpose,
-            status: r.status,
-            at: r.at,
-            source: r.source,
-            expires_at: r.expires_at,
-            proof: r.proof,
+impl SubjectCell for String {
+    fn into_id(self) -> Result<String, String> {
+        Ok(self)
+    }
+}
+
+impl SubjectCell for serde_json::Value {
+    fn into_id(self) -> Result<String, String> {
+        match self {
+            serde_json::Value::String(s) => Ok(s),
+            serde_json::Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+            _ => Err("`subject` must be a string (or a non-negative integer)".into()),
         }
     }
 }
@@ -80,13 +83,9 @@ pub struct Defaults<'a> {
     pub source: &'a str,
 }
 
-impl Row {
+impl<S: SubjectCell> Row<S> {
     fn event(self, defaults: Option<Defaults<'_>>) -> Result<ConsentEvent, String> {
-        let subject = match self.subject {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
-            _ => return Err("`subject` must be a string (or a non-negative integer)".into()),
-        };
+        let subject = self.subject.into_id()?;
         let status = Status::parse(&self.status).ok_or_else(|| {
             format!(
                 "status `{}` is not granted, withdrawn or objected",
@@ -177,7 +176,7 @@ fn rows_to_events(
     let mut problems = Vec::new();
     let mut events = Vec::with_capacity(rows.len());
     for (i, raw) in rows.iter().enumerate() {
-        match serde_json::from_str::<Row>(raw.get())
+        match serde_json::from_str::<Row<serde_json::Value>>(raw.get())
             .map_err(|e| e.to_string())
             .and_then(|r| r.event(defaults))
         {
@@ -192,34 +191,6 @@ fn rows_to_events(
     finish(events, problems)
 }
 
-/// Runs the checks every change passes (`consent::validate`) over a parsed
-/// file, naming each problem by its line (CSV) or record (JSON).
-pub fn check(
-    events: &[ConsentEvent],
-    format: Format,
-    knows_purpose: &dyn Fn(&str) -> bool,
-    now: Millis,
-) -> Result<(), ImportError> {
-    let mut problems = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        if let Err(m) = super::validate(e, knows_purpose, now) {
-            problems.push(match format {
-                Format::Csv => format!("line {}: {m}", i + 2),
-                Format::Json => format!("record {}: {m}", i + 1),
-            });
-            if problems.len() >= MAX_PROBLEMS {
-                problems.push("(further problems not listed)".into());
-                break;
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ImportError { problems })
-    }
-}
-
 /// Which format a body is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -228,6 +199,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// How a problem names the record at `index`: its line (CSV, after the
+    /// header) or its position (JSON).
+    pub fn label(self, index: usize) -> String {
+        match self {
+            Format::Csv => format!("line {}", index + 2),
+            Format::Json => format!("record {}", index + 1),
+        }
+    }
+
     /// From a content type or a file name.
     pub fn guess(hint: &str) -> Option<Format> {
         let h = hint.to_ascii_lowercase();
@@ -270,22 +250,13 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
     let headers = reader.headers().map_err(|e| ImportError {
         problems: vec![format!("line 1: {e}")],
     })?;
-    let known = [
-        "subject",
-        "purpose",
-        "status",
-        "at",
-        "source",
-        "expires_at",
-        "proof",
-    ];
     let problems: Vec<String> = headers
         .iter()
-        .filter(|h| !known.contains(h))
+        .filter(|h| !COLUMNS.contains(&h))
         .map(|h| {
             format!(
                 "line 1: unknown column `{h}` (columns: {})",
-                known.join(", ")
+                COLUMNS.join(", ")
             )
         })
         .collect();
@@ -295,16 +266,13 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
     }
     let mut problems = Vec::new();
     let mut events = Vec::new();
-    for (i, rec) in reader.deserialize::<CsvRow>().enumerate() {
+    for (i, rec) in reader.deserialize::<Row<String>>().enumerate() {
         let line = i + 2;
         if events.len() >= MAX_RECORDS {
             problems.push(format!("more than {MAX_RECORDS} records; split the file"));
             break;
         }
-        match rec
-            .map_err(|e| e.to_string())
-            .and_then(|r| Row::from(r).event(None))
-        {
+        match rec.map_err(|e| e.to_string()).and_then(|r| r.event(None)) {
             Ok(e) => events.push(e),
             Err(m) => problems.push(format!("line {line}: {m}")),
         }

@@ -51,8 +51,9 @@ pub struct Consents {
 /// Why a consent change was refused (before anything was stored).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
-    #[error("{0}")]
-    Bad(String),
+    /// Every problem found, each naming its change.
+    #[error("{}", .0.join("; "))]
+    Bad(Vec<String>),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -129,20 +130,43 @@ impl Consents {
         events: &[ConsentEvent],
         knows_purpose: &dyn Fn(&str) -> bool,
     ) -> Result<Applied, Invalid> {
+        let one = events.len() == 1;
+        self.record_labelled(events, knows_purpose, &|i| {
+            if one {
+                String::new()
+            } else {
+                format!("record {}", i + 1)
+            }
+        })
+    }
+
+    /// `record`, naming each bad change by `label(index)` (a file's line).
+    /// Every problem is reported (up to 20), and nothing is stored.
+    pub fn record_labelled(
+        &self,
+        events: &[ConsentEvent],
+        knows_purpose: &dyn Fn(&str) -> bool,
+        label: &dyn Fn(usize) -> String,
+    ) -> Result<Applied, Invalid> {
         let now = self.now();
+        let mut problems = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            validate(e, knows_purpose, now).map_err(|m| {
-                Invalid::Bad(if events.len() > 1 {
-                    format!("record {}: {m}", i + 1)
-                } else {
-                    m
-                })
-            })?;
+            if let Err(m) = validate(e, knows_purpose, now) {
+                let l = label(i);
+                problems.push(if l.is_empty() { m } else { format!("{l}: {m}") });
+                if problems.len() == import::MAX_PROBLEMS {
+                    problems.push("(further problems not listed)".into());
+                    break;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Invalid::Bad(problems));
         }
         let _one_writer = self
             .writes
             .lock()
-            .map_err(|_| Invalid::Bad("writer poisoned".into()))?;
+            .map_err(|_| Invalid::Store(StoreError("consent writer poisoned".into())))?;
         // A time ahead of this clock (up to 5 minutes of skew pass
         // `validate`) takes effect as now: the store orders by min(at, now).
         let applied = self.store.apply(events, now)?;
