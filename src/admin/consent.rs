@@ -252,14 +252,19 @@ fn subject_ok(subject: &str) -> Result<()> {
     })
 }
 
-/// `GET /v1/subjects/{id}/consents`: the latest statement per purpose.
-pub async fn current(admin: &Admin, subject: &str) -> Result<Response<Body>> {
+/// Every statement of a well-formed subject id, oldest first.
+async fn load_history(admin: &Admin, subject: &str) -> Result<Vec<Stored>> {
     subject_ok(subject)?;
     let consents = Arc::clone(admin.gateway().consents());
     let s = subject.to_owned();
-    let history = blocking(move || consents.history(&s))
+    blocking(move || consents.history(&s))
         .await?
-        .map_err(Problem::store)?;
+        .map_err(Problem::store)
+}
+
+/// `GET /v1/subjects/{id}/consents`: the latest statement per purpose.
+pub async fn current(admin: &Admin, subject: &str) -> Result<Response<Body>> {
+    let history = load_history(admin, subject).await?;
     let now = admin.gateway().consents().now();
     // The store's own order for "latest" (`ConsentStore::apply`): when a
     // statement took effect, min(at, recorded), then id.
@@ -291,12 +296,7 @@ fn expired(e: &ConsentEvent, now: Millis) -> bool {
 
 /// `GET /v1/subjects/{id}/consents/history`: every statement, oldest first.
 pub async fn history(admin: &Admin, subject: &str) -> Result<Response<Body>> {
-    subject_ok(subject)?;
-    let consents = Arc::clone(admin.gateway().consents());
-    let s = subject.to_owned();
-    let history = blocking(move || consents.history(&s))
-        .await?
-        .map_err(Problem::store)?;
+    let history = load_history(admin, subject).await?;
     let list: Vec<serde_json::Value> = history.iter().map(|s| statement(s, true)).collect();
     Ok(json(
         StatusCode::OK,

@@ -185,13 +185,16 @@ impl Resource {
         Some(id.into_owned())
     }
 
-    /// Whether `method` changes data (and so may need the path subject's
-    /// consent before it is sent).
-    pub fn is_write(method: &Method) -> bool {
-        matches!(
+    /// The consent check a `method` request needs before it is sent: for
+    /// writes (POST, PUT, PATCH, DELETE) to a resource that names the
+    /// customer in its path (`path_subject`), under a rule that checks
+    /// consent.
+    pub fn write_consent(&self, rule: &Rule, method: &Method) -> Option<ConsentCheck> {
+        let write = matches!(
             *method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        )
+        );
+        self.path_subject.and(rule.consent).filter(|_| write)
     }
 
     /// The consent check `rule` needs for a response to `method` with

@@ -15,7 +15,7 @@ use serde_saphyr::Location;
 use super::collect::{CollectError, collect};
 use super::compile::{files_in, is_test_file};
 use super::source::{TestCase, TestFile};
-use super::{Decision, PolicySet};
+use super::{Decision, PolicySet, Resource, Rule};
 use crate::clock::Millis;
 use crate::consent::gate::ConsentGate;
 use crate::consent::model::{Current, Status, SubjectConsents, check_subject};
@@ -73,27 +73,33 @@ pub type ConsentFixture = HashMap<String, Arc<SubjectConsents>>;
 /// The time policy tests run at (2030-01-01T00:00:00Z); `expired` grants lapsed before it.
 pub const TEST_NOW: Millis = 1_893_456_000_000;
 
-/// Routes a test request like the gateway: `Ok(Err(status))` is a refusal.
-fn decide(
-    set: &PolicySet,
-    method: &Method,
-    target: &str,
-    purpose: &str,
-) -> Result<Result<Decision, u16>, String> {
+/// What the gateway does with a test request.
+enum Planned {
+    /// Refused with this status.
+    Refused(u16),
+    /// Forwarded unread.
+    Pass,
+    /// Inspected; with the normalised path.
+    Inspect(Arc<Resource>, Arc<Rule>, String),
+}
+
+/// Routes a test request like the gateway.
+fn plan(set: &PolicySet, method: &Method, target: &str, purpose: &str) -> Result<Planned, String> {
     let (p, q) = target.split_once('?').unwrap_or((target, ""));
     let normal = match path::normalise(p) {
         Ok(n) => n,
-        Err(_) => return Ok(Err(400)),
+        Err(_) => return Ok(Planned::Refused(400)),
     };
     if path::check_query(q).is_err() {
-        return Ok(Err(400));
+        return Ok(Planned::Refused(400));
     }
     if !set.knows_purpose(purpose) {
         return Err(format!("unknown purpose `{purpose}`"));
     }
     Ok(match set.decide(method, &normal, purpose) {
-        Decision::Deny(_) => Err(403),
-        d => Ok(d),
+        Decision::Deny(_) => Planned::Refused(403),
+        Decision::Pass { .. } => Planned::Pass,
+        Decision::Inspect { resource, rule } => Planned::Inspect(resource, rule, normal),
     })
 }
 
@@ -108,13 +114,10 @@ pub fn respond(
     body: &[u8],
     consent: &ConsentFixture,
 ) -> Result<(u16, Vec<u8>), String> {
-    let decision = match decide(set, method, target, purpose)? {
-        Ok(d) => d,
-        Err(status) => return Ok((status, Vec::new())),
-    };
-    let (resource, rule) = match decision {
-        Decision::Inspect { resource, rule } => (resource, rule),
-        _ => return Ok((200, body.to_vec())),
+    let (resource, rule) = match plan(set, method, target, purpose)? {
+        Planned::Refused(status) => return Ok((status, Vec::new())),
+        Planned::Pass => return Ok((200, body.to_vec())),
+        Planned::Inspect(resource, rule, _) => (resource, rule),
     };
     let result = match resource.consent_for(&rule, method, status) {
         Some(check) => {
@@ -155,22 +158,14 @@ pub fn write(
     body: &[u8],
     consent: &ConsentFixture,
 ) -> Result<(u16, Vec<u8>), String> {
-    let decision = match decide(set, method, target, purpose)? {
-        Ok(d) => d,
-        Err(status) => return Ok((status, Vec::new())),
-    };
-    let Decision::Inspect { resource, rule } = decision else {
-        return Ok((200, body.to_vec()));
+    let (resource, rule, normal) = match plan(set, method, target, purpose)? {
+        Planned::Refused(status) => return Ok((status, Vec::new())),
+        Planned::Pass => return Ok((200, body.to_vec())),
+        Planned::Inspect(resource, rule, normal) => (resource, rule, normal),
     };
     // As the gateway does: a write naming its subject in the path needs the
     // subject's consent before it is sent.
-    if let (Some(check), Some(_), true) = (
-        rule.consent,
-        resource.path_subject,
-        super::Resource::is_write(method),
-    ) {
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let normal = path::normalise(path).map_err(|e| e.to_string())?;
+    if let Some(check) = resource.write_consent(&rule, method) {
         let allowed = resource.write_subject(&normal).is_some_and(|s| {
             consent
                 .get(&s)

@@ -18,7 +18,7 @@ use super::reject::Refusal;
 use crate::config::Limits;
 use crate::consent::Consents;
 use crate::policy::collect::{CollectError, collect, collectable};
-use crate::policy::{Resource, Rule};
+use crate::policy::{ConsentCheck, Resource, Rule};
 use crate::transform::{self, TransformError};
 
 /// Bodies larger than this are rewritten on a blocking-pool thread.
@@ -35,18 +35,20 @@ pub fn applies(method: &Method, resource: &Resource) -> bool {
 pub async fn check_subject(
     consents: &Arc<Consents>,
     resource: &Resource,
-    rule: &Rule,
+    check: ConsentCheck,
     purpose: &Arc<str>,
     path: &str,
 ) -> Result<(), Refusal> {
-    let (Some(check), Some(_)) = (rule.consent, resource.path_subject) else {
-        return Ok(());
-    };
     let refused = || Refusal::ConsentRequired {
         purpose: purpose.to_string(),
         write: true,
     };
     let subject = resource.write_subject(path).ok_or_else(refused)?;
+    // Cached: no store, no blocking thread.
+    if let Some(s) = consents.cached(&subject) {
+        let allowed = s.allows(purpose, check.basis, consents.now());
+        return if allowed { Ok(()) } else { Err(refused()) };
+    }
     let (c, p) = (Arc::clone(consents), Arc::clone(purpose));
     let lookup = tokio::task::spawn_blocking(move || c.allows(&subject, &p, check.basis));
     let allowed = tokio::time::timeout(Duration::from_secs(5), lookup)

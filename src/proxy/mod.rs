@@ -151,9 +151,9 @@ impl Gateway {
         }
         let inspected = matches!(plan, Plan::Inspect { .. });
         if let Plan::Inspect { resource, rule } = &plan
-            && crate::policy::Resource::is_write(&parts.method)
+            && let Some(check) = resource.write_consent(rule, &parts.method)
         {
-            collect::check_subject(&self.consents, resource, rule, &purpose, &target.path).await?;
+            collect::check_subject(&self.consents, resource, check, &purpose, &target.path).await?;
         }
         let (up_body, too_large) = match &plan {
             Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
