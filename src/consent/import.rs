@@ -252,7 +252,7 @@ fn parse_csv(data: &[u8]) -> Result<Vec<ConsentEvent>, ImportError> {
     })?;
     let problems: Vec<String> = headers
         .iter()
-        .filter(|h| !COLUMNS.contains(&h))
+        .filter(|h| !COLUMNS.contains(h))
         .map(|h| {
             format!(
                 "line 1: unknown column `{h}` (columns: {})",
