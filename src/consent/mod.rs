@@ -182,25 +182,6 @@ impl Consents {
         Ok(applied)
     }
 
-    /// Whether `subject` allows `purpose` on `basis` now: from the cache, or
-    /// one store lookup. Blocking on a miss.
-    pub fn allows(
-        &self,
-        subject: &str,
-        purpose: &str,
-        basis: model::Basis,
-    ) -> Result<bool, StoreError> {
-        let now = self.now();
-        if let Some(s) = self.cached(subject) {
-            return Ok(s.allows(purpose, basis, now));
-        }
-        let found = self.fetch(&[subject.to_owned()])?;
-        // `fetch` answers for every subject asked (empty if it has none).
-        Ok(found
-            .get(subject)
-            .is_some_and(|s| s.allows(purpose, basis, now)))
-    }
-
     pub fn history(&self, subject: &str) -> Result<Vec<Stored>, StoreError> {
         self.store.history(subject)
     }

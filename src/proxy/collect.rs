@@ -49,16 +49,11 @@ pub async fn check_subject(
         let allowed = s.allows(purpose, check.basis, consents.now());
         return if allowed { Ok(()) } else { Err(refused()) };
     }
-    let (c, p) = (Arc::clone(consents), Arc::clone(purpose));
-    let lookup = tokio::task::spawn_blocking(move || c.allows(&subject, &p, check.basis));
-    let allowed = tokio::time::timeout(Duration::from_secs(5), lookup)
-        .await
-        .map_err(|_| Refusal::ConsentUnavailable)?
-        .map_err(|_| Refusal::Internal)?
-        .map_err(|e| {
-            tracing::warn!(error = %e, "consent lookup failed");
-            Refusal::ConsentUnavailable
-        })?;
+    let found = super::respond::lookup(Arc::clone(consents), vec![subject.clone()]).await?;
+    // `fetch` answers for every subject asked (empty if it has none).
+    let allowed = found
+        .get(&subject)
+        .is_some_and(|s| s.allows(purpose, check.basis, consents.now()));
     if allowed { Ok(()) } else { Err(refused()) }
 }
 

@@ -8,7 +8,7 @@
 //! record; a problem after the first byte cuts the connection, so the client
 //! sees an incomplete response rather than unchecked data.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,10 @@ use super::emit::Emitter;
 use super::forward::filter_headers;
 use super::reject::Refusal;
 use crate::config::Limits;
+use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
+use crate::consent::model::SubjectConsents;
+use crate::consent::store::StoreError;
 use crate::policy::{Resource, Rule, SENSITIVE_RESPONSE_HEADERS};
 use crate::transform::{self, RecordOutcome, Rewriter, Subject, TransformError};
 
@@ -128,13 +131,32 @@ fn settle_blocking(
     let missing = gate.missing(rw);
     if !missing.is_empty() {
         let consents = gate.consents().ok_or(Refusal::Internal)?;
-        let found = consents.fetch(&missing).map_err(|e| {
-            tracing::warn!(error = %e, "consent lookup failed");
-            Refusal::ConsentUnavailable
-        })?;
+        let found = consents.fetch(&missing).map_err(lookup_failed)?;
         gate.learn(found);
     }
     resume(rw, gate, out, purpose)
+}
+
+fn lookup_failed(e: StoreError) -> Refusal {
+    tracing::warn!(error = %e, "consent lookup failed");
+    Refusal::ConsentUnavailable
+}
+
+/// Fetches `subjects`' consent in one batch on a blocking-pool thread, for
+/// at most `LOOKUP_TIMEOUT`; any failure refuses (503).
+pub(super) async fn lookup(
+    consents: Arc<Consents>,
+    subjects: Vec<String>,
+) -> Result<HashMap<String, Arc<SubjectConsents>>, Refusal> {
+    let fetch = tokio::task::spawn_blocking(move || consents.fetch(&subjects));
+    tokio::time::timeout(LOOKUP_TIMEOUT, fetch)
+        .await
+        .map_err(|_| {
+            tracing::warn!("consent lookup timed out");
+            Refusal::ConsentUnavailable
+        })?
+        .map_err(|_| Refusal::Internal)?
+        .map_err(lookup_failed)
 }
 
 fn resume(
@@ -352,18 +374,7 @@ impl Pipeline {
         let missing = g.missing(rw);
         if !missing.is_empty() {
             let consents = Arc::clone(g.consents().ok_or(Refusal::Internal)?);
-            let lookup = tokio::task::spawn_blocking(move || consents.fetch(&missing));
-            let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
-                .await
-                .map_err(|_| {
-                    tracing::warn!("consent lookup timed out");
-                    Refusal::ConsentUnavailable
-                })?
-                .map_err(|_| Refusal::Internal)?
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "consent lookup failed");
-                    Refusal::ConsentUnavailable
-                })?;
+            let found = lookup(consents, missing).await?;
             let (_, gate) = self.parts()?;
             if let RecordGate::Consent(g) = gate {
                 g.learn(found);
