@@ -13,7 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
 use crate::proxy::Gateway;
+use crate::proxy::body::Body;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -38,6 +44,26 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
+    accept(listener, &builder, shutdown, "listen", move |req, peer| {
+        let gw = Arc::clone(&gateway);
+        async move { gw.handle(req, peer).await }
+    })
+    .await;
+}
+
+/// The accept loop both listeners share (the data plane and the admin API):
+/// each connection is served by `handle` under `builder`'s limits until
+/// `shutdown` resolves; then connections in flight get `DRAIN` to finish.
+pub async fn accept<F, Fut>(
+    listener: TcpListener,
+    builder: &auto::Builder<TokioExecutor>,
+    shutdown: impl Future<Output = ()>,
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -46,7 +72,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, listener = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -54,10 +80,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let gw = Arc::clone(&gateway);
+        let h = handle.clone();
         let svc = service_fn(move |req| {
-            let gw = Arc::clone(&gw);
-            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, peer).await) }
+            let fut = h(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
@@ -71,6 +97,6 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN) => tracing::warn!("drain deadline reached; closing remaining connections"),
+        () = tokio::time::sleep(DRAIN) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
     }
 }
