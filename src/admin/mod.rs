@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -239,21 +238,10 @@ pub async fn read_body(
         )
     };
     let (parts, incoming) = req.into_parts();
-    if http_body::Body::size_hint(&incoming)
-        .exact()
-        .is_some_and(|n| n > limit as u64)
-    {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(
-        Duration::from_secs(60),
-        Limited::new(incoming, limit).collect(),
-    )
-    .await
-    {
-        Ok(Ok(c)) => Ok((parts, c.to_bytes())),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        _ => Err(Problem::new(
+    match body::read_limited(incoming, limit as u64, Duration::from_secs(10)).await {
+        Ok(b) => Ok((parts, b)),
+        Err(body::ReadError::TooLarge) => Err(too_large()),
+        Err(body::ReadError::Unreadable) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "body-unreadable",
             "Request body unreadable",

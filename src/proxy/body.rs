@@ -21,6 +21,45 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// Over the limit (by its declared length, or as it arrived).
+    TooLarge,
+    /// Broken off, or paused for longer than `idle`.
+    Unreadable,
+}
+
+/// Reads a request body of at most `limit` bytes, waiting at most `idle`
+/// for each frame.
+pub async fn read_limited(
+    mut incoming: hyper::body::Incoming,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<Bytes, ReadError> {
+    if http_body::Body::size_hint(&incoming)
+        .exact()
+        .is_some_and(|n| n > limit)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, incoming.frame()).await {
+            Err(_) | Ok(Some(Err(_))) => return Err(ReadError::Unreadable),
+            Ok(None) => break,
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Some(d) = frame.data_ref() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// Whether headers declare a JSON body (UTF-8) that can be inspected.
 pub fn is_json(h: &HeaderMap) -> bool {
     let mut all = h.get_all(header::CONTENT_TYPE).iter();

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body;
@@ -111,27 +110,11 @@ pub async fn write_body(
     }
 }
 
-async fn read_all(mut incoming: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Refusal> {
-    if http_body::Body::size_hint(&incoming)
-        .exact()
-        .is_some_and(|n| n > limit)
-    {
-        return Err(Refusal::RequestBodyTooLarge);
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let frame = match tokio::time::timeout(idle, incoming.frame()).await {
-            Err(_) => return Err(Refusal::RequestBodyUnreadable),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(Refusal::RequestBodyUnreadable),
-            Ok(Some(Ok(f))) => f,
-        };
-        if let Some(d) = frame.data_ref() {
-            if (buf.len() + d.len()) as u64 > limit {
-                return Err(Refusal::RequestBodyTooLarge);
-            }
-            buf.extend_from_slice(d);
-        }
-    }
-    Ok(Bytes::from(buf))
+async fn read_all(incoming: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Refusal> {
+    body::read_limited(incoming, limit, idle)
+        .await
+        .map_err(|e| match e {
+            body::ReadError::TooLarge => Refusal::RequestBodyTooLarge,
+            body::ReadError::Unreadable => Refusal::RequestBodyUnreadable,
+        })
 }
