@@ -699,38 +699,41 @@ impl Compiler<'_> {
                 None,
             );
         }
-        if !passthrough
-            && res.subject.is_none()
-            && let Some(rule) = rules.iter().find(|r| r.consent.is_some())
-        {
-            self.r.error(
-                file,
-                at(&res.name),
-                format!(
-                    "resource `{name}` has no `subject:`, but the rule for `{}` (line {}) checks each customer's consent",
-                    rule.purpose,
-                    rule.at.line()
-                ),
-                Some("add `subject:` with where a record's customer id is, relative to the record, e.g. `subject: $.id`".into()),
-            );
-        }
-        if !passthrough
-            && unlisted == Unlisted::Allow
-            && let Some(rule) = rules.iter().find(|r| {
-                r.consent
-                    .is_some_and(|c| c.on_missing == super::OnMissing::Redact)
-            })
-        {
-            self.r.error(
-                file,
-                at(&res.name),
-                format!(
-                    "resource `{name}` has `unlisted: allow`, so the rule for `{}` (line {}) could not redact everything in a record without consent",
-                    rule.purpose,
-                    rule.at.line()
-                ),
-                Some("use `unlisted: redact` (or `remove`) on this resource, or `on_missing_consent: drop` or `block`".into()),
-            );
+        if !passthrough {
+            // Consent rules this resource cannot serve: the first offending
+            // rule is named.
+            let at_res = at(&res.name);
+            let mut refuse = |bad: &dyn Fn(&CheckedRule) -> bool, why: &str, hint: &str| {
+                if let Some(rule) = rules.iter().find(|r| bad(r)) {
+                    self.r.error(
+                        file,
+                        at_res,
+                        format!(
+                            "resource `{name}` {why}, but the rule for `{}` (line {}) checks each customer's consent",
+                            rule.purpose,
+                            rule.at.line()
+                        ),
+                        Some(hint.into()),
+                    );
+                }
+            };
+            if res.subject.is_none() {
+                refuse(
+                    &|r| r.consent.is_some(),
+                    "has no `subject:`",
+                    "add `subject:` with where a record's customer id is, relative to the record, e.g. `subject: $.id`",
+                );
+            }
+            if unlisted == Unlisted::Allow {
+                refuse(
+                    &|r| {
+                        r.consent
+                            .is_some_and(|c| c.on_missing == super::OnMissing::Redact)
+                    },
+                    "has `unlisted: allow`, so a record without consent could not be redacted whole (`on_missing_consent: redact`)",
+                    "use `unlisted: redact` (or `remove`) on this resource, or `on_missing_consent: drop` or `block`",
+                );
+            }
         }
         let echo_created = match &res.echo_created {
             Some(e) if e.value && !methods.contains(&Method::POST) => {

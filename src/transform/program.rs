@@ -194,13 +194,15 @@ impl Program {
         unlisted: Unlisted,
         render: Arc<Render>,
     ) -> Program {
-        // A redacted record shows nothing, whatever `unlisted` says for
-        // the records the purpose may see.
+        // Values `unlisted: allow` lets through are never edited, so this
+        // table cannot redact them: policies refuse `on_missing_consent:
+        // redact` on such resources (policy::compile).
         let redacted = ActionTable {
             fields: vec![Action::Redact; fields.len()],
             detectors: [Action::Redact; Detector::COUNT],
             unlisted: match unlisted {
-                Unlisted::Allow | Unlisted::Redact => Action::Redact,
+                Unlisted::Allow => Action::Allow,
+                Unlisted::Redact => Action::Redact,
                 Unlisted::Remove => Action::Remove,
             },
         };
