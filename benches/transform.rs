@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-use consentry::policy::{Options, compile};
+use consentry::policy::{Options, Resource, Rule, compile};
 use consentry::transform::{
     ActionTable, DetectorSet, Limits, Program, RecordOutcome, Rewriter, Subject, rewrite_into,
 };
@@ -40,8 +40,14 @@ fn fixture(name: &str) -> Vec<u8> {
 /// compiles it. With `notes`, the notes are also scanned for e-mails, phones
 /// and cards. `resource` is `contact` (one record) or `contacts` (a list).
 fn program(resource: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
+    let (res, rule) = compiled(resource, notes, false);
+    (Arc::clone(&res.program), Arc::clone(&rule.table))
+}
+
+/// A resource of the peers' policy (see `peer_yaml`) and its support rule.
+fn compiled(resource: &str, notes: bool, consent: bool) -> (Arc<Resource>, Arc<Rule>) {
     let (set, _) = compile::compile(
-        &[("peer.yaml".into(), peer_yaml(notes, false))],
+        &[("peer.yaml".into(), peer_yaml(notes, consent))],
         &Options::default(),
     )
     .unwrap();
@@ -50,8 +56,8 @@ fn program(resource: &str, notes: bool) -> (Arc<Program>, Arc<ActionTable>) {
         .iter()
         .find(|r| &*r.name == resource)
         .unwrap();
-    let table = Arc::clone(&res.rule_for("essential.service").unwrap().table);
-    (Arc::clone(&res.program), table)
+    let rule = Arc::clone(res.rule_for("essential.service").unwrap());
+    (Arc::clone(res), rule)
 }
 
 /// The peers' policy; `notes` scans the notes too; `consent` gives each
@@ -204,17 +210,7 @@ fn consent(c: &mut Criterion) {
     use consentry::transform::Gate;
 
     let body = fixture("contacts_100.json");
-    let (set, _) = compile::compile(
-        &[("peer.yaml".into(), peer_yaml(false, true))],
-        &Options::default(),
-    )
-    .unwrap();
-    let res = set
-        .resources()
-        .iter()
-        .find(|r| &*r.name == "contacts")
-        .unwrap();
-    let rule = Arc::clone(res.rule_for("essential.service").unwrap());
+    let (res, rule) = compiled("contacts", false, true);
     let check = rule.consent.unwrap();
     let now = 1_900_000_000_000;
     let consents = Arc::new(Consents::new(
