@@ -241,32 +241,24 @@ impl Pipeline {
                 return Ok(None);
             }
             // Records waiting for a consent lookup are settled when the CRM
-            // has nothing more to send for a moment: frames already here join
-            // the batch, and a paused CRM never holds back records that could
-            // be sent.
-            let ready = {
-                use futures_util::FutureExt as _;
-                self.upstream.frame().now_or_never()
-            };
-            let frame = match ready {
-                Some(f) => Ok(f),
-                // A CRM sends a list in several frames, a few microseconds
-                // apart: wait a moment for the next one, so that the whole
-                // list is one lookup.
-                None if self.waiting() => {
-                    match tokio::time::timeout(SETTLE_WAIT, self.upstream.frame()).await {
-                        Ok(f) => Ok(f),
-                        Err(_) => {
-                            let mut out = Vec::new();
-                            self.settle(&mut out, true).await?;
-                            if !out.is_empty() {
-                                return Ok(Some(Bytes::from(out)));
-                            }
-                            next_frame(&mut self.upstream, self.idle).await
+            // has nothing more to send for a moment (SETTLE_WAIT): a list
+            // sent in several frames, microseconds apart, is one lookup, and
+            // a paused CRM never holds back records that could be sent.
+            // Without waiting records this is the plain frame read.
+            let frame = if self.waiting() {
+                match tokio::time::timeout(SETTLE_WAIT, self.upstream.frame()).await {
+                    Ok(f) => Ok(f),
+                    Err(_) => {
+                        let mut out = Vec::new();
+                        self.settle(&mut out, true).await?;
+                        if !out.is_empty() {
+                            return Ok(Some(Bytes::from(out)));
                         }
+                        next_frame(&mut self.upstream, self.idle).await
                     }
                 }
-                None => next_frame(&mut self.upstream, self.idle).await,
+            } else {
+                next_frame(&mut self.upstream, self.idle).await
             };
             let frame = match frame {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
