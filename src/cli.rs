@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::SystemClock;
 use crate::config::{self, Config, LogFormat};
 use crate::consent::Consents;
+use crate::keys::service::Keys;
 use crate::policy::{self, PolicySet, taxonomy};
 use crate::proxy::Gateway;
 use crate::storage::sqlite::SqliteStore;
@@ -237,18 +238,23 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining requests in flight");
 }
 
-/// Opens (or creates) the consent store; a store that cannot be opened stops start-up.
-fn open_consents(cfg: &Config) -> anyhow::Result<Arc<Consents>> {
-    let store = SqliteStore::open(&cfg.sqlite).with_context(|| {
+/// Opens (or creates) the store: consent, and the data keys when a master
+/// key is configured. A store that cannot be opened stops start-up.
+fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<Consents>, Option<Arc<Keys>>)> {
+    let store = Arc::new(SqliteStore::open(&cfg.sqlite).with_context(|| {
         format!(
-            "cannot open the consent store {} (storage.sqlite); nothing was started",
+            "cannot open the store {} (storage.sqlite); nothing was started",
             cfg.sqlite.display()
         )
-    })?;
-    Ok(Arc::new(Consents::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-    )))
+    })?);
+    let keys = cfg.master_keys.as_ref().map(|ring| {
+        Arc::new(Keys::new(
+            (**ring).clone(),
+            Arc::clone(&store) as Arc<dyn crate::keys::store::KeyStore>,
+            Arc::new(SystemClock),
+        ))
+    });
+    Ok((Arc::new(Consents::new(store, Arc::new(SystemClock))), keys))
 }
 
 /// Binds and starts the admin API when the config has one.
@@ -296,9 +302,9 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let listener = bind(cfg.listen, "listen").await?;
         let addr = listener.local_addr()?;
         let resources = set.resources().len();
-        let consents = open_consents(&cfg)?;
+        let (consents, keys) = open_stores(&cfg)?;
         let admin_cfg = cfg.admin.clone();
-        let gw = Arc::new(Gateway::new(cfg, set, consents).map_err(anyhow::Error::msg)?);
+        let gw = Arc::new(Gateway::new(cfg, set, consents, keys).map_err(anyhow::Error::msg)?);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         tracing::info!(%addr, resources, workers, "consentry listening");
@@ -328,10 +334,10 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let crm_listener = bind(crm, "sample CRM").await?;
     let listener = bind(cfg.listen, "gateway").await?;
     let gw_addr = listener.local_addr()?;
-    let consents = open_consents(&cfg)?;
+    let (consents, keys) = open_stores(&cfg)?;
     demo::seed_consents(&consents, &set).map_err(anyhow::Error::msg)?;
     let admin_cfg = cfg.admin.clone();
-    let gw = Arc::new(Gateway::new(cfg, set, consents).map_err(anyhow::Error::msg)?);
+    let gw = Arc::new(Gateway::new(cfg, set, consents, keys).map_err(anyhow::Error::msg)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
@@ -383,6 +389,8 @@ fn policy_command(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 hash_key: crate::transform::HashKey::new(policy::testing::TEST_HASH_KEY)
                     .map(Arc::new),
                 require_hash_key: false,
+                has_master_key: false,
+                require_master_key: false,
             };
             let set = match policy::load_dir(&dir, &opts) {
                 Ok((set, _)) => set,

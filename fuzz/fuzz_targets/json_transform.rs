@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use consentry::transform::{
     Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, Limits, Mark, Program, RecordOutcome, Render,
-    Rewriter, Selector, Subject, Unlisted, rewrite_all,
+    Rewriter, Seal, Selector, Subject, Unlisted, rewrite_all,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -20,8 +20,8 @@ fn program() -> (Arc<Program>, Arc<ActionTable>) {
     ])
     .unwrap();
     let fields = vec![
-        FieldSpec { selector: "$..email".into(), category: 0, scan: DetectorSet::EMPTY },
-        FieldSpec { selector: "$.notes".into(), category: 1, scan: DetectorSet::all() },
+        FieldSpec { selector: "$..email".into(), category: 0, scan: DetectorSet::EMPTY, seal: Seal::No },
+        FieldSpec { selector: "$.notes".into(), category: 1, scan: DetectorSet::all(), seal: Seal::No },
     ];
     let prog = Program::new(env, rec, fields, vec!["a".into(), "b".into()], Unlisted::Allow, Arc::new(Render::default()));
     let table = ActionTable {

@@ -306,6 +306,8 @@ pub fn load_str(
     let opts = policy::Options {
         hash_key: config.hash_key.clone(),
         require_hash_key: true,
+        has_master_key: config.master_keys.is_some(),
+        require_master_key: true,
     };
     match policy::load_dir(&config.policies_dir, &opts) {
         Ok((set, warnings)) => {

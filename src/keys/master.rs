@@ -25,6 +25,7 @@ use super::{KEY_LEN, KeyError, random};
 const TAG: &str = "consentry-master-key";
 
 /// One version of the master key.
+#[derive(Clone)]
 pub struct MasterKey {
     pub version: u32,
     pub(super) key: Zeroizing<[u8; KEY_LEN]>,
@@ -37,7 +38,7 @@ impl fmt::Debug for MasterKey {
 }
 
 /// Every version of the master key; the highest is current.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MasterKeys {
     keys: Vec<MasterKey>,
 }

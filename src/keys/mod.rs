@@ -17,6 +17,7 @@ pub mod master;
 pub mod service;
 pub mod store;
 pub mod token;
+pub mod vault;
 pub mod wrap;
 
 /// The length of every key here: AES-256.

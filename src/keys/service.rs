@@ -20,6 +20,9 @@ use crate::consent::store::StoreError;
 pub enum KeysError {
     #[error("the key of this owner was destroyed")]
     Destroyed,
+    /// A create's key could not be bound to the id the CRM assigned.
+    #[error("the id already has a key")]
+    Taken,
     #[error("{0}")]
     Key(#[from] KeyError),
     #[error("{0}")]
@@ -49,6 +52,13 @@ pub fn subject_owner(subject: &str) -> String {
 
 pub fn category_owner(category: &str) -> String {
     format!("category:{category}")
+}
+
+/// The owner of a create's key until the CRM names the record.
+pub fn pending_owner() -> Result<String, KeyError> {
+    let r: [u8; 16] = super::random()?;
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("pending:{hex}"))
 }
 
 impl Keys {
@@ -137,6 +147,64 @@ impl Keys {
         }
     }
 
+    /// The key of `owner` if it is cached (no store access).
+    pub fn cached_key(&self, owner: &str) -> Option<Arc<DataKey>> {
+        self.cached(owner)
+    }
+
+    /// The live keys of `subjects` (`None`: never made, or destroyed).
+    /// Blocking (store access on misses).
+    pub fn subject_keys(
+        &self,
+        subjects: &[String],
+    ) -> Result<HashMap<String, Option<Arc<DataKey>>>, KeysError> {
+        let mut out = HashMap::with_capacity(subjects.len());
+        for s in subjects {
+            let owner = subject_owner(s);
+            let key = match self.cached(&owner) {
+                Some(k) => Some(k),
+                None => {
+                    let before = self.generation()?;
+                    match self.store.get(&owner)? {
+                        Some(StoredKey::Live(w)) => {
+                            let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+                            match self.remember(&owner, ring.unwrap(&owner, &w)?, before) {
+                                Ok(k) => Some(k),
+                                Err(KeysError::Destroyed) => None,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Some(StoredKey::Destroyed { .. }) | None => None,
+                    }
+                }
+            };
+            out.insert(s.clone(), key);
+        }
+        Ok(out)
+    }
+
+    /// Binds a create's key (made under `pending`, see `pending_owner`) to
+    /// the subject the CRM assigned: wrapped anew for the subject and moved
+    /// in one transaction. `Taken` if the subject already has a key.
+    /// Blocking.
+    pub fn bind(&self, pending: &str, subject: &str) -> Result<Arc<DataKey>, KeysError> {
+        let owner = subject_owner(subject);
+        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+        let Some(StoredKey::Live(w)) = self.store.get(pending)? else {
+            return Err(KeysError::Key(KeyError::Decrypt));
+        };
+        let dk = ring.unwrap(pending, &w)?;
+        let moved = ring.wrap(&owner, &dk)?;
+        let before = self.generation()?;
+        if !self.store.bind(pending, &owner, &moved, self.clock.now_ms())? {
+            return Err(KeysError::Taken);
+        }
+        if let Ok(mut c) = self.cache.write() {
+            c.map.remove(pending);
+        }
+        self.remember(&owner, dk, before)
+    }
+
     /// Destroys `owner`'s key: store first, then the cache. `false` if it
     /// had none.
     pub fn destroy(&self, owner: &str) -> Result<bool, KeysError> {
@@ -205,7 +273,7 @@ mod tests {
             dk.id,
             "one key per owner"
         );
-        let t = token::encrypt(&dk, "7", "user.contact.email", b"c@x.example").unwrap();
+        let t = token::encrypt(&dk, "user.contact.email", b"c@x.example").unwrap();
         let p = token::parse(&t).unwrap();
 
         // A second service over the same store (a restart) reads it back.
@@ -216,7 +284,7 @@ mod tests {
         );
         let k = again.for_read(&owner, p.key_id).unwrap();
         assert_eq!(
-            &*token::decrypt(&k, &p, "7", "user.contact.email").unwrap(),
+            &*token::decrypt(&k, &p, "user.contact.email").unwrap(),
             b"c@x.example"
         );
         assert!(again.for_read(&subject_owner("8"), p.key_id).is_err());
@@ -247,7 +315,7 @@ mod tests {
         );
         let k = after.for_read(&owner, p.key_id).unwrap();
         assert_eq!(
-            &*token::decrypt(&k, &p, "7", "user.contact.email").unwrap(),
+            &*token::decrypt(&k, &p, "user.contact.email").unwrap(),
             b"c@x.example"
         );
 

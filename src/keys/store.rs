@@ -36,6 +36,12 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 
     /// Replaces wrapped keys (same ids) in one transaction.
     fn rewrap(&self, keys: &[(String, Wrapped)]) -> Result<(), StoreError>;
+
+    /// Moves the live key of `from` to `to` (wrapped anew for `to` as `w`),
+    /// in one transaction: a create's key, once the CRM has named the
+    /// record. `false` (and nothing changes) if `to` already has a key or
+    /// `from` has no live key with `w`'s id.
+    fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError>;
 }
 
 /// An in-memory key store with the SQLite store's semantics.
@@ -105,6 +111,20 @@ impl KeyStore for MemoryKeyStore {
         }
         Ok(())
     }
+
+    fn bind(&self, from: &str, to: &str, w: &Wrapped, _at: Millis) -> Result<bool, StoreError> {
+        let mut m = self
+            .keys
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        let from_ok = matches!(m.get(from), Some(StoredKey::Live(old)) if old.id == w.id);
+        if !from_ok || m.contains_key(to) {
+            return Ok(false);
+        }
+        m.remove(from);
+        m.insert(to.to_owned(), StoredKey::Live(w.clone()));
+        Ok(true)
+    }
 }
 
 /// The contract both stores meet.
@@ -146,6 +166,15 @@ pub mod contract {
         assert_eq!(s.get("subject:7").unwrap(), Some(dead.clone()));
         assert_eq!(s.insert("subject:7", &w(4, 2), 22).unwrap(), dead);
         assert_eq!(s.live().unwrap().len(), 1);
+
+        // Binding a create's key to the id the CRM assigned.
+        s.insert("pending:ab", &w(5, 2), 30).unwrap();
+        assert!(!s.bind("pending:ab", "subject:8", &w(5, 3), 31).unwrap(), "taken");
+        assert!(!s.bind("pending:ab", "subject:9", &w(6, 3), 31).unwrap(), "other key");
+        assert!(s.bind("pending:ab", "subject:9", &w(5, 3), 31).unwrap());
+        assert_eq!(s.get("pending:ab").unwrap(), None);
+        assert_eq!(s.get("subject:9").unwrap(), Some(StoredKey::Live(w(5, 3))));
+        assert!(!s.bind("pending:ab", "subject:10", &w(5, 3), 32).unwrap(), "gone");
     }
 
     #[test]

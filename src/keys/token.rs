@@ -6,11 +6,16 @@
 //! ```
 //!
 //! `ctk`/`ctd` and `1` are the prefix and format version; the key id is 16
-//! hex digits. The associated data holds the format, the key id, and the
-//! subject and category (randomised) or the category (deterministic), so a
-//! token copied to another customer or field does not decrypt. Equal
-//! plaintexts give equal deterministic tokens, so the CRM can search and
-//! de-duplicate on them; that is all they reveal.
+//! hex digits. The associated data holds the format, the key id and the
+//! category, so a token moved to another field does not decrypt. A
+//! randomised token is bound to its subject through its key: every data key
+//! belongs to exactly one subject, and the gateway opens a record's tokens
+//! only with the key of that record's subject, so a token copied to another
+//! customer does not decrypt either. (Binding through the key rather than a
+//! subject id in the associated data is what lets a create encrypt before
+//! the CRM has assigned the id: the key is bound to the id afterwards.)
+//! Equal plaintexts give equal deterministic tokens, so the CRM can search
+//! and de-duplicate on them; that is all they reveal.
 //!
 //! Parsing is strict: one spelling per token (canonical base64url, lowercase
 //! hex), so a token that parses and decrypts is byte for byte the one that
@@ -99,13 +104,10 @@ fn put(a: &mut Vec<u8>, s: &str) {
     a.extend_from_slice(s.as_bytes());
 }
 
-fn aad(kind: Kind, id: &KeyId, subject: Option<&str>, category: &str) -> Vec<u8> {
+fn aad(kind: Kind, id: &KeyId, category: &str) -> Vec<u8> {
     let mut a = Vec::with_capacity(64);
     a.extend_from_slice(kind.prefix().as_bytes());
     a.extend_from_slice(&id.0);
-    if let Some(s) = subject {
-        put(&mut a, s);
-    }
     put(&mut a, category);
     a
 }
@@ -119,10 +121,9 @@ fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
     )
 }
 
-/// A randomised token of `plaintext` for `subject`'s `category`.
+/// A randomised token of `plaintext` in `category`, under a subject's key.
 pub fn encrypt(
     dk: &DataKey,
-    subject: &str,
     category: &str,
     plaintext: &[u8],
 ) -> Result<String, KeyError> {
@@ -133,7 +134,7 @@ pub fn encrypt(
     Aes256Gcm::new(&Key::<Aes256Gcm>::from(*dk.key))
         .encrypt_in_place(
             &Nonce::from(nonce),
-            &aad(Kind::Randomised, &dk.id, Some(subject), category),
+            &aad(Kind::Randomised, &dk.id, category),
             &mut *buf,
         )
         .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
@@ -156,20 +157,18 @@ pub fn encrypt_deterministic(
     Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::from(*dk.key))
         .encrypt_in_place(
             &aes_gcm_siv::Nonce::default(),
-            &aad(Kind::Deterministic, &dk.id, None, category),
+            &aad(Kind::Deterministic, &dk.id, category),
             &mut *buf,
         )
         .map_err(|_| KeyError::Invalid("cannot encrypt".into()))?;
     Ok(render(Kind::Deterministic, &dk.id, &buf))
 }
 
-/// Decrypts a token with its data key; `subject` is ignored for
-/// deterministic tokens. Fails for any token not written for exactly this
-/// key, subject and category.
+/// Decrypts a token with its data key. Fails for any token not written
+/// for exactly this key and category.
 pub fn decrypt(
     dk: &DataKey,
     t: &Token,
-    subject: &str,
     category: &str,
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if t.key_id != dk.id {
@@ -183,7 +182,7 @@ pub fn decrypt(
             Aes256Gcm::new(&Key::<Aes256Gcm>::from(*dk.key))
                 .decrypt_in_place(
                     &Nonce::from(nonce),
-                    &aad(Kind::Randomised, &dk.id, Some(subject), category),
+                    &aad(Kind::Randomised, &dk.id, category),
                     &mut *buf,
                 )
                 .map_err(|_| KeyError::Decrypt)?;
@@ -194,7 +193,7 @@ pub fn decrypt(
             Aes256GcmSiv::new(&aes_gcm_siv::Key::<Aes256GcmSiv>::from(*dk.key))
                 .decrypt_in_place(
                     &aes_gcm_siv::Nonce::default(),
-                    &aad(Kind::Deterministic, &dk.id, None, category),
+                    &aad(Kind::Deterministic, &dk.id, category),
                     &mut *buf,
                 )
                 .map_err(|_| KeyError::Decrypt)?;
@@ -210,30 +209,26 @@ mod tests {
     #[test]
     fn randomised_tokens_decrypt_only_where_they_were_written() {
         let dk = DataKey::generate().unwrap();
-        let t = encrypt(&dk, "7", "user.contact.email", b"carla@globex.example").unwrap();
+        let t = encrypt(&dk, "user.contact.email", b"carla@globex.example").unwrap();
         assert!(t.starts_with("ctk1.") && looks_like_token(t.as_bytes()));
         assert!(!t.contains("carla"));
         let p = parse(&t).unwrap();
         assert_eq!(
-            &*decrypt(&dk, &p, "7", "user.contact.email").unwrap(),
+            &*decrypt(&dk, &p, "user.contact.email").unwrap(),
             b"carla@globex.example"
         );
         assert_ne!(
             t,
-            encrypt(&dk, "7", "user.contact.email", b"carla@globex.example").unwrap()
+            encrypt(&dk, "user.contact.email", b"carla@globex.example").unwrap()
         );
-        // Moved to another subject or field, or another key: refused.
+        // Moved to another field, or another (subject's) key: refused.
         assert_eq!(
-            decrypt(&dk, &p, "8", "user.contact.email").unwrap_err(),
-            KeyError::Decrypt
-        );
-        assert_eq!(
-            decrypt(&dk, &p, "7", "user.contact.phone_number").unwrap_err(),
+            decrypt(&dk, &p, "user.contact.phone_number").unwrap_err(),
             KeyError::Decrypt
         );
         let other = DataKey::generate().unwrap();
         assert_eq!(
-            decrypt(&other, &p, "7", "user.contact.email").unwrap_err(),
+            decrypt(&other, &p, "user.contact.email").unwrap_err(),
             KeyError::Decrypt
         );
         // Every flipped bit of every character is refused.
@@ -246,7 +241,7 @@ mod tests {
                 };
                 if let Some(p) = parse(&s) {
                     assert!(
-                        decrypt(&dk, &p, "7", "user.contact.email").is_err(),
+                        decrypt(&dk, &p, "user.contact.email").is_err(),
                         "{i}:{bit}"
                     );
                 }
@@ -273,16 +268,16 @@ mod tests {
         let p = parse(&a).unwrap();
         assert_eq!(p.kind, Kind::Deterministic);
         assert_eq!(
-            &*decrypt(&dk, &p, "any", "user.contact.email").unwrap(),
+            &*decrypt(&dk, &p, "user.contact.email").unwrap(),
             b"a@x.example"
         );
-        assert!(decrypt(&dk, &p, "any", "user.name").is_err());
+        assert!(decrypt(&dk, &p, "user.name").is_err());
     }
 
     #[test]
     fn parsing_is_strict() {
         let dk = DataKey::generate().unwrap();
-        let t = encrypt(&dk, "7", "c", b"v").unwrap();
+        let t = encrypt(&dk, "c", b"v").unwrap();
         assert!(parse(&t).is_some());
         for bad in [
             t.replacen("ctk1", "ctk2", 1),

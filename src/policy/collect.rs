@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use super::{Minimise, Resource, Rule};
-use crate::transform::{Limits, RecordOutcome, TransformError, rewrite_all};
+use crate::transform::{Gate, Limits, TransformError, rewrite_with};
 
 /// Why a write body cannot go to the CRM.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,13 +27,16 @@ pub struct Collected {
     pub removed: u64,
 }
 
-/// Applies `rule`'s collection limits to a write body. A resource without
-/// write methods, or a rule without a collect table, passes it unchanged.
+/// Applies `rule`'s collection limits to a write body, and turns values of
+/// encrypted categories into tokens with `gate`'s keys (`gate` keeps every
+/// record). A resource without write methods, or a rule without a collect
+/// table, passes it unchanged.
 pub fn collect(
     resource: &Resource,
     rule: &Rule,
     body: &[u8],
     limits: Limits,
+    mut gate: impl Gate,
 ) -> Result<Collected, CollectError> {
     let (Some(program), Some(table)) = (&resource.request_program, &rule.collect) else {
         return Ok(Collected {
@@ -41,10 +44,9 @@ pub fn collect(
             removed: 0,
         });
     };
-    let (out, stats) = rewrite_all(program, &Arc::clone(table), limits, body, |_| {
-        RecordOutcome::Keep
-    })
-    .map_err(CollectError::Transform)?;
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let stats = rewrite_with(program, &Arc::clone(table), limits, body, &mut gate, &mut out)
+        .map_err(CollectError::Transform)?;
     let removed = stats.removed + stats.redacted + stats.detected;
     if removed > 0 && rule.minimise == Minimise::Refuse {
         return Err(CollectError::NotCollectable);

@@ -23,7 +23,7 @@ use crate::consent::model::Basis;
 use crate::diag::{Report, at, parse_yaml};
 use crate::transform::{
     Action, ActionTable, Detector, DetectorSet, Dfa, FieldSpec, HashKey, Mark, Mask, Program,
-    Render, Selector, Unlisted, lex,
+    Render, Seal, Selector, Unlisted, lex,
 };
 
 /// What compilation needs besides the files.
@@ -33,6 +33,10 @@ pub struct Options {
     pub hash_key: Option<Arc<HashKey>>,
     /// Refuse policies that hash when no key is configured (off for `policy check` without a config).
     pub require_hash_key: bool,
+    /// Whether a master key ring is configured (encryption at rest).
+    pub has_master_key: bool,
+    /// Refuse policies that encrypt when no master key is configured.
+    pub require_master_key: bool,
 }
 
 /// Whether a file in a policy folder is a policy (not a test file).
@@ -253,6 +257,21 @@ struct Compiler<'a> {
     names: HashMap<String, PathBuf>,
 }
 
+/// A policy's encrypted categories.
+#[derive(Debug, Default)]
+struct Encrypt(Vec<(String, Seal)>);
+
+impl Encrypt {
+    /// How a field of `category` is stored: by the most specific entry at or above it.
+    fn seal_for(&self, category: &str) -> Seal {
+        self.0
+            .iter()
+            .filter(|(c, _)| taxonomy::is_within(category, c))
+            .max_by_key(|(c, _)| c.len())
+            .map_or(Seal::No, |(_, s)| *s)
+    }
+}
+
 /// A rule with its categories checked: category -> action.
 struct CheckedRule {
     purpose: String,
@@ -310,6 +329,7 @@ impl Compiler<'_> {
             }
         };
         let render = self.render(file, p);
+        let encrypt = self.encrypt(file, p);
         let rules: Vec<CheckedRule> = self.rules(file, &p.rules);
         if p.rules.is_empty() && !p.resources.is_empty() {
             self.r.warning(
@@ -332,8 +352,43 @@ impl Compiler<'_> {
                     None,
                 );
             }
-            self.resource(file, name, mode, &render, &rules, res);
+            self.resource(file, name, mode, &render, &encrypt, &rules, res);
         }
+    }
+
+    /// The policy's `encrypt` entries: category -> how it is stored.
+    fn encrypt(&mut self, file: &Path, p: &PolicyFile) -> Encrypt {
+        let mut out = Vec::new();
+        let mut entries: Vec<_> = p.encrypt.iter().collect();
+        entries.sort_by_key(|(k, _)| at(k).line());
+        for (c, mode) in entries {
+            let known = self.vocab.check(Kind::Category, file, c, &mut self.r);
+            let seal = match mode.value.as_str() {
+                "randomised" | "randomized" => Seal::Randomised,
+                "deterministic" => Seal::Deterministic,
+                other => {
+                    self.r.error(
+                        file,
+                        at(mode),
+                        format!("unknown encryption `{other}`"),
+                        Some("write `randomised` (different tokens for equal values), or `deterministic` (equal tokens, so the CRM can search on them)".into()),
+                    );
+                    continue;
+                }
+            };
+            if self.opts.require_master_key && !self.opts.has_master_key {
+                self.r.error(
+                    file,
+                    at(c),
+                    "this policy encrypts, but no master key is configured",
+                    Some("set `keys.master_key_file` (make one with `consentry keys generate --out FILE`) or `keys.master_key` in the config".into()),
+                );
+            }
+            if known {
+                out.push((c.value.clone(), seal));
+            }
+        }
+        Encrypt(out)
     }
 
     fn render(&mut self, file: &Path, p: &PolicyFile) -> Arc<Render> {
@@ -410,6 +465,9 @@ impl Compiler<'_> {
             }
             for c in &rule.hash {
                 add(c, Action::Hash, self);
+            }
+            for c in &rule.token {
+                add(c, Action::Token, self);
             }
             let mut masks: Vec<_> = rule.mask.iter().collect();
             masks.sort_by_key(|(k, _)| at(k).line());
@@ -548,6 +606,7 @@ impl Compiler<'_> {
         policy: &str,
         mode: Mode,
         render: &Arc<Render>,
+        encrypt: &Encrypt,
         rules: &[CheckedRule],
         res: &ResourceSource,
     ) {
@@ -683,6 +742,7 @@ impl Compiler<'_> {
                     selector: sel_text.value.clone(),
                     category: category as u16,
                     scan,
+                    seal: encrypt.seal_for(&f.category.value),
                 });
                 if envelope {
                     env_sels.push((sel, mark))
@@ -781,9 +841,41 @@ impl Compiler<'_> {
             }
             at_seg
         });
-        let writes = methods
-            .iter()
-            .any(|m| *m == Method::POST || *m == Method::PUT || *m == Method::PATCH);
+        let search = self.search(file, encrypt, res);
+        let search_body = search.as_ref().is_some_and(|s| !s.hubspot_filters.is_empty());
+        if search_body && !methods.contains(&Method::POST) {
+            let l = res
+                .search
+                .as_ref()
+                .and_then(|s| s.hubspot_filters.keys().next())
+                .map_or(at(&res.name), at);
+            self.r.error(
+                file,
+                l,
+                "`hubspot_filters` rewrites POST search bodies, and this resource takes no POST",
+                Some("add POST to `methods`, or use `params` for query parameters".into()),
+            );
+        }
+        // A POST with a search body is a read.
+        let writes = methods.iter().any(|m| {
+            (*m == Method::POST && !search_body) || *m == Method::PUT || *m == Method::PATCH
+        });
+        let sealed_fields = fields.iter().any(|f| f.seal != Seal::No);
+        if writes && sealed_fields && !passthrough && path_subject.is_none() {
+            // Tokens are made with the data key of the customer written to:
+            // named in the path, or (a create) found in the CRM's answer.
+            let create = methods.iter().all(|m| *m == Method::POST || *m == Method::GET)
+                && res.subject.is_some()
+                && records.as_ref().is_some_and(|r| r.steps().is_empty());
+            if !create {
+                self.r.error(
+                    file,
+                    at(&res.name),
+                    format!("resource `{name}` writes encrypted categories, but the customer written to is not known"),
+                    Some("add `path_subject:` (the path parameter that names the customer), or, for a create (POST), `records: $` and `subject:` so the key is bound to the id in the CRM's answer".into()),
+                );
+            }
+        }
         let request_records = match (&res.request_records, writes && !passthrough) {
             (Some(s), true) => self.selector(file, s),
             (None, true) => Some(Selector::root()),
@@ -899,7 +991,50 @@ impl Compiler<'_> {
             response_headers,
             echo_created,
             path_subject,
+            search,
         });
+    }
+
+    /// The resource's `search` entries; searching needs equal tokens for
+    /// equal values, so a randomised category cannot be searched.
+    fn search(
+        &mut self,
+        file: &Path,
+        encrypt: &Encrypt,
+        res: &ResourceSource,
+    ) -> Option<super::Search> {
+        let src = res.search.as_ref()?;
+        let mut out = super::Search::default();
+        for (map, params) in [(&src.params, true), (&src.hubspot_filters, false)] {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by_key(|(k, _)| at(k).line());
+            for (name, c) in entries {
+                if !self.vocab.check(Kind::Category, file, c, &mut self.r) {
+                    continue;
+                }
+                let seal = encrypt.seal_for(&c.value);
+                if seal == Seal::Randomised {
+                    self.r.error(
+                        file,
+                        at(c),
+                        format!("`{}` searches `{}`, which is encrypted `randomised`: equal values have different tokens, so the CRM could not find them", name.value, c.value),
+                        Some(format!("encrypt `{}` as `deterministic` under `encrypt:`, or remove this search entry", c.value)),
+                    );
+                    continue;
+                }
+                let field = super::SearchField {
+                    name: name.value.clone(),
+                    category: c.value.clone(),
+                    seal,
+                };
+                if params {
+                    out.params.push(field);
+                } else {
+                    out.hubspot_filters.push(field);
+                }
+            }
+        }
+        Some(out)
     }
 
     fn methods(&mut self, file: &Path, res: &ResourceSource) -> Vec<Method> {
@@ -1029,13 +1164,19 @@ fn detector_hint() -> String {
 fn collect_table(program: &Program, rule: &CheckedRule) -> ActionTable {
     let may = |a: Action| match a {
         Action::Allow | Action::Mask(_) | Action::Hash => Action::Allow,
-        Action::Redact | Action::Remove => Action::Remove,
+        Action::Redact | Action::Remove | Action::Seal | Action::Token => Action::Remove,
     };
     ActionTable {
         fields: program
             .fields
             .iter()
-            .map(|f| may(rule.action_for(&program.categories[f.category as usize])))
+            .map(|f| {
+                match may(rule.action_for(&program.categories[f.category as usize])) {
+                    // What the CRM stores of an encrypted category is a token.
+                    Action::Allow if f.seal != Seal::No => Action::Seal,
+                    a => a,
+                }
+            })
             .collect(),
         detectors: Detector::ALL.map(|d| may(rule.action_for(d.category()))),
         unlisted: match program.unlisted {

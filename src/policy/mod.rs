@@ -19,7 +19,7 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 
 use crate::consent::model::Basis;
-use crate::transform::{ActionTable, Program};
+use crate::transform::{ActionTable, Program, Seal};
 
 pub use compile::{Options, load_dir};
 
@@ -64,6 +64,25 @@ pub struct Resource {
     /// Which path segment (0-based, after the leading `/`) names a write's
     /// subject (`path_subject`).
     pub path_subject: Option<usize>,
+    /// Equality searches to rewrite into tokens (`search`).
+    pub search: Option<Search>,
+}
+
+/// Where a resource's requests search on which category.
+#[derive(Debug, Default)]
+pub struct Search {
+    /// Query parameters.
+    pub params: Vec<SearchField>,
+    /// Properties of a HubSpot-style search body (then a POST is a search).
+    pub hubspot_filters: Vec<SearchField>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchField {
+    pub name: String,
+    pub category: String,
+    /// How the CRM stores it; `Deterministic` values are rewritten.
+    pub seal: Seal,
 }
 
 /// What one purpose (and the purposes below it) may see of a resource.
@@ -172,6 +191,13 @@ pub enum Minimise {
 }
 
 impl Resource {
+    /// Whether a POST here is a search (its body is rewritten, not collected).
+    pub fn search_body(&self) -> bool {
+        self.search
+            .as_ref()
+            .is_some_and(|s| !s.hubspot_filters.is_empty())
+    }
+
     /// The subject a write to `path` (normalised) names, if the resource
     /// says where (`path_subject`) and it is a well-formed subject id.
     /// Percent-escapes are decoded. The path must carry the id the consent

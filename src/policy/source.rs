@@ -35,6 +35,11 @@ pub struct PolicyFile {
     /// Custom data uses (purposes), each below an existing one.
     #[serde(default)]
     pub purposes: Vec<Spanned<String>>,
+    /// Categories the CRM stores encrypted: category -> `randomised`
+    /// (default choice) or `deterministic` (equal values give equal tokens,
+    /// so the CRM can search and de-duplicate on them).
+    #[serde(default)]
+    pub encrypt: HashMap<Spanned<String>, Spanned<String>>,
     pub resources: Vec<ResourceSource>,
     #[serde(default)]
     pub rules: Vec<RuleSource>,
@@ -81,6 +86,23 @@ pub struct ResourceSource {
     /// Response headers that may carry personal data and may pass (e.g. `Location`).
     #[serde(default)]
     pub response_headers: Vec<Spanned<String>>,
+    /// Equality searches the gateway rewrites for encrypted categories.
+    #[serde(default)]
+    pub search: Option<SearchSource>,
+}
+
+/// Where a resource's requests search, by name -> data category.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSource {
+    /// Query parameters (`?email=...`).
+    #[serde(default)]
+    pub params: HashMap<Spanned<String>, Spanned<String>>,
+    /// Property names in a HubSpot-style search body
+    /// (`filterGroups[].filters[]` with `propertyName`, `operator`, `value`).
+    /// The body of a POST to this resource is then a search, not a write.
+    #[serde(default)]
+    pub hubspot_filters: HashMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +186,9 @@ pub struct RuleSource {
     pub remove: Vec<Spanned<String>>,
     #[serde(default)]
     pub hash: Vec<Spanned<String>>,
+    /// Encrypted categories passed as the stored tokens, not decrypted.
+    #[serde(default)]
+    pub token: Vec<Spanned<String>>,
     /// Category -> mask (`last4`, `first2`, `first1_last2`, `email_domain`).
     #[serde(default)]
     pub mask: HashMap<Spanned<String>, Spanned<String>>,

@@ -21,7 +21,9 @@ use crate::consent::gate::ConsentGate;
 use crate::consent::model::{Current, Status, SubjectConsents, check_subject};
 use crate::diag::{Report, at, parse_yaml};
 use crate::path;
-use crate::transform::{Limits, RecordOutcome, Rewriter, TransformError, rewrite_all};
+use crate::transform::{
+    Gate, Limits, RecordOutcome, Rewriter, Seal, Subject, TransformError, rewrite_all,
+};
 
 /// The key `hash` actions use under `policy test`, so expected pseudonyms are stable.
 pub const TEST_HASH_KEY: &[u8] = b"consentry-policy-test-key-not-secret";
@@ -148,6 +150,22 @@ pub fn respond(
     }
 }
 
+/// Stands in for the keys in policy tests: a value of an encrypted category
+/// is written as `[encrypted <category>]`, so that a case shows what the
+/// CRM stores (a token, in the gateway) without depending on random keys.
+struct StandIn;
+
+impl Gate for StandIn {
+    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
+        Some(RecordOutcome::Keep)
+    }
+
+    fn seal(&mut self, category: &str, _: Seal, _: &[u8], out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(format!("[encrypted {category}]").as_bytes());
+        true
+    }
+}
+
 /// What the CRM receives for a write: `(status, body)`, where a status
 /// other than 200 is the gateway's refusal.
 pub fn write(
@@ -176,7 +194,7 @@ pub fn write(
             return Ok((403, Vec::new()));
         }
     }
-    match collect(&resource, &rule, body, Limits::default()) {
+    match collect(&resource, &rule, body, Limits::default(), StandIn) {
         Ok(c) => Ok((200, c.body)),
         Err(CollectError::NotCollectable) => Ok((403, Vec::new())),
         Err(CollectError::Transform(_)) => Ok((400, Vec::new())),

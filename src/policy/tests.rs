@@ -278,6 +278,7 @@ rules:
             HashKey::new(b"0123456789abcdef0123456789").unwrap(),
         )),
         require_hash_key: true,
+        ..Default::default()
     };
     let (s, _) = compile(&src, &opts).unwrap();
     assert!(s.knows_purpose("sales.outreach"));

@@ -18,7 +18,8 @@ use crate::config::Limits;
 use crate::consent::Consents;
 use crate::policy::collect::{CollectError, collect, collectable};
 use crate::policy::{ConsentCheck, Resource, Rule};
-use crate::transform::{self, TransformError};
+use crate::keys::vault::Vault;
+use crate::transform::{self, Gate, RecordOutcome, Seal, Subject, TransformError};
 
 /// Bodies larger than this are rewritten on a blocking-pool thread.
 const OFFLOAD_AFTER: usize = 1 << 20;
@@ -26,7 +27,9 @@ const OFFLOAD_AFTER: usize = 1 << 20;
 /// Whether a request to `resource` is a write whose body is minimised.
 pub fn applies(method: &Method, resource: &Resource) -> bool {
     resource.request_program.is_some()
-        && (*method == Method::POST || *method == Method::PUT || *method == Method::PATCH)
+        && ((*method == Method::POST && !resource.search_body())
+            || *method == Method::PUT
+            || *method == Method::PATCH)
 }
 
 /// Refuses a write whose subject (named in the path, `path_subject`) has
@@ -56,8 +59,23 @@ pub async fn check_subject(
     if allowed { Ok(()) } else { Err(refused()) }
 }
 
-/// Reads, checks and minimises a write body. Returns the body to send and
+/// Keeps the one record of a write and seals its encrypted fields.
+struct Sealer<'a>(Option<&'a Vault>);
+
+impl Gate for Sealer<'_> {
+    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
+        Some(RecordOutcome::Keep)
+    }
+
+    fn seal(&mut self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
+        self.0.is_some_and(|v| v.seal(category, seal, plain, out))
+    }
+}
+
+/// Reads, checks and minimises a write body, sealing the values of
+/// encrypted categories with `vault`'s keys. Returns the body to send and
 /// how many values were taken out.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_body(
     parts: &Parts,
     incoming: Incoming,
@@ -66,21 +84,11 @@ pub async fn write_body(
     purpose: &str,
     limits: &Limits,
     idle: Duration,
+    vault: Option<Arc<Vault>>,
 ) -> Result<(UpBody, u64), Refusal> {
-    let encoded = parts
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(Refusal::RequestEncoding);
-    }
-    let data = read_all(incoming, limits.request_body, idle).await?;
+    let data = read_json(parts, incoming, limits, idle).await?;
     if data.is_empty() {
         return Ok((body::empty(), 0));
-    }
-    if !body::is_json(&parts.headers) {
-        return Err(Refusal::RequestNotJson);
     }
     let tlimits = transform::Limits {
         max_depth: limits.json_depth,
@@ -88,11 +96,13 @@ pub async fn write_body(
     };
     let result = if data.len() > OFFLOAD_AFTER {
         let (res, r) = (Arc::clone(resource), Arc::clone(rule));
-        tokio::task::spawn_blocking(move || collect(&res, &r, &data, tlimits))
-            .await
-            .map_err(|_| Refusal::Internal)?
+        tokio::task::spawn_blocking(move || {
+            collect(&res, &r, &data, tlimits, Sealer(vault.as_deref()))
+        })
+        .await
+        .map_err(|_| Refusal::Internal)?
     } else {
-        collect(resource, rule, &data, tlimits)
+        collect(resource, rule, &data, tlimits, Sealer(vault.as_deref()))
     };
     match result {
         Ok(c) => Ok((body::full(c.body), c.removed)),
@@ -107,7 +117,30 @@ pub async fn write_body(
             Err(Refusal::RequestBodyTooLarge)
         }
         Err(CollectError::Transform(TransformError::Blocked { .. })) => Err(Refusal::Internal),
+        Err(CollectError::Transform(TransformError::Seal)) => Err(Refusal::KeysUnavailable),
     }
+}
+
+/// Reads an inspected request body whole: uncompressed, and JSON unless empty.
+pub async fn read_json(
+    parts: &Parts,
+    incoming: Incoming,
+    limits: &Limits,
+    idle: Duration,
+) -> Result<Bytes, Refusal> {
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(Refusal::RequestEncoding);
+    }
+    let data = read_all(incoming, limits.request_body, idle).await?;
+    if !data.is_empty() && !body::is_json(&parts.headers) {
+        return Err(Refusal::RequestNotJson);
+    }
+    Ok(data)
 }
 
 async fn read_all(incoming: Incoming, limit: u64, idle: Duration) -> Result<Bytes, Refusal> {

@@ -4,9 +4,11 @@
 //! identify  screen the request; API key -> client; purpose header -> purpose
 //! route     normalise the path once; match a policy resource; pick the rule
 //! collect   minimise a write body to what the purpose may collect
+//! encrypt   fetch the request's keys; rewrite searches on encrypted fields
 //! forward   build the CRM request (header hygiene, credentials) and send it
 //! respond   check status and content type, decode, rewrite, stream; each
-//!           record's subject is checked against consent (`consent::gate`)
+//!           record's subject is checked against consent and its tokens
+//!           opened with its key (`gate`)
 //! reject    every refusal -> RFC 9457 problem+json
 //! emit      the outcome: access log (audit later)
 //! ```
@@ -19,7 +21,9 @@ pub mod collect;
 pub mod context;
 pub mod decode;
 pub mod emit;
+pub mod encrypt;
 pub mod forward;
+pub mod gate;
 pub mod identify;
 pub mod reject;
 pub mod respond;
@@ -37,6 +41,8 @@ use hyper::body::Incoming;
 use crate::config::Config;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
+use crate::keys::service::Keys;
+use gate::RecordGate;
 use crate::policy::PolicySet;
 use body::Body;
 use context::{Context, Outcome, RequestId, RequestIds};
@@ -54,6 +60,8 @@ pub struct Gateway {
     ids: RequestIds,
     emitter: Arc<Emitter>,
     consents: Arc<Consents>,
+    /// Data keys (encryption at rest), when a master key is configured.
+    keys: Option<Arc<Keys>>,
 }
 
 impl Gateway {
@@ -61,8 +69,14 @@ impl Gateway {
         config: Config,
         policies: PolicySet,
         consents: Arc<Consents>,
+        keys: Option<Arc<Keys>>,
     ) -> Result<Gateway, String> {
-        Gateway::shared(config, Arc::new(ArcSwap::from_pointee(policies)), consents)
+        Gateway::shared(
+            config,
+            Arc::new(ArcSwap::from_pointee(policies)),
+            consents,
+            keys,
+        )
     }
 
     /// A gateway that shares its policies with others (one per worker thread,
@@ -71,8 +85,10 @@ impl Gateway {
         config: Config,
         policies: Arc<ArcSwap<PolicySet>>,
         consents: Arc<Consents>,
+        keys: Option<Arc<Keys>>,
     ) -> Result<Gateway, String> {
         let upstream = Upstream::new(&config.upstream)?;
+        warm_keys(&policies.load(), keys.as_deref())?;
         let emitter = Arc::new(Emitter {
             access: config.log.access,
         });
@@ -83,7 +99,12 @@ impl Gateway {
             ids: RequestIds::new(),
             emitter,
             consents,
+            keys,
         })
+    }
+
+    pub fn keys(&self) -> Option<&Arc<Keys>> {
+        self.keys.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -99,9 +120,12 @@ impl Gateway {
         self.policies.load_full()
     }
 
-    /// Replaces the policies; requests in flight keep the version they started with.
-    pub fn set_policies(&self, policies: PolicySet) {
+    /// Replaces the policies; requests in flight keep the version they
+    /// started with. Refused if they encrypt and no keys are configured.
+    pub fn set_policies(&self, policies: PolicySet) -> Result<(), String> {
+        warm_keys(&policies, self.keys.as_deref())?;
         self.policies.store(Arc::new(policies));
+        Ok(())
     }
 
     /// Handles one request, whatever happens: every outcome is emitted once.
@@ -155,8 +179,19 @@ impl Gateway {
         {
             collect::check_subject(&self.consents, resource, check, &purpose, &target.path).await?;
         }
+        let mut target = target;
+        let mut pending = None;
         let (up_body, too_large) = match &plan {
             Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
+                let vault = match (&resource.request_program, &self.keys) {
+                    (Some(p), Some(keys)) if p.sealed => {
+                        let (v, p) =
+                            encrypt::write_vault(keys, resource, p, &target.path).await?;
+                        pending = p;
+                        Some(Arc::new(v))
+                    }
+                    _ => None,
+                };
                 let (b, _removed) = collect::write_body(
                     &parts,
                     body,
@@ -165,9 +200,31 @@ impl Gateway {
                     &purpose,
                     &cfg.limits,
                     cfg.upstream.body_idle_timeout,
+                    vault,
                 )
                 .await?;
                 (b, None)
+            }
+            Plan::Inspect { resource, .. } if resource.search.is_some() => {
+                let keys = self.keys.as_ref().ok_or(Refusal::KeysUnavailable)?;
+                let vault = encrypt::read_vault(keys, &resource.program).await?;
+                if let Some(q) = &target.query
+                    && let Some(q) = encrypt::search_query(&vault, resource, q)?
+                {
+                    target.query = Some(q);
+                }
+                if parts.method == Method::POST && resource.search_body() {
+                    let idle = cfg.upstream.body_idle_timeout;
+                    let data = collect::read_json(&parts, body, &cfg.limits, idle).await?;
+                    let b = if data.is_empty() {
+                        data.to_vec()
+                    } else {
+                        encrypt::search_body(&vault, resource, &data)?
+                    };
+                    (body::full(b), None)
+                } else {
+                    forward::body(&parts.method, body, cfg.limits.request_body)?
+                }
             }
             _ => forward::body(&parts.method, body, cfg.limits.request_body)?,
         };
@@ -194,15 +251,25 @@ impl Gateway {
         match plan {
             Plan::Inspect { resource, rule } => {
                 let status = up_resp.status().as_u16();
-                let gate = match resource.consent_for(&rule, &parts.method, status) {
-                    Some(check) => respond::RecordGate::Consent(Box::new(ConsentGate::new(
-                        check,
-                        Arc::clone(&purpose),
-                        self.consents.now(),
-                        Arc::clone(&self.consents),
-                    ))),
-                    None => respond::RecordGate::KeepAll,
+                let consent = resource
+                    .consent_for(&rule, &parts.method, status)
+                    .map(|check| {
+                        ConsentGate::new(
+                            check,
+                            Arc::clone(&purpose),
+                            self.consents.now(),
+                            Arc::clone(&self.consents),
+                        )
+                    });
+                let keys = match &self.keys {
+                    Some(k) if resource.program.sealed => {
+                        Some((Arc::clone(k), encrypt::read_vault(k, &resource.program).await?))
+                    }
+                    _ => None,
                 };
+                // A create's key is bound to the id in a successful answer.
+                let bind = pending.filter(|_| (200..300).contains(&status) && keys.is_some());
+                let gate = RecordGate::new(consent, keys, bind);
                 let head = parts.method == Method::HEAD;
                 let http10 = parts.version <= http::Version::HTTP_10;
                 let idle = cfg.upstream.body_idle_timeout;
@@ -226,4 +293,27 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Makes sure every key the policies' deterministic categories need exists
+/// and is cached, so that no request waits for one; refuses policies that
+/// encrypt when there are no keys.
+fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
+    for r in policies.resources() {
+        let programs = std::iter::once(&r.program).chain(r.request_program.as_ref());
+        for p in programs {
+            if !p.sealed {
+                continue;
+            }
+            let Some(keys) = keys else {
+                return Err(format!(
+                    "resource `{}` of policy `{}` stores encrypted fields, but no master key is configured (keys.master_key_file)",
+                    r.name, r.policy
+                ));
+            };
+            crate::keys::vault::Vault::for_read(keys, &p.deterministic)
+                .map_err(|e| format!("cannot make the encryption keys: {e}"))?;
+        }
+    }
+    Ok(())
 }

@@ -50,6 +50,12 @@ pub enum Refusal {
     },
     /// The consent store could not be read.
     ConsentUnavailable,
+    /// A data key could not be read or made (key store down, no master key).
+    KeysUnavailable,
+    /// A search on an encrypted field that cannot be rewritten into tokens.
+    SearchUnsupported(String),
+    /// A write of encrypted fields whose path names no usable customer id.
+    SubjectUnknown,
     /// A write carries data the purpose may not collect (`minimise: refuse`).
     NotCollectable {
         purpose: String,
@@ -68,6 +74,9 @@ pub enum Refusal {
     UnexpectedNotModified,
     /// An HTTP/1.0 client cannot tell a cut-off stream from a whole body.
     StreamingUnavailable,
+    /// The CRM answered a create with no usable id, or an id that already
+    /// has a key: the encrypted values cannot be bound to the record.
+    KeyBinding,
     Internal,
 }
 
@@ -84,7 +93,9 @@ impl Refusal {
             | PurposeRepeated
             | PathCaseVariant
             | RequestBodyUnreadable
-            | MalformedRequestJson(_) => StatusCode::BAD_REQUEST,
+            | MalformedRequestJson(_)
+            | SearchUnsupported(_)
+            | SubjectUnknown => StatusCode::BAD_REQUEST,
             RequestNotJson | RequestEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +105,7 @@ impl Refusal {
             | PurposeNotCovered { .. }
             | ConsentRequired { .. }
             | NotCollectable { .. } => StatusCode::FORBIDDEN,
-            ConsentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ConsentUnavailable | KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable
             | UpstreamFailed
             | UnsupportedEncoding
@@ -104,7 +115,8 @@ impl Refusal {
             | DecompressionFailed
             | PartialContent
             | UnexpectedNotModified
-            | StreamingUnavailable => StatusCode::BAD_GATEWAY,
+            | StreamingUnavailable
+            | KeyBinding => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,6 +146,10 @@ impl Refusal {
             PurposeNotCovered { .. } => "purpose-not-covered",
             ConsentRequired { .. } => "consent-required",
             ConsentUnavailable => "consent-unavailable",
+            KeysUnavailable => "keys-unavailable",
+            SearchUnsupported(_) => "search-unsupported",
+            SubjectUnknown => "subject-unknown",
+            KeyBinding => "key-binding",
             NotCollectable { .. } => "not-collectable",
             UpstreamUnavailable => "upstream-unavailable",
             UpstreamTimeout => "upstream-timeout",
@@ -173,6 +189,10 @@ impl Refusal {
             PurposeNotCovered { .. } => "Purpose not covered by the policy",
             ConsentRequired { .. } => "Consent required",
             ConsentUnavailable => "Consent store unavailable",
+            KeysUnavailable => "Encryption keys unavailable",
+            SearchUnsupported(_) => "Search on an encrypted field not possible",
+            SubjectUnknown => "Customer id required",
+            KeyBinding => "Created record cannot be bound to its key",
             NotCollectable { .. } => "Data the purpose may not collect",
             UpstreamUnavailable => "CRM unavailable",
             UpstreamTimeout => "CRM timed out",
@@ -219,6 +239,10 @@ impl Refusal {
                 "the customer has not consented to `{purpose}` (or has objected), so this write was not sent to the CRM"
             ),
             ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
+            KeysUnavailable => "the data keys could not be read or made; encrypted fields are neither written nor shown until the key store is back".into(),
+            SearchUnsupported(why) => why.clone(),
+            SubjectUnknown => "this write stores encrypted fields under the customer's key, and the path does not name a well-formed customer id".into(),
+            KeyBinding => "the CRM created the record, but its answer names no usable id (or an id that already has a key), so the encrypted values sent cannot be read back; check the CRM and the resource's `subject` selector".into(),
             NotCollectable { purpose, collectable } if collectable.is_empty() => format!(
                 "purpose `{purpose}` may not write personal data to this route; the policy refuses such writes"
             ),
@@ -324,6 +348,10 @@ mod tests {
                 write: false,
             },
             ConsentUnavailable,
+            KeysUnavailable,
+            SearchUnsupported("why".into()),
+            SubjectUnknown,
+            KeyBinding,
             NotCollectable {
                 purpose: "marketing".into(),
                 collectable: vec!["user.contact.email".into()],
@@ -370,6 +398,10 @@ mod tests {
             ("purpose-not-covered", 403),
             ("consent-required", 403),
             ("consent-unavailable", 503),
+            ("keys-unavailable", 503),
+            ("search-unsupported", 400),
+            ("subject-unknown", 400),
+            ("key-binding", 502),
             ("not-collectable", 403),
             ("upstream-unavailable", 502),
             ("upstream-timeout", 504),

@@ -25,12 +25,12 @@ use super::emit::Emitter;
 use super::forward::filter_headers;
 use super::reject::Refusal;
 use crate::config::Limits;
+use super::gate::RecordGate;
 use crate::consent::Consents;
-use crate::consent::gate::ConsentGate;
 use crate::consent::model::SubjectConsents;
 use crate::consent::store::StoreError;
 use crate::policy::{Resource, Rule, SENSITIVE_RESPONSE_HEADERS};
-use crate::transform::{self, RecordOutcome, Rewriter, Subject, TransformError};
+use crate::transform::{self, Rewriter, TransformError};
 
 /// Response headers that describe the CRM's bytes, not ours.
 const BODY_DESCRIBING: &[&str] = &[
@@ -85,6 +85,7 @@ fn from_transform(e: TransformError, purpose: &str) -> Refusal {
             purpose: purpose.to_owned(),
             write: false,
         },
+        TransformError::Seal => Refusal::KeysUnavailable,
     }
 }
 
@@ -96,43 +97,23 @@ fn from_decode(e: DecodeError) -> Refusal {
     }
 }
 
-/// Decides each record of a response.
-#[derive(Debug)]
-pub enum RecordGate {
-    /// The rule checks nothing per customer.
-    KeepAll,
-    /// The rule's basis needs each subject's consent (or no objection).
-    Consent(Box<ConsentGate>),
-}
-
-impl transform::Gate for RecordGate {
-    #[inline]
-    fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
-        match self {
-            RecordGate::KeepAll => Some(RecordOutcome::Keep),
-            RecordGate::Consent(g) => g.decide(subject),
-        }
-    }
-}
-
 /// Deferred records are settled once this much of the body is held (or at
 /// its end), so that a list costs one batched store lookup per this many
 /// bytes, not one per record.
 const SETTLE_AT: usize = 256 << 10;
 
-/// Fetches the subjects `rw`'s waiting records need (one batch) and resumes
-/// it. Blocking: call it on a blocking-pool thread.
+/// Fetches what `rw`'s waiting records need (one batch) and resumes it.
+/// Blocking: call it on a blocking-pool thread.
 fn settle_blocking(
     rw: &mut Rewriter,
-    gate: &mut ConsentGate,
+    gate: &mut RecordGate,
     out: &mut Vec<u8>,
     purpose: &str,
 ) -> Result<(), Refusal> {
-    let missing = gate.missing(rw);
-    if !missing.is_empty() {
-        let consents = gate.consents().ok_or(Refusal::Internal)?;
-        let found = consents.fetch(&missing).map_err(lookup_failed)?;
-        gate.learn(found);
+    let needs = gate.needs(rw);
+    if !needs.is_empty() {
+        let (consents, keys) = gate.sources();
+        gate.learn(RecordGate::fetch(needs, consents, keys)?);
     }
     resume(rw, gate, out, purpose)
 }
@@ -161,7 +142,7 @@ pub(super) async fn lookup(
 
 fn resume(
     rw: &mut Rewriter,
-    gate: &mut ConsentGate,
+    gate: &mut RecordGate,
     out: &mut Vec<u8>,
     purpose: &str,
 ) -> Result<(), Refusal> {
@@ -319,15 +300,15 @@ impl Pipeline {
     /// `settle_at`, so that waiting records never hold more than
     /// `2 * settle_at <= limits.record` before they are settled.
     fn piece_len(&self) -> usize {
-        match self.gate {
-            Some(RecordGate::Consent(_)) => FEED.min(self.settle_at).max(1),
+        match &self.gate {
+            Some(g) if g.defers() => FEED.min(self.settle_at).max(1),
             _ => FEED,
         }
     }
 
     /// Whether records wait for a consent lookup.
     fn waiting(&self) -> bool {
-        matches!(self.gate, Some(RecordGate::Consent(_)))
+        self.gate.as_ref().is_some_and(|g| g.defers())
             && self.rewriter.as_ref().is_some_and(|rw| rw.pending() > 0)
     }
 
@@ -357,26 +338,26 @@ impl Pipeline {
         let purpose = Arc::clone(&self.purpose);
         let settle_at = self.settle_at;
         let (rw, gate) = self.parts()?;
-        let RecordGate::Consent(g) = gate else {
-            return Ok(());
-        };
-        if rw.pending() == 0 || (!now && rw.held() < settle_at) {
+        if !gate.defers() || rw.pending() == 0 || (!now && rw.held() < settle_at) {
             return Ok(());
         }
-        let missing = g.missing(rw);
-        if !missing.is_empty() {
-            let consents = Arc::clone(g.consents().ok_or(Refusal::Internal)?);
-            let found = lookup(consents, missing).await?;
+        let needs = gate.needs(rw);
+        if !needs.is_empty() {
+            let (consents, keys) = gate.sources();
+            let fetch =
+                tokio::task::spawn_blocking(move || RecordGate::fetch(needs, consents, keys));
+            let got = tokio::time::timeout(LOOKUP_TIMEOUT, fetch)
+                .await
+                .map_err(|_| {
+                    tracing::warn!("consent or key lookup timed out");
+                    Refusal::ConsentUnavailable
+                })?
+                .map_err(|_| Refusal::Internal)??;
             let (_, gate) = self.parts()?;
-            if let RecordGate::Consent(g) = gate {
-                g.learn(found);
-            }
+            gate.learn(got);
         }
         let (rw, gate) = self.parts()?;
-        let RecordGate::Consent(g) = gate else {
-            return Ok(());
-        };
-        resume(rw, g, out, &purpose)
+        resume(rw, gate, out, &purpose)
     }
 
     /// `feed` on a blocking-pool thread (which may also read the consent store).
@@ -393,12 +374,8 @@ impl Pipeline {
                 r = rw
                     .push(piece, &mut gate, &mut out)
                     .map_err(|e| from_transform(e, &purpose));
-                if r.is_ok()
-                    && let RecordGate::Consent(g) = &mut gate
-                    && rw.pending() > 0
-                    && rw.held() >= settle_at
-                {
-                    r = settle_blocking(&mut rw, g, &mut out, &purpose);
+                if r.is_ok() && gate.defers() && rw.pending() > 0 && rw.held() >= settle_at {
+                    r = settle_blocking(&mut rw, &mut gate, &mut out, &purpose);
                 }
                 if r.is_err() {
                     break;

@@ -542,6 +542,39 @@ impl KeyStore for SqliteStore {
         }
         tx.commit().map_err(err("commit"))
     }
+
+    fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let tx = conn.transaction().map_err(err("begin"))?;
+        let taken: bool = tx
+            .query_row("SELECT 1 FROM data_keys WHERE owner = ?1", [to], |_| Ok(()))
+            .optional()
+            .map_err(err("key lookup"))?
+            .is_some();
+        if taken {
+            return Ok(false);
+        }
+        let moved = tx
+            .execute(
+                "DELETE FROM data_keys WHERE owner = ?1 AND key_id = ?2 AND destroyed_ms IS NULL",
+                params![from, w.id.0.as_slice()],
+            )
+            .map_err(err("unbind key"))?;
+        if moved == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO data_keys (owner, key_id, master_version, wrapped, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![to, w.id.0.as_slice(), w.master_version, w.bytes, at],
+        )
+        .map_err(err("bind key"))?;
+        tx.commit().map_err(err("commit"))?;
+        Ok(true)
+    }
 }
 
 pub fn schema_version(path: &Path) -> Result<Option<i64>, StoreError> {

@@ -54,7 +54,9 @@ pub fn render(
             out.extend_from_slice(raw);
             Applied::Unchanged
         }
-        Action::Redact | Action::Remove => {
+        // `Seal` and `Token` concern encrypted fields (the rewriter handles
+        // those); anywhere else they show nothing.
+        Action::Redact | Action::Remove | Action::Seal | Action::Token => {
             out.extend_from_slice(&render.placeholder);
             Applied::Redacted
         }
@@ -84,7 +86,7 @@ pub fn render(
 }
 
 /// The decoded text of a JSON string literal (with quotes).
-fn decoded<'a>(raw: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+pub(crate) fn decoded<'a>(raw: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
     let inner = &raw[1..raw.len() - 1];
     if memchr::memchr(b'\\', inner).is_none() {
         return inner;

@@ -18,10 +18,12 @@ pub mod selector;
 pub use automaton::{Dfa, Mark};
 pub use detect::{Detector, DetectorSet};
 pub use lex::Malformed;
-pub use program::{Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Unlisted};
+pub use program::{
+    Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Resolved, Seal, Unlisted,
+};
 pub use rewrite::{
     Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,
-    rewrite_into,
+    rewrite_into, rewrite_with,
 };
 pub use selector::{Selector, SelectorError};
 

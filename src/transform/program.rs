@@ -22,6 +22,10 @@ pub enum Action {
     Mask(Mask),
     /// Replace by a keyed HMAC-SHA256 pseudonym (stable, so joins still work).
     Hash,
+    /// Writes only: replace by a token (the field's category is encrypted).
+    Seal,
+    /// Reads only: pass a stored token as it is, without decrypting it.
+    Token,
     /// Replace by the policy's placeholder (`null` by default).
     Redact,
     /// Delete the member (or array element) altogether.
@@ -33,10 +37,12 @@ impl Action {
     pub fn rank(self) -> u8 {
         match self {
             Action::Allow => 0,
-            Action::Mask(_) => 1,
-            Action::Hash => 2,
-            Action::Redact => 3,
-            Action::Remove => 4,
+            Action::Seal => 1,
+            Action::Mask(_) => 2,
+            Action::Hash => 3,
+            Action::Token => 4,
+            Action::Redact => 5,
+            Action::Remove => 6,
         }
     }
 
@@ -45,6 +51,8 @@ impl Action {
             Action::Allow => "allow",
             Action::Mask(_) => "mask",
             Action::Hash => "hash",
+            Action::Seal => "encrypt",
+            Action::Token => "token",
             Action::Redact => "redact",
             Action::Remove => "remove",
         }
@@ -94,6 +102,17 @@ impl fmt::Display for Mask {
     }
 }
 
+/// How a field's values are stored in the CRM (the policy's `encrypt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Seal {
+    /// In clear.
+    No,
+    /// As randomised tokens under the subject's data key.
+    Randomised,
+    /// As deterministic tokens under the category's key (searchable).
+    Deterministic,
+}
+
 /// A selected field: which category it holds and which detectors scan it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldSpec {
@@ -103,6 +122,17 @@ pub struct FieldSpec {
     pub category: u16,
     /// Detectors run over the text when the field itself is allowed.
     pub scan: DetectorSet,
+    /// Whether the CRM stores this field's values as tokens.
+    pub seal: Seal,
+}
+
+/// What the rewriter does with one value: the action, the detectors to run,
+/// and the encrypted field (if any) whose category the value's token is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub action: Action,
+    pub scan: DetectorSet,
+    pub sealed: Option<u32>,
 }
 
 /// Values no selector reaches.
@@ -183,6 +213,10 @@ pub struct Program {
     pub render: Arc<Render>,
     /// The table for records whose outcome is "redact" (derived).
     pub redacted: ActionTable,
+    /// Whether any field is encrypted (then the rewriter needs keys).
+    pub sealed: bool,
+    /// The categories stored as deterministic tokens.
+    pub deterministic: Vec<String>,
 }
 
 impl Program {
@@ -206,7 +240,17 @@ impl Program {
                 Unlisted::Remove => Action::Remove,
             },
         };
+        let sealed = fields.iter().any(|f| f.seal != Seal::No);
+        let mut deterministic: Vec<String> = fields
+            .iter()
+            .filter(|f| f.seal == Seal::Deterministic)
+            .map(|f| categories[f.category as usize].clone())
+            .collect();
+        deterministic.sort();
+        deterministic.dedup();
         Program {
+            sealed,
+            deterministic,
             envelope,
             record,
             fields,
@@ -253,22 +297,33 @@ impl ActionTable {
     /// The combined action of the fields in `marks` and the detectors to run.
     /// Several selectors on one value: the most restrictive action wins.
     #[inline]
-    pub fn resolve(&self, program: &Program, marks: &[Mark]) -> (Action, DetectorSet) {
+    pub fn resolve(&self, program: &Program, marks: &[Mark]) -> Resolved {
         let mut action = None::<Action>;
         let mut scan = DetectorSet::EMPTY;
+        let mut sealed = None;
         for m in marks {
             if let Mark::Field(f) = *m {
                 let a = self.fields[f as usize];
                 if action.is_none_or(|b| a.rank() > b.rank()) {
                     action = Some(a);
                 }
-                scan = scan.union(program.fields[f as usize].scan);
+                let spec = &program.fields[f as usize];
+                scan = scan.union(spec.scan);
+                if spec.seal != Seal::No && sealed.is_none() {
+                    sealed = Some(f);
+                }
             }
         }
-        match action {
-            Some(Action::Allow) => (Action::Allow, scan),
+        let (action, scan) = match action {
+            // An encrypted value is scanned before it is sealed.
+            Some(a @ (Action::Allow | Action::Seal)) => (a, scan),
             Some(a) => (a, DetectorSet::EMPTY),
             None => (self.unlisted, DetectorSet::EMPTY),
+        };
+        Resolved {
+            action,
+            scan,
+            sealed,
         }
     }
 }

@@ -31,6 +31,7 @@ fn program(
             selector: f.0.to_owned(),
             category: 0,
             scan: f.2,
+            seal: crate::transform::Seal::No,
         })
         .collect();
     let prog = Program::new(

@@ -713,7 +713,7 @@ fn a_store_that_cannot_be_opened_stops_start_up() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot open the consent store") && err.contains("nothing was started"),
+        err.contains("cannot open the store") && err.contains("nothing was started"),
         "{err}"
     );
 }

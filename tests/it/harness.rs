@@ -460,7 +460,7 @@ log: {{ access: false }}
                 .collect();
             consents.record(&events, &|p| set.knows_purpose(p)).unwrap();
         }
-        let gateway = Arc::new(Gateway::new(cfg, set, consents).unwrap());
+        let gateway = Arc::new(Gateway::new(cfg, set, consents, None).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -16,6 +16,7 @@ fn example_policy_cases_pass() {
         hash_key: consentry::transform::HashKey::new(testing::TEST_HASH_KEY)
             .map(std::sync::Arc::new),
         require_hash_key: true,
+        ..Default::default()
     };
     let (set, warnings) = policy::load_dir(dir(), &opts).unwrap_or_else(|r| panic!("{r}"));
     assert_eq!(warnings.warnings().count(), 0, "{warnings}");

@@ -205,6 +205,7 @@ fn program(sel: &str, action: Action) -> (Arc<Program>, Arc<ActionTable>) {
         selector: sel.into(),
         category: 0,
         scan: DetectorSet::EMPTY,
+        seal: consentry::transform::Seal::No,
     };
     let prog = Program::new(
         env,

@@ -7,11 +7,15 @@ use std::sync::Arc;
 use super::*;
 use crate::transform::actions::{self, Applied};
 use crate::transform::automaton::Mark;
-use crate::transform::detect::DetectorSet;
-use crate::transform::program::{Action, ActionTable};
+use crate::transform::program::{Action, ActionTable, Resolved, Seal};
 
 impl Rewriter {
-    pub(super) fn flush(&mut self, win: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
+    pub(super) fn flush(
+        &mut self,
+        win: &[u8],
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         let prog = Arc::clone(&self.prog);
         let base_table = Arc::clone(&self.table);
         while let Some(&edit) = self.env.front() {
@@ -53,8 +57,9 @@ impl Rewriter {
                                 break;
                             };
                             copy(win, self.base, &mut self.cursor, edit.value_start, out);
-                            self.apply_record(win, &rec, table, out);
+                            let r = self.apply_record(win, &rec, table, gate, out);
                             self.recycle(rec);
+                            r?;
                         }
                     }
                     self.stats.records += 1;
@@ -62,7 +67,8 @@ impl Rewriter {
                 }
                 Target::Env(_) | Target::Unlisted | Target::Rec(_) => {
                     let table = &base_table;
-                    let (action, scan) = self.resolve(edit.target, table);
+                    let resolved = self.resolve(edit.target, table);
+                    let (action, scan) = (resolved.action, resolved.scan);
                     let inner = self
                         .env
                         .iter()
@@ -92,11 +98,15 @@ impl Rewriter {
                                 self.stats.removed += 1;
                             }
                             Removal::NotMember => {
-                                self.replace(win, &edit, Action::Redact, scan, table, out)
+                                let redact = Resolved {
+                                    action: Action::Redact,
+                                    ..resolved
+                                };
+                                self.replace(win, &edit, redact, table, None, gate, out)?
                             }
                         }
                     } else {
-                        self.replace(win, &edit, action, scan, table, out);
+                        self.replace(win, &edit, resolved, table, None, gate, out)?;
                     }
                     // Edits inside a value replaced whole have nothing left to do.
                     for _ in 0..inner {
@@ -111,7 +121,7 @@ impl Rewriter {
         Ok(())
     }
 
-    fn resolve(&self, target: Target, table: &ActionTable) -> (Action, DetectorSet) {
+    fn resolve(&self, target: Target, table: &ActionTable) -> Resolved {
         let marks: &[Mark] = match target {
             Target::Env(s) => &self.prog.envelope.state(s).marks,
             Target::Rec(s) => &self.prog.record.state(s).marks,
@@ -120,27 +130,33 @@ impl Rewriter {
         table.resolve(&self.prog, marks)
     }
 
-    /// Writes the bytes up to the edit, then its replacement.
+    /// Writes the bytes up to the edit, then its replacement. `subject` is
+    /// the record's, for tokens bound to it.
+    #[allow(clippy::too_many_arguments)]
     fn replace(
         &mut self,
         win: &[u8],
         edit: &Edit,
-        action: Action,
-        scan: DetectorSet,
+        r: Resolved,
         table: &ActionTable,
+        subject: Option<&str>,
+        gate: &mut impl Gate,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Result<(), TransformError> {
         copy(win, self.base, &mut self.cursor, edit.value_start, out);
         let raw = &win[edit.value_start - self.base..edit.value_end - self.base];
-        let done = actions::render(
-            action,
-            scan,
-            raw,
-            table,
-            &self.prog.render,
-            &mut self.scratch,
-            out,
-        );
+        let done = match r.sealed {
+            Some(f) => self.sealed(raw, r, f as usize, table, subject, gate, out)?,
+            None => actions::render(
+                r.action,
+                r.scan,
+                raw,
+                table,
+                &self.prog.render,
+                &mut self.scratch,
+                out,
+            ),
+        };
         match done {
             Applied::Unchanged => {}
             Applied::Masked => self.stats.masked += 1,
@@ -149,15 +165,114 @@ impl Rewriter {
             Applied::Scanned(n) => self.stats.detected += n as u64,
         }
         self.cursor = edit.value_end;
+        Ok(())
     }
 
-    fn apply_record(&mut self, win: &[u8], rec: &Record, table: &ActionTable, out: &mut Vec<u8>) {
+    /// A value of an encrypted field. Writes turn it into a token; reads
+    /// decrypt a token where the action shows the value in some form, pass
+    /// it as it is (`token`), or redact it. A token that does not decrypt is
+    /// redacted and counted, never passed on as if it were the value. A
+    /// value that is not a token (stored before encryption was configured)
+    /// is treated like any other value.
+    #[allow(clippy::too_many_arguments)]
+    fn sealed(
+        &mut self,
+        raw: &[u8],
+        r: Resolved,
+        field: usize,
+        table: &ActionTable,
+        subject: Option<&str>,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<Applied, TransformError> {
+        let prog = Arc::clone(&self.prog);
+        let spec = &prog.fields[field];
+        let category = &prog.categories[spec.category as usize];
+        let render = |action, raw: &[u8], s: &mut actions::Scratch, out: &mut Vec<u8>| {
+            actions::render(action, r.scan, raw, table, &prog.render, s, out)
+        };
+        match r.action {
+            Action::Seal => {
+                if raw == b"null" {
+                    out.extend_from_slice(raw); // null carries nothing
+                    return Ok(Applied::Unchanged);
+                }
+                // Free text is scanned first: what the purpose may not
+                // collect is replaced before the rest is sealed.
+                let mut scanned = zeroize::Zeroizing::new(Vec::new());
+                let done = render(Action::Allow, raw, &mut self.scratch, &mut scanned);
+                // Deterministic tokens of equal strings must be equal whatever
+                // the escapes: the canonical spelling is encrypted.
+                self.plain.clear();
+                if spec.seal == Seal::Deterministic && scanned.first() == Some(&b'"') {
+                    let mut text = zeroize::Zeroizing::new(Vec::new());
+                    let decoded = actions::decoded(&scanned, &mut text);
+                    crate::transform::lex::quote(decoded, &mut self.plain);
+                } else {
+                    self.plain.extend_from_slice(&scanned);
+                }
+                out.push(b'"');
+                if !gate.seal(category, spec.seal, &self.plain, out) {
+                    return Err(TransformError::Seal);
+                }
+                out.push(b'"');
+                self.plain.clear();
+                self.stats.sealed += 1;
+                Ok(done)
+            }
+            Action::Redact | Action::Remove => Ok(render(r.action, raw, &mut self.scratch, out)),
+            action => {
+                let mut text = Vec::new();
+                let token = (raw.first() == Some(&b'"'))
+                    .then(|| actions::decoded(raw, &mut text))
+                    .filter(|t| crate::keys::token::looks_like_token(t));
+                let Some(token) = token else {
+                    // Not a token: a value stored in clear.
+                    return Ok(render(action, raw, &mut self.scratch, out));
+                };
+                if action == Action::Token {
+                    out.extend_from_slice(raw);
+                    self.stats.tokens += 1;
+                    return Ok(Applied::Unchanged);
+                }
+                self.plain.clear();
+                let opened = std::str::from_utf8(token)
+                    .is_ok_and(|t| gate.open(subject, category, t, &mut self.plain));
+                if !opened {
+                    self.stats.undecryptable += 1;
+                    out.extend_from_slice(&prog.render.placeholder);
+                    return Ok(Applied::Redacted);
+                }
+                self.stats.opened += 1;
+                let plain = std::mem::take(&mut self.plain);
+                let done = render(action, &plain, &mut self.scratch, out);
+                self.plain = plain;
+                self.plain.clear();
+                Ok(done)
+            }
+        }
+    }
+
+    fn apply_record(
+        &mut self,
+        win: &[u8],
+        rec: &Record,
+        table: &ActionTable,
+        gate: &mut impl Gate,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
         let mut removed: HashMap<u32, u32> = HashMap::new();
         let edits = &rec.edits;
+        let subject = match subject_of(win, self.base, rec.subject) {
+            Subject::Id(id) => Some(id),
+            _ => None,
+        };
+        let subject = subject.as_deref();
         let mut i = 0;
         while i < edits.len() {
             let edit = &edits[i];
-            let (action, scan) = self.resolve(edit.target, table);
+            let resolved = self.resolve(edit.target, table);
+            let (action, scan) = (resolved.action, resolved.scan);
             let inner = edits[i + 1..]
                 .iter()
                 .take_while(|e| e.value_start < edit.value_end)
@@ -180,12 +295,17 @@ impl Rewriter {
                     continue;
                 }
                 // The record's own root cannot be deleted from inside it.
-                self.replace(win, edit, Action::Redact, scan, table, out);
+                let redact = Resolved {
+                    action: Action::Redact,
+                    ..resolved
+                };
+                self.replace(win, edit, redact, table, subject, gate, out)?;
                 continue;
             }
-            self.replace(win, edit, action, scan, table, out);
+            self.replace(win, edit, resolved, table, subject, gate, out)?;
         }
         copy(win, self.base, &mut self.cursor, rec.end, out);
+        Ok(())
     }
 
     /// Whether an edit inside a container is shown more leniently than the
@@ -193,7 +313,7 @@ impl Rewriter {
     fn more_lenient(&self, target: Target, table: &ActionTable, outer: Action) -> bool {
         match target {
             Target::Record(_) => true,
-            t => self.resolve(t, table).0.rank() < outer.rank(),
+            t => self.resolve(t, table).action.rank() < outer.rank(),
         }
     }
 

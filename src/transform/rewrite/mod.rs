@@ -31,7 +31,7 @@ use std::sync::Arc;
 use super::actions::Scratch;
 use super::automaton::{DEAD, StateId};
 use super::lex::{self, Malformed};
-use super::program::{ActionTable, Program};
+use super::program::{ActionTable, Program, Seal};
 
 /// Bounds on what one response may make the rewriter hold.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,9 @@ pub enum TransformError {
     TooLarge { limit: usize },
     #[error("record {record} may not be shown to this caller")]
     Blocked { record: u64 },
+    /// A value of an encrypted category could not be encrypted (no key).
+    #[error("a value of an encrypted category could not be encrypted")]
+    Seal,
 }
 
 /// A record's subject id as found by the subject selector.
@@ -99,6 +102,14 @@ pub struct Stats {
     pub redacted: u64,
     pub removed: u64,
     pub detected: u64,
+    /// Values written to the CRM as tokens.
+    pub sealed: u64,
+    /// Tokens decrypted for the caller.
+    pub opened: u64,
+    /// Tokens passed on as they are (`token` action).
+    pub tokens: u64,
+    /// Tokens that did not decrypt (altered, moved, key destroyed): redacted.
+    pub undecryptable: u64,
 }
 
 const NONE: usize = usize::MAX;
@@ -244,6 +255,8 @@ pub struct Rewriter {
     next_container: u32,
     spare: Vec<Vec<Edit>>,
     scratch: Scratch,
+    /// Decrypted values on their way out; zeroised on drop.
+    plain: zeroize::Zeroizing<Vec<u8>>,
     key_buf: Vec<u8>,
     finished: bool,
     stats: Stats,
@@ -279,6 +292,7 @@ impl Rewriter {
             next_container: 0,
             spare: Vec::new(),
             scratch: Scratch::default(),
+            plain: zeroize::Zeroizing::new(Vec::new()),
             key_buf: Vec::new(),
             finished: false,
             stats: Stats::default(),
@@ -403,7 +417,7 @@ impl Rewriter {
             self.records[i].decision = Some(outcome);
             self.decided += 1;
         }
-        self.flush(win, out)?;
+        self.flush(win, gate, out)?;
         if self.finished && self.env.is_empty() {
             let end = self.base + win.len();
             apply::copy(win, self.base, &mut self.cursor, end, out);
@@ -427,10 +441,30 @@ impl Rewriter {
     }
 }
 
-/// Decides records as the rewriter completes them.
+/// Decides records as the rewriter completes them, and holds the keys of
+/// encrypted fields.
 pub trait Gate {
     /// `None` defers the decision; the record then waits for `Rewriter::resume`.
     fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome>;
+
+    /// Writes: appends the token (unquoted) that stores `plain`, a JSON
+    /// value's bytes, in a field of `category`. `false` when there is no key:
+    /// the rewrite then fails, and the value never leaves in clear.
+    fn seal(&mut self, _category: &str, _seal: Seal, _plain: &[u8], _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    /// Reads: appends the JSON value `token` stands for, if it decrypts for
+    /// this record's `subject` and `category`. A gate without keys opens nothing.
+    fn open(
+        &mut self,
+        _subject: Option<&str>,
+        _category: &str,
+        _token: &str,
+        _out: &mut Vec<u8>,
+    ) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(Subject<'_>) -> RecordOutcome> Gate for F {
@@ -470,9 +504,21 @@ pub fn rewrite_into(
     mut gate: impl FnMut(Subject<'_>) -> RecordOutcome,
     out: &mut Vec<u8>,
 ) -> Result<Stats, TransformError> {
+    rewrite_with(prog, table, limits, body, &mut gate, out)
+}
+
+/// Like `rewrite_into`, with any gate (one that holds keys, say).
+pub fn rewrite_with(
+    prog: &Arc<Program>,
+    table: &Arc<ActionTable>,
+    limits: Limits,
+    body: &[u8],
+    gate: &mut impl Gate,
+    out: &mut Vec<u8>,
+) -> Result<Stats, TransformError> {
     let mut rw = Rewriter::new(Arc::clone(prog), Arc::clone(table), limits);
-    rw.push(body, &mut gate, out)?;
-    rw.finish(&mut gate, out)?;
+    rw.push(body, gate, out)?;
+    rw.finish(gate, out)?;
     Ok(rw.stats())
 }
 

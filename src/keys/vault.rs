@@ -1,0 +1,133 @@
+//! The keys one request uses, held where the rewriter can reach them
+//! without blocking: fetched before a write is rewritten, and in the same
+//! deferred batch as consent while a response streams.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::service::{Keys, KeysError, category_owner};
+use super::token::{self, Kind};
+use super::wrap::DataKey;
+use crate::transform::Seal;
+
+#[derive(Debug, Default)]
+pub struct Vault {
+    /// The key new randomised tokens use (writes).
+    writer: Option<Arc<DataKey>>,
+    /// Each record subject's key; `None`: it has none (never made, or destroyed).
+    subjects: HashMap<String, Option<Arc<DataKey>>>,
+    /// The deterministic categories' keys.
+    categories: HashMap<String, Arc<DataKey>>,
+}
+
+impl Vault {
+    /// A vault for writes whose randomised tokens use `writer`, and
+    /// deterministic tokens the keys of `categories` (made on first use).
+    /// Blocking on cache misses.
+    pub fn for_write(
+        keys: &Keys,
+        writer: Option<Arc<DataKey>>,
+        categories: &[String],
+    ) -> Result<Vault, KeysError> {
+        Ok(Vault {
+            writer,
+            subjects: HashMap::new(),
+            categories: category_keys(keys, categories)?,
+        })
+    }
+
+    /// A vault for reads: subjects' keys arrive through `learn`.
+    pub fn for_read(keys: &Keys, categories: &[String]) -> Result<Vault, KeysError> {
+        Vault::for_write(keys, None, categories)
+    }
+
+    /// Whether `subject`'s key (or its absence) is known.
+    pub fn knows(&self, subject: &str) -> bool {
+        self.subjects.contains_key(subject)
+    }
+
+    pub fn learn(&mut self, found: HashMap<String, Option<Arc<DataKey>>>) {
+        self.subjects.extend(found);
+    }
+
+    /// Appends the token of `plain` (unquoted); `false` without a key.
+    pub fn seal(&self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
+        let t = match seal {
+            Seal::Randomised => match &self.writer {
+                Some(dk) => token::encrypt(dk, category, plain),
+                None => return false,
+            },
+            Seal::Deterministic => match self.categories.get(category) {
+                Some(dk) => token::encrypt_deterministic(dk, category, plain),
+                None => return false,
+            },
+            Seal::No => return false,
+        };
+        match t {
+            Ok(t) => {
+                out.extend_from_slice(t.as_bytes());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Appends what `token` stands for, if it decrypts: a randomised token
+    /// only with the key of the record's own subject, a deterministic one
+    /// with its category's key.
+    pub fn open(
+        &self,
+        subject: Option<&str>,
+        category: &str,
+        token: &str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(t) = token::parse(token) else {
+            return false;
+        };
+        let dk = match t.kind {
+            Kind::Randomised => subject
+                .and_then(|s| self.subjects.get(s))
+                .and_then(|k| k.as_ref()),
+            Kind::Deterministic => self.categories.get(category),
+        };
+        let Some(dk) = dk else {
+            return false;
+        };
+        match token::decrypt(dk, &t, category) {
+            Ok(plain) => {
+                out.extend_from_slice(&plain);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The deterministic token of a searched value, given as the JSON the
+    /// CRM would have been sent (a string as `lex::quote` spells it).
+    pub fn search_token(&self, category: &str, json: &[u8]) -> Option<String> {
+        let dk = self.categories.get(category)?;
+        token::encrypt_deterministic(dk, category, json).ok()
+    }
+}
+
+/// The keys of deterministic `categories`, made on first use. Blocking on
+/// cache misses.
+fn category_keys(
+    keys: &Keys,
+    categories: &[String],
+) -> Result<HashMap<String, Arc<DataKey>>, KeysError> {
+    let mut out = HashMap::with_capacity(categories.len());
+    for c in categories {
+        out.insert(c.clone(), keys.for_write(&category_owner(c))?);
+    }
+    Ok(out)
+}
+
+/// Whether every key `categories` need is cached (then building a vault
+/// does not block).
+pub fn categories_cached(keys: &Keys, categories: &[String]) -> bool {
+    categories
+        .iter()
+        .all(|c| keys.cached_key(&category_owner(c)).is_some())
+}

@@ -1,0 +1,199 @@
+//! Phase 3c: encryption at rest on the way in. The keys a request needs are
+//! fetched before its body is rewritten (`write_vault`, `read_vault`), and
+//! equality searches on deterministic categories are rewritten into the
+//! tokens the CRM stores (`search_query`, `search_body`), so that CRM search
+//! keeps working on encrypted fields.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::gate::keys_failed;
+use super::reject::Refusal;
+use crate::keys::service::{Keys, pending_owner, subject_owner};
+use crate::keys::vault::{Vault, categories_cached};
+use crate::policy::{Resource, SearchField};
+use crate::transform::{Program, Seal};
+
+/// Runs `f` (which may read the key store) on a blocking-pool thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Refusal::Internal)?
+}
+
+/// The keys for a write to `resource` at `path`: the key of the customer
+/// the path names (made on their first write), or for a create a new key
+/// under a pending owner, returned so that it can be bound to the id in
+/// the CRM's answer.
+pub async fn write_vault(
+    keys: &Arc<Keys>,
+    resource: &Resource,
+    program: &Program,
+    path: &str,
+) -> Result<(Vault, Option<String>), Refusal> {
+    let categories = program.deterministic.clone();
+    let owner = match resource.write_subject(path) {
+        Some(s) => Some(subject_owner(&s)),
+        None if resource.path_subject.is_some() => {
+            // The path names the customer, but not as a usable id.
+            return Err(Refusal::SubjectUnknown);
+        }
+        None => None,
+    };
+    if let Some(o) = &owner
+        && let Some(dk) = keys.cached_key(o)
+        && categories_cached(keys, &categories)
+    {
+        let v = Vault::for_write(keys, Some(dk), &categories).map_err(keys_failed)?;
+        return Ok((v, None));
+    }
+    let keys = Arc::clone(keys);
+    blocking(move || {
+        let (owner, pending) = match owner {
+            Some(o) => (o, None),
+            None => {
+                let p = pending_owner().map_err(|e| keys_failed(e.into()))?;
+                (p.clone(), Some(p))
+            }
+        };
+        let dk = keys.for_write(&owner).map_err(keys_failed)?;
+        let v = Vault::for_write(&keys, Some(dk), &categories).map_err(keys_failed)?;
+        Ok((v, pending))
+    })
+    .await
+}
+
+/// The keys for reading `program`'s tokens: the deterministic categories'
+/// now; the subjects' as records arrive (`gate::RecordGate`).
+pub async fn read_vault(keys: &Arc<Keys>, program: &Program) -> Result<Vault, Refusal> {
+    let categories = program.deterministic.clone();
+    if categories_cached(keys, &categories) {
+        return Vault::for_read(keys, &categories).map_err(keys_failed);
+    }
+    let keys = Arc::clone(keys);
+    blocking(move || Vault::for_read(&keys, &categories).map_err(keys_failed)).await
+}
+
+fn field<'a>(fields: &'a [SearchField], name: &str) -> Option<&'a SearchField> {
+    fields
+        .iter()
+        .find(|f| f.name == name && f.seal == Seal::Deterministic)
+}
+
+/// The token a searched value must be to find what the CRM stores.
+fn token_for(vault: &Vault, f: &SearchField, json: &[u8]) -> Result<String, Refusal> {
+    vault
+        .search_token(&f.category, json)
+        .ok_or(Refusal::KeysUnavailable)
+}
+
+/// Rewrites the query parameters that search encrypted categories; other
+/// parameters are kept byte for byte. `None`: nothing to change.
+pub fn search_query(
+    vault: &Vault,
+    resource: &Resource,
+    query: &str,
+) -> Result<Option<String>, Refusal> {
+    let Some(search) = resource.search.as_ref().filter(|s| !s.params.is_empty()) else {
+        return Ok(None);
+    };
+    let mut changed = false;
+    let mut out = String::with_capacity(query.len() + 64);
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name_text = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let Some(f) = field(&search.params, &name_text) else {
+            out.push_str(pair);
+            continue;
+        };
+        let text = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| {
+                Refusal::SearchUnsupported(format!(
+                    "the value of query parameter `{}` is not UTF-8 text",
+                    f.name
+                ))
+            })?;
+        let mut json = Zeroizing::new(Vec::with_capacity(text.len() + 2));
+        crate::transform::lex::quote(text.as_bytes(), &mut json);
+        out.push_str(name);
+        out.push('=');
+        // Tokens are spelled in URL-safe characters only.
+        out.push_str(&token_for(vault, f, &json)?);
+        changed = true;
+    }
+    Ok(changed.then_some(out))
+}
+
+/// Rewrites a HubSpot-style search body: each filter on an encrypted
+/// property (`EQ`, `NEQ`, `IN`, `NOT_IN`) searches for the tokens the CRM
+/// stores. Other operators cannot work on tokens and are refused.
+pub fn search_body(vault: &Vault, resource: &Resource, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let Some(search) = resource.search.as_ref() else {
+        return Ok(body.to_vec());
+    };
+    let bad = |why: &str| Refusal::SearchUnsupported(why.to_owned());
+    let mut doc: Value = serde_json::from_slice(body)
+        .map_err(|_| bad("the search body is not JSON with `filterGroups`"))?;
+    let token = |f: &SearchField, v: &Value| -> Result<Value, Refusal> {
+        let json = Zeroizing::new(match v {
+            Value::String(s) => {
+                let mut q = Vec::with_capacity(s.len() + 2);
+                crate::transform::lex::quote(s.as_bytes(), &mut q);
+                q
+            }
+            other => other.to_string().into_bytes(),
+        });
+        Ok(Value::String(token_for(vault, f, &json)?))
+    };
+    let groups = doc
+        .get_mut("filterGroups")
+        .and_then(Value::as_array_mut)
+        .map(|g| g.as_mut_slice())
+        .unwrap_or_default();
+    for group in groups {
+        let Some(filters) = group.get_mut("filters").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for filter in filters {
+            let Some(name) = filter.get("propertyName").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(f) = field(&search.hubspot_filters, name) else {
+                continue;
+            };
+            let op = filter
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            match op.as_str() {
+                "EQ" | "NEQ" => {
+                    let v = filter.get("value").cloned().unwrap_or(Value::Null);
+                    filter["value"] = token(f, &v)?;
+                }
+                "IN" | "NOT_IN" => {
+                    let vs = filter.get("values").and_then(Value::as_array).cloned();
+                    let vs = vs.ok_or_else(|| bad("an IN filter needs `values`"))?;
+                    let t: Result<Vec<Value>, Refusal> = vs.iter().map(|v| token(f, v)).collect();
+                    filter["values"] = Value::Array(t?);
+                }
+                "HAS_PROPERTY" | "NOT_HAS_PROPERTY" => {}
+                _ => {
+                    return Err(Refusal::SearchUnsupported(format!(
+                        "`{}` is stored encrypted: it can be searched with EQ, NEQ, IN, NOT_IN, HAS_PROPERTY and NOT_HAS_PROPERTY only",
+                        f.name
+                    )));
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|_| Refusal::Internal)
+}

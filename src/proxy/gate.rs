@@ -1,0 +1,213 @@
+//! What the rewriter asks about each record of a response: may it be shown
+//! (consent), and with which keys are its tokens opened.
+//!
+//! A record waits (the gate defers it) until everything it needs is known:
+//! its subject's consent, its subject's data key, and, for the answer to a
+//! create that was encrypted under a pending key, the binding of that key
+//! to the id the CRM assigned. The missing pieces are fetched together in
+//! one batch (`needs` -> `fetch` on a blocking thread -> `learn`), so a list
+//! of 100 records costs one consent lookup and one key lookup, not 100.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::reject::Refusal;
+use crate::consent::Consents;
+use crate::consent::gate::ConsentGate;
+use crate::consent::model::SubjectConsents;
+use crate::keys::service::{Keys, KeysError};
+use crate::keys::vault::Vault;
+use crate::keys::wrap::DataKey;
+use crate::transform::{Gate, RecordOutcome, Rewriter, Seal, Subject};
+
+/// Decides each record of a response and opens its tokens.
+#[derive(Debug, Default)]
+pub struct RecordGate {
+    consent: Option<Box<ConsentGate>>,
+    vault: Option<Box<Vault>>,
+    keys: Option<Arc<Keys>>,
+    /// A create's pending key owner, until bound to the CRM's id.
+    bind: Option<String>,
+}
+
+/// What the waiting records need fetched.
+#[derive(Debug, Default)]
+pub struct Needs {
+    consents: Vec<String>,
+    keys: Vec<String>,
+    /// (pending owner, subject id) to bind.
+    bind: Option<(String, String)>,
+    /// The record that should name the created id does not.
+    unbindable: bool,
+}
+
+impl Needs {
+    pub fn is_empty(&self) -> bool {
+        self.consents.is_empty() && self.keys.is_empty() && self.bind.is_none() && !self.unbindable
+    }
+}
+
+/// What was fetched for `Needs`.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    consents: HashMap<String, Arc<SubjectConsents>>,
+    keys: HashMap<String, Option<Arc<DataKey>>>,
+    bound: bool,
+}
+
+impl RecordGate {
+    /// Keeps every record; no keys (a rule without a per-record check on a
+    /// resource without encrypted fields).
+    pub fn keep_all() -> RecordGate {
+        RecordGate::default()
+    }
+
+    pub fn new(
+        consent: Option<ConsentGate>,
+        keys: Option<(Arc<Keys>, Vault)>,
+        bind: Option<String>,
+    ) -> RecordGate {
+        let (keys, vault) = match keys {
+            Some((k, v)) => (Some(k), Some(Box::new(v))),
+            None => (None, None),
+        };
+        RecordGate {
+            consent: consent.map(Box::new),
+            vault,
+            keys,
+            bind,
+        }
+    }
+
+    /// Whether records may wait for a lookup.
+    pub fn defers(&self) -> bool {
+        self.consent.is_some() || self.vault.is_some() || self.bind.is_some()
+    }
+
+    /// What `rw`'s waiting records need.
+    pub fn needs(&self, rw: &Rewriter) -> Needs {
+        let mut n = Needs::default();
+        if let Some(c) = &self.consent {
+            n.consents = c.missing(rw);
+        }
+        if let Some(pending) = &self.bind {
+            match rw.undecided().next() {
+                Some(Subject::Id(id)) => n.bind = Some((pending.clone(), id.into_owned())),
+                Some(_) => n.unbindable = true,
+                None => {}
+            }
+        }
+        if let Some(v) = &self.vault {
+            let mut seen = HashSet::new();
+            n.keys = rw
+                .undecided()
+                .filter_map(|s| match s {
+                    Subject::Id(id) if !v.knows(&id) => Some(id.into_owned()),
+                    _ => None,
+                })
+                .filter(|id| seen.insert(id.clone()))
+                .filter(|id| n.bind.as_ref().is_none_or(|(_, b)| b != id))
+                .collect();
+        }
+        n
+    }
+
+    /// The stores `fetch` reads.
+    pub fn sources(&self) -> (Option<Arc<Consents>>, Option<Arc<Keys>>) {
+        (
+            self.consent.as_ref().and_then(|c| c.consents().cloned()),
+            self.keys.clone(),
+        )
+    }
+
+    /// Fetches `needs`. Blocking: call it on a blocking-pool thread.
+    pub fn fetch(
+        needs: Needs,
+        consents: Option<Arc<Consents>>,
+        keys: Option<Arc<Keys>>,
+    ) -> Result<Fetched, Refusal> {
+        let mut got = Fetched::default();
+        if needs.unbindable {
+            return Err(Refusal::KeyBinding);
+        }
+        if !needs.consents.is_empty() {
+            let c = consents.ok_or(Refusal::Internal)?;
+            got.consents = c.fetch(&needs.consents).map_err(|e| {
+                tracing::warn!(error = %e, "consent lookup failed");
+                Refusal::ConsentUnavailable
+            })?;
+        }
+        if needs.keys.is_empty() && needs.bind.is_none() {
+            return Ok(got);
+        }
+        let k = keys.ok_or(Refusal::Internal)?;
+        if !needs.keys.is_empty() {
+            got.keys = k.subject_keys(&needs.keys).map_err(keys_failed)?;
+        }
+        if let Some((pending, subject)) = needs.bind {
+            let dk = k.bind(&pending, &subject).map_err(|e| match e {
+                KeysError::Taken => {
+                    tracing::warn!("a created record's id already has a data key");
+                    Refusal::KeyBinding
+                }
+                e => keys_failed(e),
+            })?;
+            got.keys.insert(subject, Some(dk));
+            got.bound = true;
+        }
+        Ok(got)
+    }
+
+    pub fn learn(&mut self, got: Fetched) {
+        if let Some(c) = &mut self.consent {
+            c.learn(got.consents);
+        }
+        if let Some(v) = &mut self.vault {
+            v.learn(got.keys);
+        }
+        if got.bound {
+            self.bind = None;
+        }
+    }
+}
+
+pub fn keys_failed(e: KeysError) -> Refusal {
+    tracing::warn!(error = %e, "data key lookup failed");
+    Refusal::KeysUnavailable
+}
+
+impl Gate for RecordGate {
+    #[inline]
+    fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
+        if self.bind.is_some() {
+            return None;
+        }
+        if let (Some(v), Subject::Id(id)) = (&self.vault, &subject)
+            && !v.knows(id)
+        {
+            return None;
+        }
+        match &mut self.consent {
+            Some(c) => c.decide(subject),
+            None => Some(RecordOutcome::Keep),
+        }
+    }
+
+    fn seal(&mut self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
+        self.vault
+            .as_ref()
+            .is_some_and(|v| v.seal(category, seal, plain, out))
+    }
+
+    fn open(
+        &mut self,
+        subject: Option<&str>,
+        category: &str,
+        token: &str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.vault
+            .as_ref()
+            .is_some_and(|v| v.open(subject, category, token, out))
+    }
+}
