@@ -142,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { config } => {
+            demo::ensure_master_key(&config)?;
             let (cfg, set) = load_config(&config, true)?;
             init_logging(&cfg);
             runtime()?.block_on(run_demo(cfg, set))?;
@@ -342,7 +343,7 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
     let mut rx2 = rx.clone();
-    let crm_task = tokio::spawn(demo::crm::serve(crm_listener, async move {
+    let crm_task = tokio::spawn(demo::crm::serve(demo::crm::Crm::new(), crm_listener, async move {
         let _ = rx2.changed().await;
     }));
     println!("{}", demo::instructions(gw_addr, crm, admin_addr));

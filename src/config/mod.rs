@@ -285,6 +285,21 @@ pub fn load_with_env(
     load_str(path, &text, env)
 }
 
+/// The master key file the config at `path` names, if it names one and
+/// can be read (for `consentry demo`, which makes the file on first run,
+/// and `consentry keys rotate`).
+pub fn master_key_file(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let src: ConfigFile = parse_yaml(path, &text).ok()?;
+    let f = src.keys?.master_key_file?;
+    let p = Path::new(&f.value);
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        path.parent().map_or_else(|| p.to_path_buf(), |d| d.join(p))
+    })
+}
+
 /// `load` from text, with an injectable environment (for tests).
 pub fn load_str(
     path: &Path,

@@ -158,7 +158,24 @@ fn sizes_and_durations() {
 
 #[test]
 fn the_example_config_needs_its_secrets_except_in_the_demo() {
-    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/consentry.yaml"));
+    // A copy, so that the master key the demo makes lands in a temporary folder.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = dir.path().join("consentry.yaml");
+    std::fs::copy(repo.join("consentry.yaml"), &path).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    for f in std::fs::read_dir(repo.join("policies")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join("policies").join(f.file_name().unwrap())).unwrap();
+    }
+    let path = path.as_path();
+    let report = load_with_env(path, |_| None).unwrap_err().to_string();
+    assert!(
+        report.contains("master key ring cannot be used"),
+        "serve does not make the key: {report}"
+    );
+    crate::demo::ensure_master_key(path).unwrap();
+    assert!(dir.path().join("consentry-data/master.key").exists());
     let no_secrets = |n: &str| match n {
         "CONSENTRY_ADMIN_TOKEN" | "CONSENTRY_HASH_KEY" => None,
         _ => std::env::var(n).ok(),

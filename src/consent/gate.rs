@@ -65,16 +65,25 @@ impl ConsentGate {
     }
 
     /// The subjects of `rw`'s waiting records that this gate must be told
-    /// about, each once.
-    pub fn missing(&self, rw: &Rewriter) -> Vec<String> {
+    /// about, each once. Subjects the shared cache knows are taken from it
+    /// now (a record may wait for something else, such as its key), so that
+    /// once told, the gate decides every waiting record.
+    pub fn missing(&mut self, rw: &Rewriter) -> Vec<String> {
         let mut seen = HashSet::new();
-        rw.undecided()
-            .filter_map(|s| match s {
-                Subject::Id(id) if !self.local.contains_key(id.as_ref()) => Some(id.into_owned()),
-                _ => None,
-            })
-            .filter(|id| seen.insert(id.clone()))
-            .collect()
+        let mut out = Vec::new();
+        for s in rw.undecided() {
+            let Subject::Id(id) = s else { continue };
+            if self.local.contains_key(id.as_ref()) || !seen.insert(id.to_string()) {
+                continue;
+            }
+            match self.shared.as_ref().and_then(|c| c.cached(&id)) {
+                Some(known) => {
+                    self.local.insert(id.into_owned(), known);
+                }
+                None => out.push(id.into_owned()),
+            }
+        }
+        out
     }
 
     /// Statements fetched for this response.

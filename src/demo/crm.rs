@@ -1,23 +1,32 @@
-//! The sample CRM of `consentry demo`: a HubSpot-shaped contacts API on
-//! loopback, serving the invented contacts of `data`.
+//! The sample CRM of `consentry demo` (and of the integration tests): a
+//! HubSpot-shaped contacts API on loopback, serving the invented contacts
+//! of `data` and the contacts created through it.
 //!
 //! ```text
-//! GET /crm/v3/objects/contacts/{id}           one contact (404 if unknown)
-//! GET /crm/v3/objects/contacts?limit=&after=  {"results":[...],"paging":{...}}
-//! GET /crm/v3/properties/contacts             the property schema (no personal data)
+//! GET   /crm/v3/objects/contacts/{id}           one contact (404 if unknown)
+//! GET   /crm/v3/objects/contacts?limit=&after=  {"results":[...],"paging":{...}}
+//! GET   /crm/v3/objects/contacts?email=X        the contacts whose email is exactly X
+//! POST  /crm/v3/objects/contacts                create: {"properties":{...}} -> 201, ids from 1001
+//! PATCH /crm/v3/objects/contacts/{id}           update a created contact's properties
+//! POST  /crm/v3/objects/contacts/search         {"filterGroups":[{"filters":[{propertyName, operator: EQ, value}]}]}
+//! GET   /crm/v3/properties/contacts             the property schema (no personal data)
 //! ```
+//!
+//! Like a real CRM it stores what it receives as it receives it, so what
+//! the gateway sent is what the CRM holds (`Crm::stored`).
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::data;
@@ -44,54 +53,251 @@ fn query_param(q: Option<&str>, name: &str) -> Option<u64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-/// Answers one request.
-pub fn answer(method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
-    const BASE: &str = "/crm/v3/objects/contacts";
-    if method != Method::GET && method != Method::HEAD {
-        return json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"status":"error","message":"method not allowed"}),
-        );
-    }
-    if path == BASE {
-        let limit = query_param(query, "limit").unwrap_or(10).clamp(1, 100);
-        let after = query_param(query, "after").unwrap_or(0);
-        return json_response(StatusCode::OK, &data::page(BASE, after, limit, CONTACTS));
-    }
-    if let Some(id) = path.strip_prefix(BASE).and_then(|r| r.strip_prefix('/')) {
-        return match id.parse::<u64>() {
-            Ok(n) if (1..=CONTACTS).contains(&n) => {
-                json_response(StatusCode::OK, &data::contact(n))
-            }
-            _ => json_response(
-                StatusCode::NOT_FOUND,
-                &json!({"status":"error","message":"Object not found","category":"OBJECT_NOT_FOUND"}),
-            ),
-        };
-    }
-    if path == "/crm/v3/properties/contacts" {
-        let names = [
-            "email",
-            "firstname",
-            "lastname",
-            "phone",
-            "date_of_birth",
-            "notes",
-        ];
-        let props: Vec<_> = names
-            .iter()
-            .map(|n| json!({"name": n, "type": "string"}))
-            .collect();
-        return json_response(StatusCode::OK, &json!({ "results": props }));
-    }
+/// The sample CRM's state: the contacts created through it.
+#[derive(Debug, Default)]
+pub struct Crm {
+    created: Mutex<BTreeMap<u64, Value>>,
+    /// Every write body received, byte for byte.
+    received: Mutex<Vec<Bytes>>,
+}
+
+/// The first id the CRM assigns.
+pub const FIRST_CREATED: u64 = 1001;
+
+const BASE: &str = "/crm/v3/objects/contacts";
+
+fn not_found() -> Response<Full<Bytes>> {
     json_response(
         StatusCode::NOT_FOUND,
-        &json!({"status":"error","message":"not found"}),
+        &json!({"status":"error","message":"Object not found","category":"OBJECT_NOT_FOUND"}),
     )
 }
 
-/// Serves the sample CRM on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+fn bad_request(message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"status":"error","message": message,"category":"VALIDATION_ERROR"}),
+    )
+}
+
+fn now_iso() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::clock::rfc3339(ms)
+}
+
+impl Crm {
+    pub fn new() -> Arc<Crm> {
+        Arc::new(Crm::default())
+    }
+
+    /// Every contact created through the CRM, as it stores them (JSON).
+    pub fn stored(&self) -> Vec<u8> {
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        serde_json::to_vec(&created.values().collect::<Vec<_>>()).unwrap_or_default()
+    }
+
+    /// Every write body the CRM received, byte for byte.
+    pub fn received(&self) -> Vec<Bytes> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn contact(&self, id: u64) -> Option<Value> {
+        if let Some(c) = self.created.lock().ok()?.get(&id) {
+            return Some(c.clone());
+        }
+        (1..=CONTACTS).contains(&id).then(|| data::contact(id))
+    }
+
+    /// Every contact whose property `name` is exactly `value`.
+    fn find(&self, name: &str, value: &Value) -> Vec<Value> {
+        let created: Vec<Value> = self
+            .created
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        (1..=CONTACTS)
+            .map(data::contact)
+            .chain(created)
+            .filter(|c| c["properties"].get(name) == Some(value))
+            .collect()
+    }
+
+    fn create(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(body) else {
+            return bad_request("the body is not JSON");
+        };
+        let Some(props) = doc.get_mut("properties").and_then(Value::as_object_mut) else {
+            return bad_request("a contact needs `properties`");
+        };
+        let Ok(mut created) = self.created.lock() else {
+            return bad_request("unavailable");
+        };
+        let id = created.keys().next_back().map_or(FIRST_CREATED, |n| n + 1);
+        let now = now_iso();
+        props.insert("hs_object_id".into(), id.to_string().into());
+        props.insert("createdate".into(), now.clone().into());
+        props.insert("lastmodifieddate".into(), now.clone().into());
+        let record = json!({
+            "id": id.to_string(),
+            "properties": props,
+            "createdAt": now,
+            "updatedAt": now,
+            "archived": false,
+        });
+        created.insert(id, record.clone());
+        json_response(StatusCode::CREATED, &record)
+    }
+
+    fn update(&self, id: u64, body: &[u8]) -> Response<Full<Bytes>> {
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+            return bad_request("the body is not JSON");
+        };
+        let Some(props) = doc.get("properties").and_then(Value::as_object) else {
+            return bad_request("an update needs `properties`");
+        };
+        let Ok(mut created) = self.created.lock() else {
+            return bad_request("unavailable");
+        };
+        // The invented contacts are read-only; an update makes a stored copy.
+        if !created.contains_key(&id) {
+            if !(1..=CONTACTS).contains(&id) {
+                return not_found();
+            }
+            created.insert(id, data::contact(id));
+        }
+        let Some(record) = created.get_mut(&id) else {
+            return not_found();
+        };
+        let now = now_iso();
+        if let Some(stored) = record["properties"].as_object_mut() {
+            for (k, v) in props {
+                stored.insert(k.clone(), v.clone());
+            }
+            stored.insert("lastmodifieddate".into(), now.clone().into());
+        }
+        record["updatedAt"] = now.into();
+        json_response(StatusCode::OK, record)
+    }
+
+    /// HubSpot's search: filter groups are ORed, filters in a group ANDed;
+    /// this sample CRM knows `EQ` only.
+    fn search(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+            return bad_request("the body is not JSON");
+        };
+        let empty = Vec::new();
+        let groups = doc["filterGroups"].as_array().unwrap_or(&empty);
+        let mut results: Vec<Value> = Vec::new();
+        for g in groups {
+            let filters = g["filters"].as_array().unwrap_or(&empty);
+            let mut hits: Option<Vec<Value>> = None;
+            for f in filters {
+                if f["operator"] != "EQ" {
+                    return bad_request("this sample CRM searches with EQ only");
+                }
+                let name = f["propertyName"].as_str().unwrap_or("");
+                let found = self.find(name, &f["value"]);
+                hits = Some(match hits {
+                    None => found,
+                    Some(h) => h.into_iter().filter(|c| found.contains(c)).collect(),
+                });
+            }
+            for c in hits.unwrap_or_default() {
+                if !results.contains(&c) {
+                    results.push(c);
+                }
+            }
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({ "total": results.len(), "results": results }),
+        )
+    }
+
+    /// Answers one request.
+    pub fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Response<Full<Bytes>> {
+        let write = *method == Method::POST || *method == Method::PATCH;
+        if write && let Ok(mut r) = self.received.lock() {
+            r.push(Bytes::copy_from_slice(body));
+        }
+        match (method.as_str(), path) {
+            ("POST", BASE) => return self.create(body),
+            ("POST", "/crm/v3/objects/contacts/search") => return self.search(body),
+            ("GET" | "HEAD", _) => {}
+            ("PATCH", _) if path.starts_with(BASE) => {}
+            _ => {
+                return json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"status":"error","message":"method not allowed"}),
+                );
+            }
+        }
+        if path == BASE {
+            if let Some(email) = query_text(query, "email") {
+                let results = self.find("email", &Value::String(email));
+                return json_response(StatusCode::OK, &json!({ "results": results }));
+            }
+            let limit = query_param(query, "limit").unwrap_or(10).clamp(1, 100);
+            let after = query_param(query, "after").unwrap_or(0);
+            return json_response(StatusCode::OK, &data::page(BASE, after, limit, CONTACTS));
+        }
+        if let Some(id) = path.strip_prefix(BASE).and_then(|r| r.strip_prefix('/')) {
+            let Ok(n) = id.parse::<u64>() else {
+                return not_found();
+            };
+            if *method == Method::PATCH {
+                return self.update(n, body);
+            }
+            return match self.contact(n) {
+                Some(c) => json_response(StatusCode::OK, &c),
+                None => not_found(),
+            };
+        }
+        if path == "/crm/v3/properties/contacts" {
+            let names = [
+                "email",
+                "firstname",
+                "lastname",
+                "phone",
+                "date_of_birth",
+                "notes",
+            ];
+            let props: Vec<_> = names
+                .iter()
+                .map(|n| json!({"name": n, "type": "string"}))
+                .collect();
+            return json_response(StatusCode::OK, &json!({ "results": props }));
+        }
+        json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"status":"error","message":"not found"}),
+        )
+    }
+}
+
+/// A query parameter's percent-decoded text.
+fn query_text(q: Option<&str>, name: &str) -> Option<String> {
+    let v = q?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)?
+        .1;
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// Serves `crm` on `listener` until `shutdown` resolves.
+pub async fn serve(crm: Arc<Crm>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     tokio::pin!(shutdown);
     loop {
@@ -100,13 +306,24 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
             () = &mut shutdown => return,
         };
         let builder = Arc::clone(&builder);
+        let crm = Arc::clone(&crm);
         tokio::spawn(async move {
-            let svc = service_fn(|req: Request<Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(answer(
-                    req.method(),
-                    req.uri().path(),
-                    req.uri().query(),
-                ))
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let crm = Arc::clone(&crm);
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(crm.answer(
+                        &parts.method,
+                        parts.uri.path(),
+                        parts.uri.query(),
+                        &body,
+                    ))
+                }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });

@@ -31,6 +31,29 @@ pub fn env(name: &str) -> Option<String> {
     })
 }
 
+/// Makes the master key file the config names, if it does not exist yet:
+/// the demo encrypts from its first run. (`consentry serve` never makes
+/// one: a missing key file stops it.)
+pub fn ensure_master_key(config: &std::path::Path) -> anyhow::Result<()> {
+    let Some(file) = crate::config::master_key_file(config) else {
+        return Ok(());
+    };
+    if file.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::keys::master::MasterKeys::generate()
+        .and_then(|ring| ring.write_new_file(&file))
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "demo: made a master key at {} (0600); back it up to keep reading what the demo encrypted",
+        file.display()
+    );
+    Ok(())
+}
+
 /// Seeds marketing opt-ins for the sample contacts, except every tenth one,
 /// who never opted in. Idempotent: the grants carry a fixed time and source,
 /// so a later withdrawal stays in force across restarts.

@@ -5,7 +5,7 @@
 //! destroyed key never comes back (crypto-shredding), and nothing under it
 //! decrypts again, also after a restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::KeyError;
@@ -41,10 +41,16 @@ pub struct Keys {
 #[derive(Debug, Default)]
 struct Cache {
     map: HashMap<String, Arc<DataKey>>,
+    /// Owners known to have no live key (most customers, until their first
+    /// encrypted write), so that reading them costs no store access.
+    absent: HashSet<String>,
     /// Bumped by every destruction, so that a key read from the store
     /// before it was destroyed is not cached after.
     generation: u64,
 }
+
+/// How many key-less owners the cache remembers before it starts over.
+const MAX_ABSENT: usize = 1 << 20;
 
 pub fn subject_owner(subject: &str) -> String {
     format!("subject:{subject}")
@@ -95,6 +101,7 @@ impl Keys {
             return Err(KeysError::Destroyed);
         }
         c.map.insert(owner.to_owned(), Arc::clone(&dk));
+        c.absent.remove(owner);
         Ok(dk)
     }
 
@@ -152,6 +159,27 @@ impl Keys {
         self.cached(owner)
     }
 
+    /// What the cache knows of `subject`'s key: `Some(None)` if it has
+    /// none, `None` if the store must be asked.
+    pub fn cached_subject(&self, subject: &str) -> Option<Option<Arc<DataKey>>> {
+        let owner = subject_owner(subject);
+        let c = self.cache.read().ok()?;
+        if let Some(k) = c.map.get(&owner) {
+            return Some(Some(Arc::clone(k)));
+        }
+        c.absent.contains(&owner).then_some(None)
+    }
+
+    /// Remembers that `owner` has no live key (checked after the map).
+    fn remember_absent(&self, owner: String) {
+        if let Ok(mut c) = self.cache.write() {
+            if c.absent.len() >= MAX_ABSENT {
+                c.absent.clear();
+            }
+            c.absent.insert(owner);
+        }
+    }
+
     /// The live keys of `subjects` (`None`: never made, or destroyed).
     /// Blocking (store access on misses).
     pub fn subject_keys(
@@ -174,13 +202,27 @@ impl Keys {
                                 Err(e) => return Err(e),
                             }
                         }
-                        Some(StoredKey::Destroyed { .. }) | None => None,
+                        Some(StoredKey::Destroyed { .. }) | None => {
+                            self.remember_absent(owner);
+                            None
+                        }
                     }
                 }
             };
             out.insert(s.clone(), key);
         }
         Ok(out)
+    }
+
+    /// Stores a create's fresh key under its pending owner, before anything
+    /// sealed with it is sent. Blocking.
+    pub fn store_pending(&self, pending: &str, dk: &DataKey) -> Result<(), KeysError> {
+        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+        let wrapped = ring.wrap(pending, dk)?;
+        match self.store.insert(pending, &wrapped, self.clock.now_ms())? {
+            StoredKey::Live(w) if w.id == dk.id => Ok(()),
+            _ => Err(KeysError::Taken),
+        }
     }
 
     /// Binds a create's key (made under `pending`, see `pending_owner`) to

@@ -50,6 +50,10 @@ impl Vault {
         self.subjects.extend(found);
     }
 
+    pub fn remember(&mut self, subject: &str, key: Option<Arc<DataKey>>) {
+        self.subjects.insert(subject.to_owned(), key);
+    }
+
     /// Appends the token of `plain` (unquoted); `false` without a key.
     pub fn seal(&self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
         let t = match seal {

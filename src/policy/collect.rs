@@ -25,6 +25,8 @@ pub enum CollectError {
 pub struct Collected {
     pub body: Vec<u8>,
     pub removed: u64,
+    /// Values written as tokens.
+    pub sealed: u64,
 }
 
 /// Applies `rule`'s collection limits to a write body, and turns values of
@@ -42,6 +44,7 @@ pub fn collect(
         return Ok(Collected {
             body: body.to_vec(),
             removed: 0,
+            sealed: 0,
         });
     };
     let mut out = Vec::with_capacity(body.len() + 64);
@@ -51,7 +54,11 @@ pub fn collect(
     if removed > 0 && rule.minimise == Minimise::Refuse {
         return Err(CollectError::NotCollectable);
     }
-    Ok(Collected { body: out, removed })
+    Ok(Collected {
+        body: out,
+        removed,
+        sealed: stats.sealed,
+    })
 }
 
 /// The categories `rule` may collect on `resource`, for error messages.

@@ -73,8 +73,8 @@ impl Gate for Sealer<'_> {
 }
 
 /// Reads, checks and minimises a write body, sealing the values of
-/// encrypted categories with `vault`'s keys. Returns the body to send and
-/// how many values were taken out.
+/// encrypted categories with `vault`'s keys. Returns the body to send, how
+/// many values were taken out, and how many were sealed.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_body(
     parts: &Parts,
@@ -85,10 +85,10 @@ pub async fn write_body(
     limits: &Limits,
     idle: Duration,
     vault: Option<Arc<Vault>>,
-) -> Result<(UpBody, u64), Refusal> {
+) -> Result<(UpBody, u64, u64), Refusal> {
     let data = read_json(parts, incoming, limits, idle).await?;
     if data.is_empty() {
-        return Ok((body::empty(), 0));
+        return Ok((body::empty(), 0, 0));
     }
     let tlimits = transform::Limits {
         max_depth: limits.json_depth,
@@ -105,7 +105,7 @@ pub async fn write_body(
         collect(resource, rule, &data, tlimits, Sealer(vault.as_deref()))
     };
     match result {
-        Ok(c) => Ok((body::full(c.body), c.removed)),
+        Ok(c) => Ok((body::full(c.body), c.removed, c.sealed)),
         Err(CollectError::NotCollectable) => Err(Refusal::NotCollectable {
             purpose: purpose.to_owned(),
             collectable: collectable(resource, rule),

@@ -13,6 +13,7 @@ use super::gate::keys_failed;
 use super::reject::Refusal;
 use crate::keys::service::{Keys, pending_owner, subject_owner};
 use crate::keys::vault::{Vault, categories_cached};
+use crate::keys::wrap::DataKey;
 use crate::policy::{Resource, SearchField};
 use crate::transform::{Program, Seal};
 
@@ -25,16 +26,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| Refusal::Internal)?
 }
 
+/// A create's fresh key: stored under `owner` (`store_pending`) if the
+/// write sealed anything, then bound to the id in the CRM's answer.
+#[derive(Debug)]
+pub struct Pending {
+    pub owner: String,
+    key: Arc<DataKey>,
+}
+
+/// Stores a create's key before the write that used it is sent.
+pub async fn store_pending(keys: &Arc<Keys>, p: &Pending) -> Result<(), Refusal> {
+    let (keys, owner, key) = (Arc::clone(keys), p.owner.clone(), Arc::clone(&p.key));
+    blocking(move || keys.store_pending(&owner, &key).map_err(keys_failed)).await
+}
+
 /// The keys for a write to `resource` at `path`: the key of the customer
-/// the path names (made on their first write), or for a create a new key
-/// under a pending owner, returned so that it can be bound to the id in
-/// the CRM's answer.
+/// the path names (made on their first write), or for a create a fresh key
+/// (`Pending`).
 pub async fn write_vault(
     keys: &Arc<Keys>,
     resource: &Resource,
     program: &Program,
     path: &str,
-) -> Result<(Vault, Option<String>), Refusal> {
+) -> Result<(Vault, Option<Pending>), Refusal> {
     let categories = program.deterministic.clone();
     let owner = match resource.write_subject(path) {
         Some(s) => Some(subject_owner(&s)),
@@ -53,16 +67,16 @@ pub async fn write_vault(
     }
     let keys = Arc::clone(keys);
     blocking(move || {
-        let (owner, pending) = match owner {
-            Some(o) => (o, None),
-            None => {
-                let p = pending_owner().map_err(|e| keys_failed(e.into()))?;
-                (p.clone(), Some(p))
-            }
+        let Some(owner) = owner else {
+            let owner = pending_owner().map_err(|e| keys_failed(e.into()))?;
+            let key = Arc::new(DataKey::generate().map_err(|e| keys_failed(e.into()))?);
+            let v = Vault::for_write(&keys, Some(Arc::clone(&key)), &categories)
+                .map_err(keys_failed)?;
+            return Ok((v, Some(Pending { owner, key })));
         };
         let dk = keys.for_write(&owner).map_err(keys_failed)?;
         let v = Vault::for_write(&keys, Some(dk), &categories).map_err(keys_failed)?;
-        Ok((v, pending))
+        Ok((v, None))
     })
     .await
 }

@@ -85,9 +85,9 @@ impl RecordGate {
     }
 
     /// What `rw`'s waiting records need.
-    pub fn needs(&self, rw: &Rewriter) -> Needs {
+    pub fn needs(&mut self, rw: &Rewriter) -> Needs {
         let mut n = Needs::default();
-        if let Some(c) = &self.consent {
+        if let Some(c) = &mut self.consent {
             n.consents = c.missing(rw);
         }
         if let Some(pending) = &self.bind {
@@ -182,10 +182,12 @@ impl Gate for RecordGate {
         if self.bind.is_some() {
             return None;
         }
-        if let (Some(v), Subject::Id(id)) = (&self.vault, &subject)
+        if let (Some(v), Subject::Id(id)) = (&mut self.vault, &subject)
             && !v.knows(id)
         {
-            return None;
+            // Most keys (and most customers' lack of one) are cached.
+            let cached = self.keys.as_ref().and_then(|k| k.cached_subject(id))?;
+            v.remember(id, cached);
         }
         match &mut self.consent {
             Some(c) => c.decide(subject),

@@ -192,7 +192,7 @@ impl Gateway {
                     }
                     _ => None,
                 };
-                let (b, _removed) = collect::write_body(
+                let (b, _removed, sealed) = collect::write_body(
                     &parts,
                     body,
                     resource,
@@ -203,6 +203,12 @@ impl Gateway {
                     vault,
                 )
                 .await?;
+                // A create's key is stored before anything sealed with it
+                // leaves; a create that sealed nothing needs no key.
+                pending = pending.filter(|_| sealed > 0);
+                if let (Some(p), Some(keys)) = (&pending, &self.keys) {
+                    encrypt::store_pending(keys, p).await?;
+                }
                 (b, None)
             }
             Plan::Inspect { resource, .. } if resource.search.is_some() => {
@@ -268,7 +274,9 @@ impl Gateway {
                     _ => None,
                 };
                 // A create's key is bound to the id in a successful answer.
-                let bind = pending.filter(|_| (200..300).contains(&status) && keys.is_some());
+                let bind = pending
+                    .filter(|_| (200..300).contains(&status) && keys.is_some())
+                    .map(|p| p.owner);
                 let gate = RecordGate::new(consent, keys, bind);
                 let head = parts.method == Method::HEAD;
                 let http10 = parts.version <= http::Version::HTTP_10;

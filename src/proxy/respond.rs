@@ -363,11 +363,13 @@ impl Pipeline {
     /// `feed` on a blocking-pool thread (which may also read the consent store).
     async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
         self.fed += data.len() as u64;
+        // Before the gate is taken: without it the pieces would not be
+        // bounded for waiting records.
+        let piece_len = self.piece_len();
         let mut rw = self.rewriter.take().ok_or(Refusal::Internal)?;
         let mut gate = self.gate.take().ok_or(Refusal::Internal)?;
         let purpose = Arc::clone(&self.purpose);
         let settle_at = self.settle_at;
-        let piece_len = self.piece_len();
         let (rw, gate, result) = tokio::task::spawn_blocking(move || {
             let mut r = Ok(());
             for piece in data.chunks(piece_len) {

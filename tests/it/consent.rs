@@ -295,9 +295,11 @@ async fn concurrent_changes_never_serve_a_customer_after_the_withdrawal_ack() {
 async fn consent_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("store/consentry.db");
+    let ring = write_master_key(dir.path());
     let gw = TestGateway::builder()
         .admin()
         .store_file(&file)
+        .master_key(&ring)
         .start()
         .await;
     assert_eq!(change(&gw, "7", "marketing", "granted").await.status, 200);
@@ -308,6 +310,7 @@ async fn consent_survives_a_restart() {
     let gw = TestGateway::builder()
         .admin()
         .store_file(&file)
+        .master_key(&ring)
         .start()
         .await;
     gw.crm.on(LIST, Reply::json(list(6..=9)));
@@ -549,12 +552,13 @@ async fn the_cli_imports_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
     let cfg = dir.path().join("consentry.yaml");
     std::fs::write(
         &cfg,
         format!(
             "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:9 }}\npolicies: policies\n\
-             keys: {{ hash_key: test-hash-key-0123456789abcdef }}\nstorage: {{ sqlite: data/c.db }}\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\nstorage: {{ sqlite: data/c.db }}\n\
              clients:\n  - {{ name: m, api_key_sha256: {}, purposes: [marketing] }}\n",
             consentry::config::api_key_hash(MARKETING)
         ),
@@ -695,13 +699,14 @@ fn a_store_that_cannot_be_opened_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
     // The store's folder is a file.
     std::fs::write(dir.path().join("blocked"), "").unwrap();
     let cfg = dir.path().join("consentry.yaml");
     std::fs::write(
         &cfg,
         "listen: 127.0.0.1:0\nupstream: { url: http://127.0.0.1:9 }\npolicies: policies\n\
-         keys: { hash_key: test-hash-key-0123456789abcdef }\nstorage: { sqlite: blocked/c.db }\n\
+         keys: { hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }\nstorage: { sqlite: blocked/c.db }\n\
          clients:\n  - { name: m, api_key_sha256: 0000000000000000000000000000000000000000000000000000000000000000, purposes: [marketing] }\n",
     )
     .unwrap();
@@ -740,11 +745,11 @@ async fn writes_carry_only_what_the_purpose_may_collect() {
         "901",
         "the new record comes back to its creator"
     );
+    // Only the e-mail address, and as the token the CRM stores.
     let sent: serde_json::Value = serde_json::from_slice(&gw.crm.last().body).unwrap();
-    assert_eq!(
-        sent,
-        serde_json::json!({"properties":{"email":"new@x.example"}})
-    );
+    let props = sent["properties"].as_object().unwrap();
+    assert_eq!(props.keys().collect::<Vec<_>>(), ["email"]);
+    assert!(props["email"].as_str().unwrap().starts_with("ctd1."), "{sent}");
 
     // Support refuses rather than removes (minimise: refuse).
     let n = gw.crm.count();
@@ -862,11 +867,11 @@ async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
     assert_eq!(change(&gw, "7", "marketing", "granted").await.status, 200);
     let got = patch().await;
     assert_eq!(got.status, 200, "{}", got.text());
+    // Only the e-mail address, and as the token the CRM stores.
     let sent: serde_json::Value = serde_json::from_slice(&gw.crm.last().body).unwrap();
-    assert_eq!(
-        sent,
-        serde_json::json!({"properties":{"email":"new@x.example"}})
-    );
+    let props = sent["properties"].as_object().unwrap();
+    assert_eq!(props.keys().collect::<Vec<_>>(), ["email"]);
+    assert!(props["email"].as_str().unwrap().starts_with("ctd1."), "{sent}");
     assert_eq!(change(&gw, "7", "marketing", "withdrawn").await.status, 200);
     assert_eq!(patch().await.status, 403);
     // A path segment that is no well-formed subject id is refused too.
@@ -911,13 +916,14 @@ async fn an_acknowledged_change_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
     let (listen, admin_port) = (free_port(), free_port());
     let cfg = dir.path().join("consentry.yaml");
     std::fs::write(
         &cfg,
         format!(
             "listen: 127.0.0.1:{listen}\nupstream: {{ url: http://127.0.0.1:9 }}\npolicies: policies\n\
-             keys: {{ hash_key: test-hash-key-0123456789abcdef }}\nstorage: {{ sqlite: data/c.db }}\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\nstorage: {{ sqlite: data/c.db }}\n\
              admin: {{ listen: 127.0.0.1:{admin_port}, token: {ADMIN_TOKEN} }}\n\
              clients:\n  - {{ name: m, api_key_sha256: {}, purposes: [marketing] }}\n",
             consentry::config::api_key_hash(MARKETING)

@@ -27,6 +27,8 @@ use consentry::config;
 use consentry::consent::Consents;
 use consentry::consent::model::{ConsentEvent, Status};
 use consentry::consent::store::ConsentStore;
+use consentry::keys::service::Keys;
+use consentry::keys::store::KeyStore;
 use consentry::proxy::Gateway;
 use consentry::storage::sqlite::SqliteStore;
 
@@ -264,6 +266,7 @@ pub struct Builder {
     clock: Option<Arc<ManualClock>>,
     admin: bool,
     grants: Vec<(String, String)>,
+    master_key: Option<String>,
 }
 
 impl TestGateway {
@@ -278,6 +281,13 @@ impl TestGateway {
             clock: None,
             admin: false,
             grants: Vec::new(),
+            // The example policy encrypts: every gateway has a key ring.
+            master_key: Some(
+                consentry::keys::master::MasterKeys::generate()
+                    .unwrap()
+                    .to_text()
+                    .to_string(),
+            ),
         }
     }
 
@@ -377,6 +387,13 @@ impl Builder {
         self
     }
 
+    /// Encrypts at rest with this master key ring (its text), from a 0600
+    /// key file, with the data keys in the SQLite store.
+    pub fn master_key(mut self, ring: &str) -> Builder {
+        self.master_key = Some(ring.into());
+        self
+    }
+
     /// Appends top-level YAML to the config (e.g. a `limits:` block).
     pub fn config(mut self, yaml: &str) -> Builder {
         self.extra_config.push_str(yaml);
@@ -404,7 +421,7 @@ upstream:
 policies: .
 keys:
   hash_key: test-hash-key-0123456789abcdef
-clients:
+{master}clients:
   - name: support
     api_key_sha256: {s}
     purposes: [essential.service]
@@ -425,6 +442,21 @@ log: {{ access: false }}
             m = config::api_key_hash(MARKETING),
             x = config::api_key_hash(MULTI),
             extra = self.extra_config,
+            master = match &self.master_key {
+                Some(ring) => {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let f = dir.path().join("master.key");
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&f)
+                        .unwrap();
+                    std::io::Write::write_all(&mut file, ring.as_bytes()).unwrap();
+                    format!("  master_key_file: {}\n", f.display())
+                }
+                None => String::new(),
+            },
             ca = self
                 .ca_file
                 .as_ref()
@@ -434,14 +466,37 @@ log: {{ access: false }}
         let path = dir.path().join("consentry.yaml");
         let (cfg, set, _) =
             config::load_str(&path, &text, |_| None).unwrap_or_else(|r| panic!("{r}"));
-        let store: Arc<dyn ConsentStore> = match (self.store, &self.store_file) {
-            (Some(s), _) => s,
-            (None, Some(f)) => Arc::new(SqliteStore::open(f).unwrap()),
-            (None, None) => Arc::new(SqliteStore::open(&dir.path().join("consentry.db")).unwrap()),
+        let sqlite = match &self.store_file {
+            Some(f) => f.clone(),
+            None => dir.path().join("consentry.db"),
         };
         let clock: Arc<dyn Clock> = match self.clock {
             Some(c) => c,
             None => Arc::new(SystemClock),
+        };
+        let mut keys = None;
+        let store: Arc<dyn ConsentStore> = match self.store {
+            Some(s) => {
+                if let Some(ring) = &cfg.master_keys {
+                    keys = Some(Arc::new(Keys::new(
+                        (**ring).clone(),
+                        Arc::new(consentry::keys::store::MemoryKeyStore::default()),
+                        Arc::clone(&clock),
+                    )));
+                }
+                s
+            }
+            None => {
+                let s = Arc::new(SqliteStore::open(&sqlite).unwrap());
+                if let Some(ring) = &cfg.master_keys {
+                    keys = Some(Arc::new(Keys::new(
+                        (**ring).clone(),
+                        Arc::clone(&s) as Arc<dyn KeyStore>,
+                        Arc::clone(&clock),
+                    )));
+                }
+                s
+            }
         };
         let consents = Arc::new(Consents::new(store, clock));
         if !self.grants.is_empty() {
@@ -460,7 +515,7 @@ log: {{ access: false }}
                 .collect();
             consents.record(&events, &|p| set.knows_purpose(p)).unwrap();
         }
-        let gateway = Arc::new(Gateway::new(cfg, set, consents, None).unwrap());
+        let gateway = Arc::new(Gateway::new(cfg, set, consents, keys).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -573,6 +628,13 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// Writes a new master key ring to `dir/master.key` (0600); returns its text.
+pub fn write_master_key(dir: &std::path::Path) -> String {
+    let ring = consentry::keys::master::MasterKeys::generate().unwrap();
+    ring.write_new_file(&dir.join("master.key")).unwrap();
+    ring.to_text().to_string()
 }
 
 /// A contact like the sample CRM's, with the given id.

@@ -51,10 +51,11 @@ async fn tls_crm(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> 
                     return;
                 };
                 let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, std::convert::Infallible>(consentry::demo::crm::answer(
+                    Ok::<_, std::convert::Infallible>(consentry::demo::crm::Crm::default().answer(
                         req.method(),
                         req.uri().path(),
                         req.uri().query(),
+                        b"",
                     ))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
