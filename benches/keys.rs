@@ -18,11 +18,7 @@ fn tokens(c: &mut Criterion) {
         b.iter(|| {
             let t = token::encrypt(&dk, "user.contact.email", black_box(value)).unwrap();
             let p = token::parse(&t).unwrap();
-            black_box(
-                token::decrypt(&dk, &p, "user.contact.email")
-                    .unwrap()
-                    .len(),
-            )
+            black_box(token::decrypt(&dk, &p, "user.contact.email").unwrap().len())
         })
     });
     g.bench_function("deterministic_encrypt_then_decrypt", |b| {
@@ -30,11 +26,7 @@ fn tokens(c: &mut Criterion) {
             let t =
                 token::encrypt_deterministic(&dk, "user.contact.email", black_box(value)).unwrap();
             let p = token::parse(&t).unwrap();
-            black_box(
-                token::decrypt(&dk, &p, "user.contact.email")
-                    .unwrap()
-                    .len(),
-            )
+            black_box(token::decrypt(&dk, &p, "user.contact.email").unwrap().len())
         })
     });
     g.finish();

@@ -1,6 +1,8 @@
 //! The `consentry` command line.
 
+mod admin;
 mod consent;
+mod keys;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -88,6 +90,43 @@ enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Add a new master key version to `keys.master_key_file` and re-wrap
+    /// every data key under it (online when the gateway runs). Tokens in the
+    /// CRM stay valid.
+    Rotate {
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Remove an old master key version from the key file, once no data key
+    /// is wrapped under it.
+    Retire {
+        #[arg(long)]
+        version: u32,
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Destroy one customer's data key (crypto-shredding): every token of
+    /// theirs becomes unreadable for good.
+    Shred {
+        subject: String,
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml"
+        )]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +201,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => keys::rotate(&load_config(&config, false)?.0),
+        Command::Keys {
+            command: KeysCommand::Retire { version, config },
+        } => keys::retire(&load_config(&config, false)?.0, version),
+        Command::Keys {
+            command: KeysCommand::Shred { subject, config },
+        } => keys::shred(&load_config(&config, false)?.0, &subject),
         Command::Consent { config, command } => {
             let (cfg, set) = load_config(&config, false)?;
             match command {
@@ -248,13 +296,29 @@ fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<Consents>, Option<Arc<Keys>>
             cfg.sqlite.display()
         )
     })?);
-    let keys = cfg.master_keys.as_ref().map(|ring| {
-        Arc::new(Keys::new(
-            (**ring).clone(),
-            Arc::clone(&store) as Arc<dyn crate::keys::store::KeyStore>,
-            Arc::new(SystemClock),
-        ))
-    });
+    let keys = match cfg.master_keys.as_ref() {
+        Some(ring) => {
+            let keys = Keys::new(
+                (**ring).clone(),
+                Arc::clone(&store) as Arc<dyn crate::keys::store::KeyStore>,
+                Arc::new(SystemClock),
+            );
+            // Finishes a rotation made while the gateway was stopped: data
+            // keys still under an older version are re-wrapped now.
+            let done = keys.adopt((**ring).clone()).context(
+                "the data keys do not open with the master key file; nothing was started",
+            )?;
+            if done.rewrapped > 0 {
+                tracing::info!(
+                    rewrapped = done.rewrapped,
+                    current = done.current,
+                    "data keys re-wrapped under the current master key"
+                );
+            }
+            Some(Arc::new(keys))
+        }
+        None => None,
+    };
     Ok((Arc::new(Consents::new(store, Arc::new(SystemClock))), keys))
 }
 
@@ -343,9 +407,13 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
     let mut rx2 = rx.clone();
-    let crm_task = tokio::spawn(demo::crm::serve(demo::crm::Crm::new(), crm_listener, async move {
-        let _ = rx2.changed().await;
-    }));
+    let crm_task = tokio::spawn(demo::crm::serve(
+        demo::crm::Crm::new(),
+        crm_listener,
+        async move {
+            let _ = rx2.changed().await;
+        },
+    ));
     println!("{}", demo::instructions(gw_addr, crm, admin_addr));
     let mut rx3 = rx;
     let gw_task = tokio::spawn(server::serve(listener, gw, async move {

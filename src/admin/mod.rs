@@ -8,11 +8,15 @@
 //! GET  /v1/consents/export?format=jsonl|csv  every statement, oldest first
 //! GET  /v1/subjects/{id}/consents            a subject's current consent
 //! GET  /v1/subjects/{id}/consents/history    a subject's every statement
+//! GET  /v1/keys                              master key versions, data keys per version
+//! POST /v1/keys/rotate                       adopt the master key file (re-wrap, retire)
+//! DELETE /v1/subjects/{id}/key               destroy a subject's data key (crypto-shredding)
 //! ```
 //!
-//! Handlers in `consent.rs`. Nothing here logs request bodies or tokens.
+//! Handlers in `consent.rs` and `keys.rs`. Nothing here logs request bodies or tokens.
 
 pub mod consent;
+pub mod keys;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -148,6 +152,14 @@ impl Admin {
             ["v1", "subjects", id, "consents", "history"] if m == Method::GET => {
                 consent::history(self, &decode_segment(id)?).await
             }
+            ["v1", "keys"] if m == Method::GET => keys::status(self).await,
+            ["v1", "keys", "rotate"] if m == Method::POST => keys::rotate(self).await,
+            ["v1", "subjects", id, "key"] if m == Method::DELETE => {
+                keys::shred(self, &decode_segment(id)?).await
+            }
+            ["v1", "keys"] => Err(not_allowed("GET")),
+            ["v1", "keys", "rotate"] => Err(not_allowed("POST")),
+            ["v1", "subjects", _, "key"] => Err(not_allowed("DELETE")),
             ["v1", "consents"] | ["v1", "consents", "import"] => Err(not_allowed("POST")),
             ["v1", "consents", "export"]
             | ["v1", "subjects", _, "consents"]

@@ -4,14 +4,12 @@
 //! running, `import` writes the store directly; when it is, the file goes to
 //! the running gateway's admin API, so its consent cache stays right.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -63,42 +61,17 @@ fn refused(file: &Path, e: &import::ImportError) -> ExitCode {
 
 /// Sends the file to the running gateway's admin API.
 fn via_admin(cfg: &Config, data: &[u8], format: Format) -> anyhow::Result<ExitCode> {
-    let Some(admin) = &cfg.admin else {
-        bail!(
-            "{} is in use by a running consentry without an admin API; \
-             stop it, or configure `admin:` and import through it",
-            cfg.sqlite.display()
-        );
-    };
-    let mut addr = admin.listen;
-    if addr.ip().is_unspecified() {
-        addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
-    }
     let ct = match format {
         Format::Csv => "text/csv",
         Format::Json => "application/json",
     };
-    let token = admin.token.expose_for_client();
-    let body = Bytes::copy_from_slice(data);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let (status, text) = rt.block_on(async move {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<Bytes>>();
-        let req = http::Request::post(format!("http://{addr}/v1/consents/import"))
-            .header(http::header::CONTENT_TYPE, ct)
-            .header(http::header::AUTHORIZATION, format!("Bearer {}", &*token))
-            .body(Full::new(body))?;
-        let resp = client.request(req).await.with_context(|| {
-            format!("the store is in use, and the admin API at {addr} does not answer")
-        })?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-    })?;
+    let (status, text, addr) = super::admin::call(
+        cfg,
+        http::Method::POST,
+        "/v1/consents/import",
+        Some(ct),
+        Bytes::copy_from_slice(data),
+    )?;
     println!("the gateway is running: imported through its admin API at {addr}");
     println!("{status}: {text}");
     Ok(if status.is_success() {

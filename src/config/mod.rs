@@ -43,6 +43,8 @@ pub struct Config {
     pub hash_key: Option<Arc<HashKey>>,
     /// The master key ring (encryption at rest), if configured.
     pub master_keys: Option<Arc<MasterKeys>>,
+    /// Where the ring was read from (`keys.master_key_file`); rotation writes it.
+    pub master_key_file: Option<PathBuf>,
     /// The SQLite store's file.
     pub sqlite: PathBuf,
     /// The admin API; `None` when the config has no `admin` section.
@@ -451,6 +453,11 @@ impl Builder<'_> {
         let policies_dir = self.relative(&src.policies.value);
         let hash_key = self.hash_key(src.keys.as_ref());
         let master_keys = self.master_keys(src.keys.as_ref());
+        let master_key_file = src
+            .keys
+            .as_ref()
+            .and_then(|k| k.master_key_file.as_ref())
+            .map(|f| self.relative(&f.value));
         let clients = self.clients(&src.clients);
         let identity = self.identity(src.identity.as_ref());
         let unmatched = match src.routes.as_ref().and_then(|r| r.unmatched.as_ref()) {
@@ -489,6 +496,7 @@ impl Builder<'_> {
             log,
             hash_key,
             master_keys,
+            master_key_file,
             sqlite: sqlite?,
             admin,
         })

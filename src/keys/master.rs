@@ -146,6 +146,26 @@ impl MasterKeys {
         Ok(MasterKeys { keys })
     }
 
+    /// The ring without `version`; refused for the current version.
+    pub fn without_version(&self, version: u32) -> Result<MasterKeys, KeyError> {
+        if version == self.current().version {
+            return Err(KeyError::Invalid(format!(
+                "v{version} is the current master key: rotate to a new version first"
+            )));
+        }
+        if self.get(version).is_none() {
+            return Err(KeyError::Invalid(format!("the ring has no v{version}")));
+        }
+        Ok(MasterKeys {
+            keys: self
+                .keys
+                .iter()
+                .filter(|k| k.version != version)
+                .cloned()
+                .collect(),
+        })
+    }
+
     /// A ring of one new random key, version 1.
     pub fn generate() -> Result<MasterKeys, KeyError> {
         Ok(MasterKeys {
@@ -190,6 +210,26 @@ impl MasterKeys {
         let mut f = opts.open(path).map_err(fail)?;
         f.write_all(self.to_text().as_bytes()).map_err(fail)?;
         f.sync_all().map_err(fail)
+    }
+}
+
+impl MasterKeys {
+    /// Replaces the key file at `path` with this ring, atomically: written
+    /// to a new 0600 file beside it, synced, then renamed over it. A crash
+    /// leaves the old ring or the new one, never half of either.
+    pub fn replace_file(&self, path: &Path) -> Result<(), KeyError> {
+        let fail =
+            |e: std::io::Error| KeyError::Invalid(format!("cannot write {}: {e}", path.display()));
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        self.write_new_file(&tmp)?;
+        std::fs::rename(&tmp, path).map_err(fail)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(fail)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 //! destroyed key never comes back (crypto-shredding), and nothing under it
 //! decrypts again, also after a restart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::KeyError;
@@ -238,7 +238,10 @@ impl Keys {
         let dk = ring.unwrap(pending, &w)?;
         let moved = ring.wrap(&owner, &dk)?;
         let before = self.generation()?;
-        if !self.store.bind(pending, &owner, &moved, self.clock.now_ms())? {
+        if !self
+            .store
+            .bind(pending, &owner, &moved, self.clock.now_ms())?
+        {
             return Err(KeysError::Taken);
         }
         if let Ok(mut c) = self.cache.write() {
@@ -257,27 +260,29 @@ impl Keys {
         Ok(done)
     }
 
-    /// Re-wraps every live data key under `ring`'s current version, then
-    /// uses `ring`. Tokens are untouched. `ring` must hold every version of
-    /// the current ring with the same keys, plus a newer current one.
-    /// Writers wait while it runs, so no key is left under an old version.
-    /// Returns how many keys were re-wrapped.
-    pub fn rotate(&self, ring: MasterKeys) -> Result<usize, KeysError> {
+    /// Adopts `ring` (the master key file as it is now): every live data
+    /// key not wrapped under its current version is re-wrapped (tokens are
+    /// untouched), and versions `ring` no longer holds are retired, provided
+    /// no key is still wrapped under them. A version both rings hold must be
+    /// the same key, and the current version may not go back. Writers wait
+    /// while it runs, so no key is left under an old version.
+    pub fn adopt(&self, ring: MasterKeys) -> Result<Adopted, KeysError> {
+        let invalid = |m: String| KeysError::Key(KeyError::Invalid(m));
         let mut current = self.rotation.write().map_err(|_| Self::poisoned())?;
         let old_version = current.current().version;
         let version = ring.current().version;
-        if version <= old_version {
-            return Err(KeysError::Key(KeyError::Invalid(format!(
-                "the new ring's current version (v{version}) must be newer than v{old_version}"
-            ))));
+        if version < old_version {
+            return Err(invalid(format!(
+                "the key file's current version (v{version}) is older than the one in use (v{old_version})"
+            )));
         }
         for v in current.versions() {
-            let same =
-                matches!((current.get(v), ring.get(v)), (Some(a), Some(b)) if *a.key == *b.key);
-            if !same {
-                return Err(KeysError::Key(KeyError::Invalid(format!(
-                    "the new ring must keep master key v{v} unchanged"
-                ))));
+            if let (Some(a), Some(b)) = (current.get(v), ring.get(v))
+                && *a.key != *b.key
+            {
+                return Err(invalid(format!(
+                    "master key v{v} in the key file differs from the one in use"
+                )));
             }
         }
         let mut out = Vec::new();
@@ -285,13 +290,48 @@ impl Keys {
             if w.master_version == version {
                 continue;
             }
-            let dk = current.unwrap(&owner, &w)?;
+            // Under a version the old ring (or the new one) holds.
+            let dk = match current.get(w.master_version) {
+                Some(_) => current.unwrap(&owner, &w)?,
+                None => ring.unwrap(&owner, &w)?,
+            };
             out.push((owner.clone(), ring.wrap(&owner, &dk)?));
         }
         self.store.rewrap(&out)?;
+        let retired: Vec<u32> = current
+            .versions()
+            .filter(|v| ring.get(*v).is_none())
+            .collect();
         *current = ring;
-        Ok(out.len())
+        Ok(Adopted {
+            current: version,
+            rewrapped: out.len(),
+            retired,
+        })
     }
+
+    /// How many live data keys each master key version wraps.
+    pub fn versions_in_use(&self) -> Result<BTreeMap<u32, usize>, KeysError> {
+        let mut by = BTreeMap::new();
+        for (_, w) in self.store.live()? {
+            *by.entry(w.master_version).or_insert(0) += 1;
+        }
+        Ok(by)
+    }
+
+    /// The master key versions held, and the current one.
+    pub fn ring_versions(&self) -> Result<(Vec<u32>, u32), KeysError> {
+        let r = self.rotation.read().map_err(|_| Self::poisoned())?;
+        Ok((r.versions().collect(), r.current().version))
+    }
+}
+
+/// What `Keys::adopt` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub current: u32,
+    pub rewrapped: usize,
+    pub retired: Vec<u32>,
 }
 
 #[cfg(test)]
@@ -337,19 +377,34 @@ mod tests {
             .with_new_version()
             .unwrap();
         let two_text = two.to_text();
-        // A ring that drops or changes a version, or adds none, is refused.
-        assert!(again.rotate(MasterKeys::parse(&text).unwrap()).is_err());
+        // A ring that changes a version, or goes back, is refused.
         assert!(
             again
-                .rotate(MasterKeys::generate().unwrap().with_new_version().unwrap())
+                .adopt(MasterKeys::generate().unwrap().with_new_version().unwrap())
                 .is_err()
         );
-        assert_eq!(again.rotate(two).unwrap(), 1);
         let v2_only: String = two_text
             .lines()
             .filter(|l| !l.contains(" v1 "))
             .collect::<Vec<_>>()
             .join("\n");
+        let done = again.adopt(two).unwrap();
+        assert_eq!((done.current, done.rewrapped), (2, 1));
+        assert_eq!(
+            again
+                .versions_in_use()
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [(2, 1)]
+        );
+        assert!(
+            again.adopt(MasterKeys::parse(&text).unwrap()).is_err(),
+            "v1 is older"
+        );
+        // Retiring v1: nothing is wrapped under it any more.
+        let retired = again.adopt(MasterKeys::parse(&v2_only).unwrap()).unwrap();
+        assert_eq!(retired.retired, [1]);
         let after = Keys::new(
             MasterKeys::parse(&v2_only).unwrap(),
             Arc::clone(&store),

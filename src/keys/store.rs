@@ -169,12 +169,21 @@ pub mod contract {
 
         // Binding a create's key to the id the CRM assigned.
         s.insert("pending:ab", &w(5, 2), 30).unwrap();
-        assert!(!s.bind("pending:ab", "subject:8", &w(5, 3), 31).unwrap(), "taken");
-        assert!(!s.bind("pending:ab", "subject:9", &w(6, 3), 31).unwrap(), "other key");
+        assert!(
+            !s.bind("pending:ab", "subject:8", &w(5, 3), 31).unwrap(),
+            "taken"
+        );
+        assert!(
+            !s.bind("pending:ab", "subject:9", &w(6, 3), 31).unwrap(),
+            "other key"
+        );
         assert!(s.bind("pending:ab", "subject:9", &w(5, 3), 31).unwrap());
         assert_eq!(s.get("pending:ab").unwrap(), None);
         assert_eq!(s.get("subject:9").unwrap(), Some(StoredKey::Live(w(5, 3))));
-        assert!(!s.bind("pending:ab", "subject:10", &w(5, 3), 32).unwrap(), "gone");
+        assert!(
+            !s.bind("pending:ab", "subject:10", &w(5, 3), 32).unwrap(),
+            "gone"
+        );
     }
 
     #[test]

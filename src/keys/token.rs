@@ -122,11 +122,7 @@ fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
 }
 
 /// A randomised token of `plaintext` in `category`, under a subject's key.
-pub fn encrypt(
-    dk: &DataKey,
-    category: &str,
-    plaintext: &[u8],
-) -> Result<String, KeyError> {
+pub fn encrypt(dk: &DataKey, category: &str, plaintext: &[u8]) -> Result<String, KeyError> {
     let nonce: [u8; NONCE] = random()?;
     // Room for the tag up front: no reallocation leaves plaintext behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG));
@@ -166,11 +162,7 @@ pub fn encrypt_deterministic(
 
 /// Decrypts a token with its data key. Fails for any token not written
 /// for exactly this key and category.
-pub fn decrypt(
-    dk: &DataKey,
-    t: &Token,
-    category: &str,
-) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+pub fn decrypt(dk: &DataKey, t: &Token, category: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if t.key_id != dk.id {
         return Err(KeyError::Decrypt);
     }
@@ -240,10 +232,7 @@ mod tests {
                     continue;
                 };
                 if let Some(p) = parse(&s) {
-                    assert!(
-                        decrypt(&dk, &p, "user.contact.email").is_err(),
-                        "{i}:{bit}"
-                    );
+                    assert!(decrypt(&dk, &p, "user.contact.email").is_err(), "{i}:{bit}");
                 }
             }
         }

@@ -48,8 +48,15 @@ pub fn collect(
         });
     };
     let mut out = Vec::with_capacity(body.len() + 64);
-    let stats = rewrite_with(program, &Arc::clone(table), limits, body, &mut gate, &mut out)
-        .map_err(CollectError::Transform)?;
+    let stats = rewrite_with(
+        program,
+        &Arc::clone(table),
+        limits,
+        body,
+        &mut gate,
+        &mut out,
+    )
+    .map_err(CollectError::Transform)?;
     let removed = stats.removed + stats.redacted + stats.detected;
     if removed > 0 && rule.minimise == Minimise::Refuse {
         return Err(CollectError::NotCollectable);

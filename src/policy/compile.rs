@@ -842,7 +842,9 @@ impl Compiler<'_> {
             at_seg
         });
         let search = self.search(file, encrypt, res);
-        let search_body = search.as_ref().is_some_and(|s| !s.hubspot_filters.is_empty());
+        let search_body = search
+            .as_ref()
+            .is_some_and(|s| !s.hubspot_filters.is_empty());
         if search_body && !methods.contains(&Method::POST) {
             let l = res
                 .search
@@ -864,7 +866,9 @@ impl Compiler<'_> {
         if writes && sealed_fields && !passthrough && path_subject.is_none() {
             // Tokens are made with the data key of the customer written to:
             // named in the path, or (a create) found in the CRM's answer.
-            let create = methods.iter().all(|m| *m == Method::POST || *m == Method::GET)
+            let create = methods
+                .iter()
+                .all(|m| *m == Method::POST || *m == Method::GET)
                 && res.subject.is_some()
                 && records.as_ref().is_some_and(|r| r.steps().is_empty());
             if !create {

@@ -16,9 +16,9 @@ use super::forward::UpBody;
 use super::reject::Refusal;
 use crate::config::Limits;
 use crate::consent::Consents;
+use crate::keys::vault::Vault;
 use crate::policy::collect::{CollectError, collect, collectable};
 use crate::policy::{ConsentCheck, Resource, Rule};
-use crate::keys::vault::Vault;
 use crate::transform::{self, Gate, RecordOutcome, Seal, Subject, TransformError};
 
 /// Bodies larger than this are rewritten on a blocking-pool thread.

@@ -42,12 +42,12 @@ use crate::config::Config;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
 use crate::keys::service::Keys;
-use gate::RecordGate;
 use crate::policy::PolicySet;
 use body::Body;
 use context::{Context, Outcome, RequestId, RequestIds};
 use emit::Emitter;
 use forward::{SendError, Upstream};
+use gate::RecordGate;
 use reject::Refusal;
 use route::Plan;
 
@@ -185,8 +185,7 @@ impl Gateway {
             Plan::Inspect { resource, rule } if collect::applies(&parts.method, resource) => {
                 let vault = match (&resource.request_program, &self.keys) {
                     (Some(p), Some(keys)) if p.sealed => {
-                        let (v, p) =
-                            encrypt::write_vault(keys, resource, p, &target.path).await?;
+                        let (v, p) = encrypt::write_vault(keys, resource, p, &target.path).await?;
                         pending = p;
                         Some(Arc::new(v))
                     }
@@ -268,9 +267,10 @@ impl Gateway {
                         )
                     });
                 let keys = match &self.keys {
-                    Some(k) if resource.program.sealed => {
-                        Some((Arc::clone(k), encrypt::read_vault(k, &resource.program).await?))
-                    }
+                    Some(k) if resource.program.sealed => Some((
+                        Arc::clone(k),
+                        encrypt::read_vault(k, &resource.program).await?,
+                    )),
                     _ => None,
                 };
                 // A create's key is bound to the id in a successful answer.

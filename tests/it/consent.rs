@@ -749,7 +749,10 @@ async fn writes_carry_only_what_the_purpose_may_collect() {
     let sent: serde_json::Value = serde_json::from_slice(&gw.crm.last().body).unwrap();
     let props = sent["properties"].as_object().unwrap();
     assert_eq!(props.keys().collect::<Vec<_>>(), ["email"]);
-    assert!(props["email"].as_str().unwrap().starts_with("ctd1."), "{sent}");
+    assert!(
+        props["email"].as_str().unwrap().starts_with("ctd1."),
+        "{sent}"
+    );
 
     // Support refuses rather than removes (minimise: refuse).
     let n = gw.crm.count();
@@ -871,7 +874,10 @@ async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
     let sent: serde_json::Value = serde_json::from_slice(&gw.crm.last().body).unwrap();
     let props = sent["properties"].as_object().unwrap();
     assert_eq!(props.keys().collect::<Vec<_>>(), ["email"]);
-    assert!(props["email"].as_str().unwrap().starts_with("ctd1."), "{sent}");
+    assert!(
+        props["email"].as_str().unwrap().starts_with("ctd1."),
+        "{sent}"
+    );
     assert_eq!(change(&gw, "7", "marketing", "withdrawn").await.status, 200);
     assert_eq!(patch().await.status, 403);
     // A path segment that is no well-formed subject id is refused too.
