@@ -161,14 +161,14 @@ impl Crm {
             return bad_request("unavailable");
         };
         // The invented contacts are read-only; an update makes a stored copy.
-        if !created.contains_key(&id) {
-            if !(1..=CONTACTS).contains(&id) {
-                return not_found();
+        let record = match created.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                if !(1..=CONTACTS).contains(&id) {
+                    return not_found();
+                }
+                v.insert(data::contact(id))
             }
-            created.insert(id, data::contact(id));
-        }
-        let Some(record) = created.get_mut(&id) else {
-            return not_found();
         };
         let now = now_iso();
         if let Some(stored) = record["properties"].as_object_mut() {

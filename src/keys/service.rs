@@ -5,7 +5,7 @@
 //! destroyed key never comes back (crypto-shredding), and nothing under it
 //! decrypts again, also after a restart.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use super::KeyError;
@@ -42,11 +42,22 @@ pub struct Keys {
 struct Cache {
     map: HashMap<String, Arc<DataKey>>,
     /// Owners known to have no live key (most customers, until their first
-    /// encrypted write), so that reading them costs no store access.
-    absent: HashSet<String>,
+    /// encrypted write), so that reading them costs no store access; `true`
+    /// if their key was destroyed.
+    absent: HashMap<String, bool>,
     /// Bumped by every destruction, so that a key read from the store
     /// before it was destroyed is not cached after.
     generation: u64,
+}
+
+/// A subject's data key, as a record's tokens need it.
+#[derive(Debug, Clone)]
+pub enum Held {
+    Live(Arc<DataKey>),
+    /// Never made: the subject has no randomised tokens.
+    Never,
+    /// Destroyed (crypto-shredding): none of the subject's tokens opens.
+    Shredded,
 }
 
 /// How many key-less owners the cache remembers before it starts over.
@@ -159,57 +170,62 @@ impl Keys {
         self.cached(owner)
     }
 
-    /// What the cache knows of `subject`'s key: `Some(None)` if it has
-    /// none, `None` if the store must be asked.
-    pub fn cached_subject(&self, subject: &str) -> Option<Option<Arc<DataKey>>> {
+    /// What the cache knows of `subject`'s key; `None`: ask the store.
+    pub fn cached_subject(&self, subject: &str) -> Option<Held> {
         let owner = subject_owner(subject);
         let c = self.cache.read().ok()?;
         if let Some(k) = c.map.get(&owner) {
-            return Some(Some(Arc::clone(k)));
+            return Some(Held::Live(Arc::clone(k)));
         }
-        c.absent.contains(&owner).then_some(None)
+        c.absent.get(&owner).map(|&shredded| {
+            if shredded {
+                Held::Shredded
+            } else {
+                Held::Never
+            }
+        })
     }
 
     /// Remembers that `owner` has no live key (checked after the map).
-    fn remember_absent(&self, owner: String) {
+    fn remember_absent(&self, owner: String, shredded: bool) {
         if let Ok(mut c) = self.cache.write() {
             if c.absent.len() >= MAX_ABSENT {
                 c.absent.clear();
             }
-            c.absent.insert(owner);
+            c.absent.insert(owner, shredded);
         }
     }
 
-    /// The live keys of `subjects` (`None`: never made, or destroyed).
-    /// Blocking (store access on misses).
-    pub fn subject_keys(
-        &self,
-        subjects: &[String],
-    ) -> Result<HashMap<String, Option<Arc<DataKey>>>, KeysError> {
+    /// The keys of `subjects`. Blocking (store access on misses).
+    pub fn subject_keys(&self, subjects: &[String]) -> Result<HashMap<String, Held>, KeysError> {
         let mut out = HashMap::with_capacity(subjects.len());
         for s in subjects {
             let owner = subject_owner(s);
-            let key = match self.cached(&owner) {
-                Some(k) => Some(k),
+            let held = match self.cached(&owner) {
+                Some(k) => Held::Live(k),
                 None => {
                     let before = self.generation()?;
                     match self.store.get(&owner)? {
                         Some(StoredKey::Live(w)) => {
                             let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
                             match self.remember(&owner, ring.unwrap(&owner, &w)?, before) {
-                                Ok(k) => Some(k),
-                                Err(KeysError::Destroyed) => None,
+                                Ok(k) => Held::Live(k),
+                                Err(KeysError::Destroyed) => Held::Shredded,
                                 Err(e) => return Err(e),
                             }
                         }
-                        Some(StoredKey::Destroyed { .. }) | None => {
-                            self.remember_absent(owner);
-                            None
+                        Some(StoredKey::Destroyed { .. }) => {
+                            self.remember_absent(owner, true);
+                            Held::Shredded
+                        }
+                        None => {
+                            self.remember_absent(owner, false);
+                            Held::Never
                         }
                     }
                 }
             };
-            out.insert(s.clone(), key);
+            out.insert(s.clone(), held);
         }
         Ok(out)
     }
@@ -256,6 +272,7 @@ impl Keys {
         let done = self.store.destroy(owner, self.clock.now_ms())?;
         let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
         c.map.remove(owner);
+        c.absent.insert(owner.to_owned(), true);
         c.generation += 1;
         Ok(done)
     }

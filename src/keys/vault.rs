@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::service::{Keys, KeysError, category_owner};
+use super::service::{Held, Keys, KeysError, category_owner};
 use super::token::{self, Kind};
 use super::wrap::DataKey;
 use crate::transform::Seal;
@@ -14,8 +14,8 @@ use crate::transform::Seal;
 pub struct Vault {
     /// The key new randomised tokens use (writes).
     writer: Option<Arc<DataKey>>,
-    /// Each record subject's key; `None`: it has none (never made, or destroyed).
-    subjects: HashMap<String, Option<Arc<DataKey>>>,
+    /// Each record subject's key.
+    subjects: HashMap<String, Held>,
     /// The deterministic categories' keys.
     categories: HashMap<String, Arc<DataKey>>,
 }
@@ -46,11 +46,11 @@ impl Vault {
         self.subjects.contains_key(subject)
     }
 
-    pub fn learn(&mut self, found: HashMap<String, Option<Arc<DataKey>>>) {
+    pub fn learn(&mut self, found: HashMap<String, Held>) {
         self.subjects.extend(found);
     }
 
-    pub fn remember(&mut self, subject: &str, key: Option<Arc<DataKey>>) {
+    pub fn remember(&mut self, subject: &str, key: Held) {
         self.subjects.insert(subject.to_owned(), key);
     }
 
@@ -78,7 +78,9 @@ impl Vault {
 
     /// Appends what `token` stands for, if it decrypts: a randomised token
     /// only with the key of the record's own subject, a deterministic one
-    /// with its category's key.
+    /// with its category's key. Nothing opens in the record of a subject
+    /// whose key was destroyed: their deterministic tokens (under a shared
+    /// category key, so that the CRM can search them) are withheld too.
     pub fn open(
         &self,
         subject: Option<&str>,
@@ -89,10 +91,15 @@ impl Vault {
         let Some(t) = token::parse(token) else {
             return false;
         };
+        let held = subject.and_then(|s| self.subjects.get(s));
+        if matches!(held, Some(Held::Shredded)) {
+            return false;
+        }
         let dk = match t.kind {
-            Kind::Randomised => subject
-                .and_then(|s| self.subjects.get(s))
-                .and_then(|k| k.as_ref()),
+            Kind::Randomised => match held {
+                Some(Held::Live(k)) => Some(k),
+                _ => None,
+            },
             Kind::Deterministic => self.categories.get(category),
         };
         let Some(dk) = dk else {

@@ -600,6 +600,7 @@ impl Compiler<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the policy-wide settings a resource compiles against
     fn resource(
         &mut self,
         file: &Path,

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::gate::keys_failed;
 use super::reject::Refusal;
-use crate::keys::service::{Keys, pending_owner, subject_owner};
+use crate::keys::service::{Keys, KeysError, pending_owner, subject_owner};
 use crate::keys::vault::{Vault, categories_cached};
 use crate::keys::wrap::DataKey;
 use crate::policy::{Resource, SearchField};
@@ -74,7 +74,10 @@ pub async fn write_vault(
                 .map_err(keys_failed)?;
             return Ok((v, Some(Pending { owner, key })));
         };
-        let dk = keys.for_write(&owner).map_err(keys_failed)?;
+        let dk = keys.for_write(&owner).map_err(|e| match e {
+            KeysError::Destroyed => Refusal::SubjectErased,
+            e => keys_failed(e),
+        })?;
         let v = Vault::for_write(&keys, Some(dk), &categories).map_err(keys_failed)?;
         Ok((v, None))
     })

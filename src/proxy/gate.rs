@@ -15,9 +15,8 @@ use super::reject::Refusal;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
 use crate::consent::model::SubjectConsents;
-use crate::keys::service::{Keys, KeysError};
+use crate::keys::service::{Held, Keys, KeysError};
 use crate::keys::vault::Vault;
-use crate::keys::wrap::DataKey;
 use crate::transform::{Gate, RecordOutcome, Rewriter, Seal, Subject};
 
 /// Decides each record of a response and opens its tokens.
@@ -51,7 +50,7 @@ impl Needs {
 #[derive(Debug, Default)]
 pub struct Fetched {
     consents: HashMap<String, Arc<SubjectConsents>>,
-    keys: HashMap<String, Option<Arc<DataKey>>>,
+    keys: HashMap<String, Held>,
     bound: bool,
 }
 
@@ -152,7 +151,7 @@ impl RecordGate {
                 }
                 e => keys_failed(e),
             })?;
-            got.keys.insert(subject, Some(dk));
+            got.keys.insert(subject, Held::Live(dk));
             got.bound = true;
         }
         Ok(got)

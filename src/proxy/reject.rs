@@ -56,6 +56,8 @@ pub enum Refusal {
     SearchUnsupported(String),
     /// A write of encrypted fields whose path names no usable customer id.
     SubjectUnknown,
+    /// A write of encrypted fields for a customer whose key was destroyed.
+    SubjectErased,
     /// A write carries data the purpose may not collect (`minimise: refuse`).
     NotCollectable {
         purpose: String,
@@ -105,6 +107,7 @@ impl Refusal {
             | PurposeNotCovered { .. }
             | ConsentRequired { .. }
             | NotCollectable { .. } => StatusCode::FORBIDDEN,
+            SubjectErased => StatusCode::CONFLICT,
             ConsentUnavailable | KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamUnavailable
             | UpstreamFailed
@@ -149,6 +152,7 @@ impl Refusal {
             KeysUnavailable => "keys-unavailable",
             SearchUnsupported(_) => "search-unsupported",
             SubjectUnknown => "subject-unknown",
+            SubjectErased => "subject-erased",
             KeyBinding => "key-binding",
             NotCollectable { .. } => "not-collectable",
             UpstreamUnavailable => "upstream-unavailable",
@@ -192,6 +196,7 @@ impl Refusal {
             KeysUnavailable => "Encryption keys unavailable",
             SearchUnsupported(_) => "Search on an encrypted field not possible",
             SubjectUnknown => "Customer id required",
+            SubjectErased => "Customer erased",
             KeyBinding => "Created record cannot be bound to its key",
             NotCollectable { .. } => "Data the purpose may not collect",
             UpstreamUnavailable => "CRM unavailable",
@@ -241,6 +246,7 @@ impl Refusal {
             ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
             KeysUnavailable => "the data keys could not be read or made; encrypted fields are neither written nor shown until the key store is back".into(),
             SearchUnsupported(why) => why.clone(),
+            SubjectErased => "this customer's data key was destroyed (erasure): encrypted fields are not written for them again".into(),
             SubjectUnknown => "this write stores encrypted fields under the customer's key, and the path does not name a well-formed customer id".into(),
             KeyBinding => "the CRM created the record, but its answer names no usable id (or an id that already has a key), so the encrypted values sent cannot be read back; check the CRM and the resource's `subject` selector".into(),
             NotCollectable { purpose, collectable } if collectable.is_empty() => format!(
@@ -351,6 +357,7 @@ mod tests {
             KeysUnavailable,
             SearchUnsupported("why".into()),
             SubjectUnknown,
+            SubjectErased,
             KeyBinding,
             NotCollectable {
                 purpose: "marketing".into(),
@@ -401,6 +408,7 @@ mod tests {
             ("keys-unavailable", 503),
             ("search-unsupported", 400),
             ("subject-unknown", 400),
+            ("subject-erased", 409),
             ("key-binding", 502),
             ("not-collectable", 403),
             ("upstream-unavailable", 502),

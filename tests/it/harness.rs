@@ -308,6 +308,11 @@ impl TestGateway {
         )
     }
 
+    /// The folder of the gateway's config, policies and key file (`master.key`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn consents(&self) -> &Arc<Consents> {
         self.gateway.consents()
     }

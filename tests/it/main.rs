@@ -4,6 +4,7 @@
 mod harness;
 
 mod consent;
+mod encryption;
 mod failclosed;
 mod policies;
 mod proxy;

@@ -1,0 +1,457 @@
+//! Encryption at rest, end to end: the gateway in front of the sample CRM,
+//! which stores exactly what it receives.
+
+use std::sync::Arc;
+
+use consentry::demo::crm::Crm;
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const CONTACTS: &str = "/crm/v3/objects/contacts";
+const SEARCH: &str = "/crm/v3/objects/contacts/search";
+
+/// The plain values of a new contact that the CRM must never hold.
+const SECRETS: [&str; 6] = [
+    "nia.okafor@example.org",
+    "+44 20 7946 0958",
+    "Downing",
+    "SW1A 2AA",
+    "1990-04-01",
+    "after 6pm",
+];
+
+fn new_contact(email: &str) -> String {
+    json!({"properties": {
+        "email": email,
+        "firstname": "Nia",
+        "lastname": "Okafor",
+        "phone": "+44 20 7946 0958",
+        "address": "10 Downing Street",
+        "zip": "SW1A 2AA",
+        "city": "London",
+        "date_of_birth": "1990-04-01",
+        "notes": "Prefers calls after 6pm",
+    }})
+    .to_string()
+}
+
+/// The sample CRM on a loopback port.
+async fn crm() -> (Arc<Crm>, String) {
+    let crm = Crm::new();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(consentry::demo::crm::serve(
+        Arc::clone(&crm),
+        l,
+        std::future::pending(),
+    ));
+    (crm, url)
+}
+
+async fn gateway(crm_url: &str) -> TestGateway {
+    TestGateway::builder()
+        .upstream(crm_url)
+        .admin()
+        .start()
+        .await
+}
+
+async fn create(gw: &TestGateway, key: &str, body: &str) -> Got {
+    send(
+        "POST",
+        &gw.url(CONTACTS),
+        &[("x-api-key", key), ("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+}
+
+async fn admin(gw: &TestGateway, method: &str, path: &str, body: &str) -> Got {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    send(
+        method,
+        &gw.admin_url(path),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// The contact as the CRM stores it (no gateway).
+fn stored(crm: &Crm, id: &str) -> Value {
+    let r = crm.answer(&Method::GET, &format!("{CONTACTS}/{id}"), None, b"");
+    let body =
+        futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Writes properties straight into the CRM's copy (no gateway), as someone
+/// with access to the CRM could.
+fn tamper(crm: &Crm, id: &str, props: Value) {
+    let body = json!({ "properties": props }).to_string();
+    let r = crm.answer(
+        &Method::PATCH,
+        &format!("{CONTACTS}/{id}"),
+        None,
+        body.as_bytes(),
+    );
+    assert_eq!(r.status(), 200);
+}
+
+fn assert_no_secrets(bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for s in SECRETS {
+        assert!(!text.contains(s), "the CRM holds `{s}` in clear: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_crm_stores_tokens_and_each_purpose_reads_what_it_may() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let got = create(&gw, SUPPORT, &new_contact(SECRETS[0])).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    let view = got.json();
+    let id = view["id"].as_str().unwrap().to_owned();
+    // Support gets its own record back as its rule shows it.
+    assert_eq!(view["properties"]["email"], SECRETS[0]);
+    assert_eq!(view["properties"]["phone"], "***0958");
+    assert_eq!(view["properties"]["notes"], "Prefers calls after 6pm");
+
+    // What the CRM received and stores: tokens, names in clear.
+    for body in crm.received() {
+        assert_no_secrets(&body);
+    }
+    assert_no_secrets(&crm.stored());
+    let raw = stored(&crm, &id);
+    let p = &raw["properties"];
+    assert!(p["email"].as_str().unwrap().starts_with("ctd1."), "{raw}");
+    for f in ["phone", "address", "zip", "date_of_birth", "notes"] {
+        assert!(p[f].as_str().unwrap().starts_with("ctk1."), "{f}: {raw}");
+    }
+    assert_eq!(
+        (p["firstname"].as_str(), p["city"].as_str()),
+        (Some("Nia"), Some("London"))
+    );
+
+    // Read back: support in clear (phone masked by its rule).
+    let got = get(&gw.url(&format!("{CONTACTS}/{id}")), SUPPORT).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let p = &got.json()["properties"];
+    assert_eq!(p["email"], SECRETS[0]);
+    assert_eq!(p["phone"], "***0958");
+    assert_eq!(p["address"], "10 Downing Street");
+    assert_eq!(p["zip"], "SW1A 2AA");
+    assert_eq!(p["date_of_birth"], "1990-04-01");
+
+    // Marketing: nothing without the customer's consent; with it, the
+    // e-mail address only.
+    let one = gw.url(&format!("{CONTACTS}/{id}"));
+    let got = get(&one, MARKETING).await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (403, "consent-required")
+    );
+    let grant = json!({"subject": id, "purpose": "marketing", "status": "granted"}).to_string();
+    assert_eq!(admin(&gw, "POST", "/v1/consents", &grant).await.status, 200);
+    let got = get(&one, MARKETING).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let p = got.json()["properties"].clone();
+    assert_eq!(p["email"], SECRETS[0]);
+    for f in [
+        "phone",
+        "address",
+        "zip",
+        "date_of_birth",
+        "notes",
+        "firstname",
+    ] {
+        assert!(p.get(f).is_none(), "{f}: {p}");
+    }
+    assert!(!got.text().contains("ctk1."), "no token leaks as a value");
+}
+
+#[tokio::test]
+async fn an_update_stores_tokens_under_the_customers_own_key() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let got = create(&gw, SUPPORT, &new_contact("u@example.org")).await;
+    let id = got.json()["id"].as_str().unwrap().to_owned();
+    let one = gw.url(&format!("{CONTACTS}/{id}"));
+    let got = send(
+        "PATCH",
+        &one,
+        &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+        br#"{"properties":{"phone":"+1 555 010 4242"}}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["properties"]["phone"], "***4242");
+    assert!(!String::from_utf8_lossy(&crm.stored()).contains("555 010"));
+    // An invented contact (never written through the gateway) gets its
+    // first key on its first encrypted write.
+    let got = send(
+        "PATCH",
+        &gw.url(&format!("{CONTACTS}/7")),
+        &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+        br#"{"properties":{"notes":"moved to Lyon"}}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["properties"]["notes"], "moved to Lyon");
+    assert!(
+        stored(&crm, "7")["properties"]["notes"]
+            .as_str()
+            .unwrap()
+            .starts_with("ctk1.")
+    );
+}
+
+#[tokio::test]
+async fn tokens_moved_or_altered_never_pass_as_values() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let a = create(&gw, SUPPORT, &new_contact("a@example.org"))
+        .await
+        .json();
+    let b = create(&gw, SUPPORT, &new_contact("b@example.org"))
+        .await
+        .json();
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    let ra = stored(&crm, &a)["properties"].clone();
+    let rb = stored(&crm, &b)["properties"].clone();
+    // Another customer's token, another field's token, and a flipped bit.
+    tamper(&crm, &b, json!({ "phone": ra["phone"] }));
+    tamper(&crm, &a, json!({ "address": ra["zip"] }));
+    let dob = ra["date_of_birth"].as_str().unwrap();
+    let mut flipped = dob.as_bytes().to_vec();
+    let last = flipped.len() - 3;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    tamper(
+        &crm,
+        &a,
+        json!({ "date_of_birth": String::from_utf8(flipped).unwrap(), "mobilephone": "ctk1.not-a-token" }),
+    );
+    let got = get(&gw.url(&format!("{CONTACTS}/{b}")), SUPPORT).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let p = got.json()["properties"].clone();
+    assert_eq!(p["phone"], "[REDACTED]", "a's phone token in b's record");
+    assert_eq!(p["zip"], "SW1A 2AA", "b's own tokens still open");
+    assert_ne!(rb["phone"], ra["phone"]);
+    let got = get(&gw.url(&format!("{CONTACTS}/{a}")), SUPPORT).await;
+    let p = got.json()["properties"].clone();
+    assert_eq!(
+        p["address"], "[REDACTED]",
+        "a zip token in the address field"
+    );
+    assert_eq!(p["date_of_birth"], "[REDACTED]", "an altered token");
+    assert_eq!(p["mobilephone"], "[REDACTED]", "a malformed token");
+    assert_eq!(p["phone"], "***0958");
+    assert!(!got.text().contains("ctk1."), "{}", got.text());
+}
+
+#[tokio::test]
+async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let a = create(&gw, SUPPORT, &new_contact("r@example.org"))
+        .await
+        .json();
+    let a = a["id"].as_str().unwrap().to_owned();
+    let before = stored(&crm, &a);
+    let file = gw.dir().join("master.key");
+    let ring = consentry::keys::master::MasterKeys::load_file(&file).unwrap();
+    let two = ring.with_new_version().unwrap();
+    two.replace_file(&file).unwrap();
+    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["current"], 2);
+    assert!(
+        got.json()["rewrapped"].as_u64().unwrap() >= 2,
+        "{}",
+        got.text()
+    );
+    let status = admin(&gw, "GET", "/v1/keys", "").await.json();
+    assert_eq!(
+        status["data_keys_by_master_version"].get("v1"),
+        None,
+        "{status}"
+    );
+    // Nothing in the CRM changed, and it still reads.
+    assert_eq!(stored(&crm, &a), before);
+    let one = gw.url(&format!("{CONTACTS}/{a}"));
+    assert_eq!(
+        get(&one, SUPPORT).await.json()["properties"]["zip"],
+        "SW1A 2AA"
+    );
+    // Retire v1: the file without it, adopted.
+    two.without_version(1).unwrap().replace_file(&file).unwrap();
+    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    assert_eq!(got.json()["retired"], json!([1]), "{}", got.text());
+    assert_eq!(
+        get(&one, SUPPORT).await.json()["properties"]["zip"],
+        "SW1A 2AA"
+    );
+    let b = create(&gw, SUPPORT, &new_contact("r2@example.org")).await;
+    assert_eq!(b.json()["properties"]["zip"], "SW1A 2AA");
+    // A key file whose versions differ from the ones in use is refused.
+    consentry::keys::master::MasterKeys::generate()
+        .unwrap()
+        .with_new_version()
+        .unwrap()
+        .with_new_version()
+        .unwrap()
+        .replace_file(&file)
+        .unwrap();
+    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (409, "key-ring-refused")
+    );
+    assert!(!got.text().contains("consentry-master-key"));
+}
+
+#[tokio::test]
+async fn a_shredded_customer_stays_unreadable_after_a_restart() {
+    let (crm, url) = crm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("consentry.db");
+    let ring = write_master_key(dir.path());
+    let start = || {
+        TestGateway::builder()
+            .upstream(&url)
+            .admin()
+            .store_file(&file)
+            .master_key(&ring)
+            .start()
+    };
+    let gw = start().await;
+    let a = create(&gw, SUPPORT, &new_contact("s@example.org"))
+        .await
+        .json();
+    let b = create(&gw, SUPPORT, &new_contact("t@example.org"))
+        .await
+        .json();
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    let got = admin(&gw, "DELETE", &format!("/v1/subjects/{a}/key"), "").await;
+    assert_eq!(got.json()["destroyed"], true, "{}", got.text());
+    let check = |gw: &TestGateway| {
+        let (ua, ub) = (
+            gw.url(&format!("{CONTACTS}/{a}")),
+            gw.url(&format!("{CONTACTS}/{b}")),
+        );
+        async move {
+            let got = get(&ua, SUPPORT).await;
+            assert_eq!(got.status, 200, "{}", got.text());
+            let p = got.json()["properties"].clone();
+            for f in ["email", "phone", "address", "zip", "date_of_birth", "notes"] {
+                assert_eq!(p[f], "[REDACTED]", "{f}: {p}");
+            }
+            assert_eq!(p["firstname"], "Nia", "clear fields are not encrypted");
+            let got = get(&ub, SUPPORT).await;
+            assert_eq!(
+                got.json()["properties"]["zip"],
+                "SW1A 2AA",
+                "others unaffected"
+            );
+        }
+    };
+    check(&gw).await;
+    // No new key comes back for an erased customer.
+    let got = send(
+        "PATCH",
+        &gw.url(&format!("{CONTACTS}/{a}")),
+        &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+        br#"{"properties":{"phone":"+1 555 010 9999"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (409, "subject-erased")
+    );
+    gw.stop().await;
+    let gw = start().await;
+    check(&gw).await;
+    drop(crm);
+}
+
+#[tokio::test]
+async fn equality_searches_on_encrypted_fields_find_the_record() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let email = "search.me+crm@example.org";
+    let a = create(&gw, SUPPORT, &new_contact(email)).await.json();
+    let id = a["id"].as_str().unwrap().to_owned();
+    // Query parameter (percent-encoded, as a client sends it).
+    let got = get(
+        &gw.url(&format!("{CONTACTS}?email=search.me%2Bcrm%40example.org")),
+        SUPPORT,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let results = got.json()["results"].clone();
+    assert_eq!(results.as_array().unwrap().len(), 1, "{results}");
+    assert_eq!(results[0]["id"], id.as_str());
+    assert_eq!(results[0]["properties"]["email"], email);
+    // HubSpot's search body.
+    let body = json!({"filterGroups": [{"filters": [
+        {"propertyName": "email", "operator": "EQ", "value": email}
+    ]}], "limit": 10})
+    .to_string();
+    let search = |body: String| {
+        let url = gw.url(SEARCH);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let got = search(body).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["total"], 1);
+    assert_eq!(got.json()["results"][0]["properties"]["email"], email);
+    for body in crm.received() {
+        assert!(!String::from_utf8_lossy(&body).contains("search.me"));
+    }
+    // An operator that cannot work on tokens is refused, with the reason.
+    let got = search(
+        json!({"filterGroups": [{"filters": [
+            {"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "search"}
+        ]}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (400, "search-unsupported")
+    );
+    assert!(got.json()["detail"].as_str().unwrap().contains("EQ"));
+}
+
+#[tokio::test]
+async fn a_create_answered_without_an_id_is_refused() {
+    let gw = TestGateway::start().await;
+    gw.crm
+        .on(CONTACTS, Reply::json(r#"{"status":"created"}"#).status(201));
+    let got = create(&gw, SUPPORT, &new_contact("x@example.org")).await;
+    assert_eq!((got.status, got.problem().as_str()), (502, "key-binding"));
+    assert_no_secrets(&gw.crm.last().body);
+}
