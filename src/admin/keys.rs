@@ -71,6 +71,7 @@ pub async fn status(admin: &Admin) -> Result<Response<Body>> {
         &serde_json::json!({
             "master": {"current": current, "versions": versions},
             "data_keys_by_master_version": by,
+            "undecryptable_tokens_total": admin.gateway().undecryptable_tokens(),
         }),
     ))
 }

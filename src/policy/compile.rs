@@ -330,7 +330,7 @@ impl Compiler<'_> {
         };
         let render = self.render(file, p);
         let encrypt = self.encrypt(file, p);
-        let rules: Vec<CheckedRule> = self.rules(file, &p.rules);
+        let rules: Vec<CheckedRule> = self.rules(file, &p.rules, &encrypt);
         if p.rules.is_empty() && !p.resources.is_empty() {
             self.r.warning(
                 file,
@@ -415,7 +415,7 @@ impl Compiler<'_> {
         Arc::new(render)
     }
 
-    fn rules(&mut self, file: &Path, rules: &[RuleSource]) -> Vec<CheckedRule> {
+    fn rules(&mut self, file: &Path, rules: &[RuleSource], encrypt: &Encrypt) -> Vec<CheckedRule> {
         let mut out = Vec::new();
         let mut purposes = HashSet::new();
         for rule in rules {
@@ -467,6 +467,20 @@ impl Compiler<'_> {
                 add(c, Action::Hash, self);
             }
             for c in &rule.token {
+                if encrypt.seal_for(&c.value) == Seal::No {
+                    self.r.error(
+                        file,
+                        at(c),
+                        format!(
+                            "`token` passes the stored token, and `{}` is not encrypted",
+                            c.value
+                        ),
+                        Some(format!(
+                            "list `{}` under `encrypt:`, or use `redact` or `remove`",
+                            c.value
+                        )),
+                    );
+                }
                 add(c, Action::Token, self);
             }
             let mut masks: Vec<_> = rule.mask.iter().collect();

@@ -486,3 +486,76 @@ fn consent_and_minimisation_keys_are_checked() {
     assert_eq!(m.minimise, Minimise::Remove);
     assert!(r.rule_for("essential.service").unwrap().consent.is_none());
 }
+
+#[test]
+fn encryption_is_checked_where_it_is_declared() {
+    let yaml = |encrypt: &str, extra: &str| {
+        format!(
+            r#"
+name: enc
+encrypt:
+  {encrypt}
+resources:
+  - name: contact
+    match: {{ methods: [GET, PATCH], path: "/c/{{id}}" }}
+    subject: $.id
+    {extra}
+    fields:
+      $.email: user.contact.email
+      $.phone: user.contact.phone_number
+    search:
+      params: {{ email: user.contact.email }}
+rules:
+  - purpose: essential.service
+    allow: [user]
+  - purpose: marketing
+    token: [user.contact.phone_number]
+    allow: [user.contact.email]
+"#
+        )
+    };
+    let errors = |y: String, opts: &Options| {
+        compile(&[(PathBuf::from("e.yaml"), y)], opts)
+            .err()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
+    let good = "user.contact: deterministic";
+    let ok = errors(yaml(good, "path_subject: id"), &Options::default());
+    assert_eq!(ok, "", "{ok}");
+    // Without a master key where one is required: the line of `encrypt`.
+    let strict = Options {
+        require_master_key: true,
+        ..Options::default()
+    };
+    let e = errors(yaml(good, "path_subject: id"), &strict);
+    assert!(
+        e.contains("e.yaml:4:3") && e.contains("no master key is configured"),
+        "{e}"
+    );
+    // A write whose customer is unknown cannot be encrypted for.
+    let e = errors(yaml(good, ""), &Options::default());
+    assert!(e.contains("the customer written to is not known"), "{e}");
+    // Searching a randomised category cannot work.
+    let e = errors(
+        yaml("user.contact: randomised", "path_subject: id"),
+        &Options::default(),
+    );
+    assert!(e.contains("equal values have different tokens"), "{e}");
+    assert!(
+        errors(
+            yaml("user.contact: secret", "path_subject: id"),
+            &Options::default()
+        )
+        .contains("unknown encryption `secret`")
+    );
+    // `token` on a category that is not encrypted.
+    let e = errors(
+        yaml("user.contact.email: deterministic", "path_subject: id"),
+        &Options::default(),
+    );
+    assert!(
+        e.contains("`user.contact.phone_number` is not encrypted"),
+        "{e}"
+    );
+}

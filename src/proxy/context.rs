@@ -116,6 +116,8 @@ pub struct Context {
     /// The refusal's problem type, when refused.
     pub problem: Option<&'static str>,
     pub stats: Stats,
+    /// Values of the request body written to the CRM as tokens.
+    pub sealed: u64,
     pub bytes_out: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
@@ -144,6 +146,7 @@ impl Context {
             outcome: Outcome::Pending,
             problem: None,
             stats: Stats::default(),
+            sealed: 0,
             bytes_out: 0,
             streaming: false,
         }

@@ -5,17 +5,33 @@
 //! the raw path, query, headers or any body content: those can carry
 //! personal data.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::context::Context;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct Emitter {
     pub access: bool,
+    /// Tokens that did not decrypt since start (altered, moved, shredded).
+    pub undecryptable: AtomicU64,
 }
 
 impl Emitter {
     pub fn emit(&self, ctx: &Context) {
         let ms = ctx.started.elapsed().as_secs_f64() * 1e3;
         let s = &ctx.stats;
+        if s.undecryptable > 0 {
+            self.undecryptable
+                .fetch_add(s.undecryptable, Ordering::Relaxed);
+            // Which record or field is not said: the route and the count only.
+            tracing::warn!(
+                target: "consentry::access",
+                request_id = ctx.id.as_str(),
+                route = ctx.template.as_deref().unwrap_or("-"),
+                undecryptable = s.undecryptable,
+                "tokens that do not decrypt were withheld (altered, moved, or their key destroyed)"
+            );
+        }
         let dash = || "-".to_owned();
         let name = |v: &Option<std::sync::Arc<str>>| v.as_deref().map_or_else(dash, str::to_owned);
         if ctx.status >= 500 || ctx.outcome == super::context::Outcome::Aborted {
@@ -52,6 +68,10 @@ impl Emitter {
             redacted = s.redacted,
             removed = s.removed,
             detected = s.detected,
+            sealed = ctx.sealed,
+            opened = s.opened,
+            tokens = s.tokens,
+            undecryptable = s.undecryptable,
             bytes_out = ctx.bytes_out,
             duration_ms = format_args!("{ms:.2}"),
             "request"

@@ -91,6 +91,7 @@ impl Gateway {
         warm_keys(&policies.load(), keys.as_deref())?;
         let emitter = Arc::new(Emitter {
             access: config.log.access,
+            ..Emitter::default()
         });
         Ok(Gateway {
             config,
@@ -105,6 +106,13 @@ impl Gateway {
 
     pub fn keys(&self) -> Option<&Arc<Keys>> {
         self.keys.as_ref()
+    }
+
+    /// Tokens withheld since start because they did not decrypt.
+    pub fn undecryptable_tokens(&self) -> u64 {
+        self.emitter
+            .undecryptable
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &Config {
@@ -204,6 +212,7 @@ impl Gateway {
                 .await?;
                 // A create's key is stored before anything sealed with it
                 // leaves; a create that sealed nothing needs no key.
+                ctx.sealed = sealed;
                 pending = pending.filter(|_| sealed > 0);
                 if let (Some(p), Some(keys)) = (&pending, &self.keys) {
                     encrypt::store_pending(keys, p).await?;

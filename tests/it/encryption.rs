@@ -259,6 +259,8 @@ async fn tokens_moved_or_altered_never_pass_as_values() {
     assert_eq!(p["mobilephone"], "[REDACTED]", "a malformed token");
     assert_eq!(p["phone"], "***0958");
     assert!(!got.text().contains("ctk1."), "{}", got.text());
+    let status = admin(&gw, "GET", "/v1/keys", "").await.json();
+    assert_eq!(status["undecryptable_tokens_total"], 4, "{status}");
 }
 
 #[tokio::test]
