@@ -104,7 +104,24 @@ for every contact except each tenth one.
   curl -s -H 'X-Api-Key: {MARKETING_KEY}' '{g}/crm/v3/objects/contacts?limit=3'
 
   # contact 2's consent history
-  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/2/consents/history"#
+  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/2/consents/history
+
+  # let marketing see contact 1001 (created above), then read it as marketing again
+  curl -s -X POST http://{a}/v1/consents -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" \
+       -H 'Content-Type: application/json' \
+       -d '{{"subject": "1001", "purpose": "marketing", "status": "granted", "source": "demo"}}'
+
+Keys: rotate the master key online (tokens in the CRM stay as they are), or
+destroy one customer's data key (crypto-shredding: their tokens are
+unreadable for good; the read shows [REDACTED]).
+
+  # a new master key version in consentry-data/master.key, every data key
+  # re-wrapped by the running gateway (the CLI reads the config's secrets)
+  CONSENTRY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} CONSENTRY_HASH_KEY={DEMO_HASH_KEY} \
+       cargo run --release -- keys rotate
+  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/keys
+  curl -s -X DELETE -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/1001/key
+  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' {g}/crm/v3/objects/contacts/1001"#
         ),
     };
     format!(
@@ -129,6 +146,27 @@ The same contact as three purposes see it:
 
   # and what the CRM itself holds (no gateway)
   curl -s http://{crm}/crm/v3/objects/contacts/7
+
+Encryption at rest: e-mail, phone, street, postcode, birth date and notes
+reach the CRM only as tokens.
+
+  # support creates a contact through consentry (answer: support's view, id 1001)
+  curl -s -X POST {g}/crm/v3/objects/contacts -H 'X-Api-Key: {SUPPORT_KEY}' \
+       -H 'Content-Type: application/json' \
+       -d '{{"properties": {{"email": "nia.okafor@example.org", "firstname": "Nia", "phone": "+44 20 7946 0958", "zip": "SW1A 2AA", "notes": "Prefers calls after 6pm"}}}}'
+
+  # what the CRM stored: ctd1./ctk1. tokens, the first name in clear
+  curl -s http://{crm}/crm/v3/objects/contacts/1001
+
+  # read back as support: in clear (the phone masked, as its rule says)
+  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' {g}/crm/v3/objects/contacts/1001
+
+  # as marketing: refused until the customer opts in (403 consent-required);
+  # once they have, the e-mail address only, everything else removed
+  curl -s -H 'X-Api-Key: {MARKETING_KEY}' {g}/crm/v3/objects/contacts/1001
+
+  # search still works: the gateway rewrites the e-mail into its token
+  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' '{g}/crm/v3/objects/contacts?email=nia.okafor%40example.org'
 
 {consent}
 
