@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: panics on bad fixtures are fine
 //! Token cost per field: encrypt plus decrypt of one e-mail address, both
 //! token kinds, with the data key already unwrapped (as cached on the hot
-//! path). Run: `cargo bench --bench keys`.
+//! path); and a create's key on the SQLite store (made, stored under a
+//! pending name, bound to the id the CRM assigned: two durable commits).
+//! Run: `cargo bench --bench keys`.
 
 use std::hint::black_box;
 
@@ -32,5 +34,29 @@ fn tokens(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokens);
+fn create_key(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use consentry::clock::SystemClock;
+    use consentry::keys::master::MasterKeys;
+    use consentry::keys::service::{Keys, pending_owner};
+    use consentry::storage::sqlite::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("k.db")).unwrap());
+    let keys = Keys::new(MasterKeys::generate().unwrap(), store, Arc::new(SystemClock));
+    let n = AtomicU64::new(0);
+    c.bench_function("key/create_store_and_bind_sqlite", |b| {
+        b.iter(|| {
+            let owner = pending_owner().unwrap();
+            let dk = DataKey::generate().unwrap();
+            keys.store_pending(&owner, &dk).unwrap();
+            let id = n.fetch_add(1, Ordering::Relaxed).to_string();
+            black_box(keys.bind(&owner, &id).unwrap().id)
+        })
+    });
+}
+
+criterion_group!(benches, tokens, create_key);
 criterion_main!(benches);

@@ -38,10 +38,14 @@ impl KeyId {
     }
 }
 
-/// A data key in clear, in memory only.
+/// A data key in clear, in memory only, with its two ciphers' key
+/// schedules prepared once (a cached key is used by every request; the
+/// schedules are zeroised on drop like the key).
 pub struct DataKey {
     pub id: KeyId,
     pub(super) key: Zeroizing<[u8; KEY_LEN]>,
+    pub(super) gcm: aes_gcm::Aes256Gcm,
+    pub(super) siv: aes_gcm_siv::Aes256GcmSiv,
 }
 
 impl fmt::Debug for DataKey {
@@ -52,10 +56,16 @@ impl fmt::Debug for DataKey {
 
 impl DataKey {
     pub fn generate() -> Result<DataKey, KeyError> {
-        Ok(DataKey {
-            id: KeyId(random()?),
-            key: Zeroizing::new(random()?),
-        })
+        Ok(DataKey::new(KeyId(random()?), Zeroizing::new(random()?)))
+    }
+
+    pub(super) fn new(id: KeyId, key: Zeroizing<[u8; KEY_LEN]>) -> DataKey {
+        use aes_gcm::aead::KeyInit as _;
+        let gcm = aes_gcm::Aes256Gcm::new(&aes_gcm::Key::<aes_gcm::Aes256Gcm>::from(*key));
+        let siv = aes_gcm_siv::Aes256GcmSiv::new(
+            &aes_gcm_siv::Key::<aes_gcm_siv::Aes256GcmSiv>::from(*key),
+        );
+        DataKey { id, key, gcm, siv }
     }
 }
 
@@ -128,7 +138,7 @@ impl MasterKeys {
             .map_err(|_| KeyError::Decrypt)?;
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&buf);
-        Ok(DataKey { id: w.id, key })
+        Ok(DataKey::new(w.id, key))
     }
 
     /// Re-wraps under the current master key (rotation); the data key and
