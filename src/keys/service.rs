@@ -36,7 +36,16 @@ pub struct Keys {
     store: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     cache: RwLock<Cache>,
+    /// Keys for creates, already stored under pending owners (in batches),
+    /// so that a create does not wait for a store commit before it is sent.
+    pool: std::sync::Mutex<Vec<(String, Arc<DataKey>)>>,
+    refilling: std::sync::atomic::AtomicBool,
 }
+
+/// A create takes a stored key from the pool; below this many left, the
+/// pool is refilled (in the background) with `POOL_BATCH` more.
+const POOL_LOW: usize = 16;
+const POOL_BATCH: usize = 64;
 
 #[derive(Debug, Default)]
 struct Cache {
@@ -85,6 +94,8 @@ impl Keys {
             store,
             clock,
             cache: RwLock::new(Cache::default()),
+            pool: std::sync::Mutex::new(Vec::new()),
+            refilling: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -228,6 +239,46 @@ impl Keys {
             out.insert(s.clone(), held);
         }
         Ok(out)
+    }
+
+    /// A create's key, already stored under its pending owner, if the pool
+    /// has one; and whether the pool wants a refill (`refill_pool`).
+    pub fn take_pending(&self) -> (Option<(String, Arc<DataKey>)>, bool) {
+        let Ok(mut p) = self.pool.lock() else {
+            return (None, false);
+        };
+        let got = p.pop();
+        let low = p.len() < POOL_LOW
+            && !self
+                .refilling
+                .swap(true, std::sync::atomic::Ordering::AcqRel);
+        (got, low)
+    }
+
+    /// Stores a batch of fresh create keys under pending owners in one
+    /// commit, then offers them to creates. Blocking. Keys left in the pool
+    /// at exit stay in the store unused (never bound, never handed out again).
+    pub fn refill_pool(&self) -> Result<(), KeysError> {
+        let result = (|| {
+            let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+            let mut fresh = Vec::with_capacity(POOL_BATCH);
+            let mut rows = Vec::with_capacity(POOL_BATCH);
+            for _ in 0..POOL_BATCH {
+                let owner = pending_owner()?;
+                let dk = DataKey::generate()?;
+                rows.push((owner.clone(), ring.wrap(&owner, &dk)?));
+                fresh.push((owner, Arc::new(dk)));
+            }
+            self.store.insert_all(&rows, self.clock.now_ms())?;
+            drop(ring);
+            if let Ok(mut p) = self.pool.lock() {
+                p.extend(fresh);
+            }
+            Ok(())
+        })();
+        self.refilling
+            .store(false, std::sync::atomic::Ordering::Release);
+        result
     }
 
     /// Stores a create's fresh key under its pending owner, before anything

@@ -37,6 +37,9 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Replaces wrapped keys (same ids) in one transaction.
     fn rewrap(&self, keys: &[(String, Wrapped)]) -> Result<(), StoreError>;
 
+    /// Stores several new keys (owners that have none) in one transaction.
+    fn insert_all(&self, keys: &[(String, Wrapped)], at: Millis) -> Result<(), StoreError>;
+
     /// Moves the live key of `from` to `to` (wrapped anew for `to` as `w`),
     /// in one transaction: a create's key, once the CRM has named the
     /// record. `false` (and nothing changes) if `to` already has a key or
@@ -112,6 +115,18 @@ impl KeyStore for MemoryKeyStore {
         Ok(())
     }
 
+    fn insert_all(&self, keys: &[(String, Wrapped)], _at: Millis) -> Result<(), StoreError> {
+        let mut m = self
+            .keys
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        for (o, w) in keys {
+            m.entry(o.clone())
+                .or_insert_with(|| StoredKey::Live(w.clone()));
+        }
+        Ok(())
+    }
+
     fn bind(&self, from: &str, to: &str, w: &Wrapped, _at: Millis) -> Result<bool, StoreError> {
         let mut m = self
             .keys
@@ -167,6 +182,10 @@ pub mod contract {
         assert_eq!(s.insert("subject:7", &w(4, 2), 22).unwrap(), dead);
         assert_eq!(s.live().unwrap().len(), 1);
 
+        // Several at once (a create's key pool).
+        s.insert_all(&[("pending:p1".into(), w(7, 2)), ("pending:p2".into(), w(8, 2))], 40)
+            .unwrap();
+        assert_eq!(s.get("pending:p2").unwrap(), Some(StoredKey::Live(w(8, 2))));
         // Binding a create's key to the id the CRM assigned.
         s.insert("pending:ab", &w(5, 2), 30).unwrap();
         assert!(

@@ -32,10 +32,16 @@ async fn blocking<T: Send + 'static>(
 pub struct Pending {
     pub owner: String,
     key: Arc<DataKey>,
+    /// Taken from the pool of keys already stored.
+    stored: bool,
 }
 
-/// Stores a create's key before the write that used it is sent.
+/// Stores a create's key before the write that used it is sent (unless it
+/// came from the pool, stored already).
 pub async fn store_pending(keys: &Arc<Keys>, p: &Pending) -> Result<(), Refusal> {
+    if p.stored {
+        return Ok(());
+    }
     let (keys, owner, key) = (Arc::clone(keys), p.owner.clone(), Arc::clone(&p.key));
     blocking(move || keys.store_pending(&owner, &key).map_err(keys_failed)).await
 }
@@ -65,6 +71,27 @@ pub async fn write_vault(
         let v = Vault::for_write(keys, Some(dk), &categories).map_err(keys_failed)?;
         return Ok((v, None));
     }
+    if owner.is_none() && categories_cached(keys, &categories) {
+        let (taken, refill) = keys.take_pending();
+        if refill {
+            let k = Arc::clone(keys);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = k.refill_pool() {
+                    tracing::warn!(error = %e, "cannot refill the pool of create keys");
+                }
+            });
+        }
+        if let Some((owner, key)) = taken {
+            let v = Vault::for_write(keys, Some(Arc::clone(&key)), &categories)
+                .map_err(keys_failed)?;
+            let p = Pending {
+                owner,
+                key,
+                stored: true,
+            };
+            return Ok((v, Some(p)));
+        }
+    }
     let keys = Arc::clone(keys);
     blocking(move || {
         let Some(owner) = owner else {
@@ -72,7 +99,12 @@ pub async fn write_vault(
             let key = Arc::new(DataKey::generate().map_err(|e| keys_failed(e.into()))?);
             let v = Vault::for_write(&keys, Some(Arc::clone(&key)), &categories)
                 .map_err(keys_failed)?;
-            return Ok((v, Some(Pending { owner, key })));
+            let p = Pending {
+                owner,
+                key,
+                stored: false,
+            };
+            return Ok((v, Some(p)));
         };
         let dk = keys.for_write(&owner).map_err(|e| match e {
             KeysError::Destroyed => Refusal::SubjectErased,

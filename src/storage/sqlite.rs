@@ -543,6 +543,27 @@ impl KeyStore for SqliteStore {
         tx.commit().map_err(err("commit"))
     }
 
+    fn insert_all(&self, keys: &[(String, Wrapped)], at: Millis) -> Result<(), StoreError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        let tx = conn.transaction().map_err(err("begin"))?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO data_keys (owner, key_id, master_version, wrapped, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err("prepare insert"))?;
+            for (owner, w) in keys {
+                ins.execute(params![owner, w.id.0.as_slice(), w.master_version, w.bytes, at])
+                    .map_err(err("insert key"))?;
+            }
+        }
+        tx.commit().map_err(err("commit"))
+    }
+
     fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError> {
         let mut conn = self
             .writer
