@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use super::KeyError;
 use super::master::MasterKeys;
-use super::store::{KeyStore, StoredKey};
+use super::store::{Binding, KeyStore, StoredKey};
 use super::wrap::{DataKey, KeyId};
 use crate::clock::Clock;
 use crate::consent::store::StoreError;
@@ -40,6 +40,44 @@ pub struct Keys {
     /// so that a create does not wait for a store commit before it is sent.
     pool: std::sync::Mutex<Vec<(String, Arc<DataKey>)>>,
     refilling: std::sync::atomic::AtomicBool,
+    /// Bindings waiting for the next group commit.
+    binds: std::sync::Mutex<BindQueue>,
+}
+
+/// Group commit of bindings: the first binder to arrive commits every
+/// binding queued meanwhile in one transaction, and keeps going while more
+/// arrive; the others wait for their answer. Under concurrent creates one
+/// durable commit serves several.
+#[derive(Debug, Default)]
+struct BindQueue {
+    waiting: Vec<(Binding, Arc<BindSlot>)>,
+    leader: bool,
+}
+
+#[derive(Debug, Default)]
+struct BindSlot {
+    done: std::sync::Mutex<Option<Result<bool, StoreError>>>,
+    ready: std::sync::Condvar,
+}
+
+impl BindSlot {
+    fn set(&self, r: Result<bool, StoreError>) {
+        if let Ok(mut d) = self.done.lock() {
+            *d = Some(r);
+        }
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Result<bool, StoreError> {
+        let poisoned = || StoreError("bind slot poisoned".into());
+        let mut d = self.done.lock().map_err(|_| poisoned())?;
+        loop {
+            if let Some(r) = d.take() {
+                return r;
+            }
+            d = self.ready.wait(d).map_err(|_| poisoned())?;
+        }
+    }
 }
 
 /// A create takes a stored key from the pool; below this many left, the
@@ -96,6 +134,7 @@ impl Keys {
             cache: RwLock::new(Cache::default()),
             pool: std::sync::Mutex::new(Vec::new()),
             refilling: std::sync::atomic::AtomicBool::new(false),
+            binds: std::sync::Mutex::new(BindQueue::default()),
         }
     }
 
@@ -305,16 +344,48 @@ impl Keys {
         let dk = ring.unwrap(pending, &w)?;
         let moved = ring.wrap(&owner, &dk)?;
         let before = self.generation()?;
-        if !self
-            .store
-            .bind(pending, &owner, &moved, self.clock.now_ms())?
-        {
+        // `ring` stays read-locked until the binding is stored, so that a
+        // rotation cannot leave it wrapped under an old version.
+        if !self.bind_grouped((pending.to_owned(), owner.clone(), moved))? {
             return Err(KeysError::Taken);
         }
+        drop(ring);
         if let Ok(mut c) = self.cache.write() {
             c.map.remove(pending);
         }
         self.remember(&owner, dk, before)
+    }
+
+    /// Stores one binding with whatever others are queued (`BindQueue`).
+    fn bind_grouped(&self, b: Binding) -> Result<bool, StoreError> {
+        let poisoned = || StoreError("bind queue poisoned".into());
+        let slot = Arc::new(BindSlot::default());
+        let mut q = self.binds.lock().map_err(|_| poisoned())?;
+        q.waiting.push((b, Arc::clone(&slot)));
+        if q.leader {
+            drop(q);
+            return slot.wait();
+        }
+        q.leader = true;
+        loop {
+            let batch = std::mem::take(&mut q.waiting);
+            if batch.is_empty() {
+                q.leader = false;
+                break;
+            }
+            drop(q);
+            let (binds, slots): (Vec<Binding>, Vec<Arc<BindSlot>>) = batch.into_iter().unzip();
+            let r = self.store.bind_all(&binds, self.clock.now_ms());
+            for (i, s) in slots.iter().enumerate() {
+                s.set(match &r {
+                    Ok(v) => Ok(v.get(i).copied().unwrap_or(false)),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+            q = self.binds.lock().map_err(|_| poisoned())?;
+        }
+        drop(q);
+        slot.wait()
     }
 
     /// Destroys `owner`'s key: store first, then the cache. `false` if it
@@ -496,5 +567,47 @@ mod tests {
             restarted.for_read(&owner, p.key_id).unwrap_err(),
             KeysError::Destroyed
         );
+    }
+
+    #[test]
+    fn concurrent_bindings_are_all_stored_once() {
+        let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::default());
+        let keys = Arc::new(Keys::new(
+            MasterKeys::generate().unwrap(),
+            Arc::clone(&store),
+            ManualClock::at(5),
+        ));
+        keys.refill_pool().unwrap();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let keys = Arc::clone(&keys);
+                std::thread::spawn(move || {
+                    let (Some((owner, dk)), _) = keys.take_pending() else {
+                        panic!("the pool is empty");
+                    };
+                    // Two creates answered with the same id: one binding wins.
+                    let subject = (i / 2).to_string();
+                    keys.bind(&owner, &subject)
+                        .map(|k| (k.id == dk.id, subject))
+                })
+            })
+            .collect();
+        let mut bound = 0;
+        for t in threads {
+            match t.join().unwrap() {
+                Ok((same, _)) => {
+                    assert!(same);
+                    bound += 1;
+                }
+                Err(e) => assert_eq!(e, KeysError::Taken),
+            }
+        }
+        assert_eq!(bound, 8);
+        for i in 0..8 {
+            assert!(matches!(
+                store.get(&subject_owner(&i.to_string())).unwrap(),
+                Some(StoredKey::Live(_))
+            ));
+        }
     }
 }

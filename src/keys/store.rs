@@ -13,6 +13,9 @@ use super::wrap::{KeyId, Wrapped};
 use crate::clock::Millis;
 use crate::consent::store::StoreError;
 
+/// (from, to, the key wrapped for `to`).
+pub type Binding = (String, String, Wrapped);
+
 /// A stored data key: wrapped, or destroyed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredKey {
@@ -40,11 +43,17 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Stores several new keys (owners that have none) in one transaction.
     fn insert_all(&self, keys: &[(String, Wrapped)], at: Millis) -> Result<(), StoreError>;
 
-    /// Moves the live key of `from` to `to` (wrapped anew for `to` as `w`),
-    /// in one transaction: a create's key, once the CRM has named the
-    /// record. `false` (and nothing changes) if `to` already has a key or
-    /// `from` has no live key with `w`'s id.
-    fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError>;
+    /// Moves the live key of each `from` to its `to` (wrapped anew for `to`
+    /// as `w`), all in one transaction: creates' keys, once the CRM has
+    /// named the records. Per binding, `false` (and nothing changes for it)
+    /// if `to` already has a key or `from` has no live key with `w`'s id.
+    fn bind_all(&self, binds: &[Binding], at: Millis) -> Result<Vec<bool>, StoreError>;
+
+    /// `bind_all` of one.
+    fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError> {
+        let b = [(from.to_owned(), to.to_owned(), w.clone())];
+        Ok(self.bind_all(&b, at)?.first().copied().unwrap_or(false))
+    }
 }
 
 /// An in-memory key store with the SQLite store's semantics.
@@ -127,18 +136,23 @@ impl KeyStore for MemoryKeyStore {
         Ok(())
     }
 
-    fn bind(&self, from: &str, to: &str, w: &Wrapped, _at: Millis) -> Result<bool, StoreError> {
+    fn bind_all(&self, binds: &[Binding], _at: Millis) -> Result<Vec<bool>, StoreError> {
         let mut m = self
             .keys
             .lock()
             .map_err(|_| StoreError("poisoned".into()))?;
-        let from_ok = matches!(m.get(from), Some(StoredKey::Live(old)) if old.id == w.id);
-        if !from_ok || m.contains_key(to) {
-            return Ok(false);
+        let mut out = Vec::with_capacity(binds.len());
+        for (from, to, w) in binds {
+            let from_ok = matches!(m.get(from), Some(StoredKey::Live(old)) if old.id == w.id);
+            if !from_ok || m.contains_key(to) {
+                out.push(false);
+                continue;
+            }
+            m.remove(from);
+            m.insert(to.clone(), StoredKey::Live(w.clone()));
+            out.push(true);
         }
-        m.remove(from);
-        m.insert(to.to_owned(), StoredKey::Live(w.clone()));
-        Ok(true)
+        Ok(out)
     }
 }
 
@@ -183,8 +197,14 @@ pub mod contract {
         assert_eq!(s.live().unwrap().len(), 1);
 
         // Several at once (a create's key pool).
-        s.insert_all(&[("pending:p1".into(), w(7, 2)), ("pending:p2".into(), w(8, 2))], 40)
-            .unwrap();
+        s.insert_all(
+            &[
+                ("pending:p1".into(), w(7, 2)),
+                ("pending:p2".into(), w(8, 2)),
+            ],
+            40,
+        )
+        .unwrap();
         assert_eq!(s.get("pending:p2").unwrap(), Some(StoredKey::Live(w(8, 2))));
         // Binding a create's key to the id the CRM assigned.
         s.insert("pending:ab", &w(5, 2), 30).unwrap();

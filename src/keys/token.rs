@@ -21,8 +21,8 @@
 //! hex), so a token that parses and decrypts is byte for byte the one that
 //! was written.
 
-use aes_gcm::aead::AeadInOut;
 use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInOut;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use zeroize::Zeroizing;
@@ -279,7 +279,10 @@ mod tests {
                 assert!(parse(&other).is_none(), "{other}");
             }
         }
-        assert_eq!(others, 0, "the engine itself refuses non-canonical spellings");
+        assert_eq!(
+            others, 0,
+            "the engine itself refuses non-canonical spellings"
+        );
         for bad in [
             t.replacen("ctk1", "ctk2", 1),
             t.replacen("ctk1.", "ctk1..", 1),

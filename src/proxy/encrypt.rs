@@ -82,8 +82,8 @@ pub async fn write_vault(
             });
         }
         if let Some((owner, key)) = taken {
-            let v = Vault::for_write(keys, Some(Arc::clone(&key)), &categories)
-                .map_err(keys_failed)?;
+            let v =
+                Vault::for_write(keys, Some(Arc::clone(&key)), &categories).map_err(keys_failed)?;
             let p = Pending {
                 owner,
                 key,

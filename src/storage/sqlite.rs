@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::clock::Millis;
 use crate::consent::model::{ConsentEvent, Current, Status, SubjectConsents};
 use crate::consent::store::{Applied, ConsentStore, StoreError, Stored};
-use crate::keys::store::{KeyStore, StoredKey};
+use crate::keys::store::{Binding, KeyStore, StoredKey};
 use crate::keys::wrap::{KeyId, Wrapped};
 
 /// Schema versions, applied in order. Never edit one that has shipped; add a new one.
@@ -557,44 +557,66 @@ impl KeyStore for SqliteStore {
                 )
                 .map_err(err("prepare insert"))?;
             for (owner, w) in keys {
-                ins.execute(params![owner, w.id.0.as_slice(), w.master_version, w.bytes, at])
-                    .map_err(err("insert key"))?;
+                ins.execute(params![
+                    owner,
+                    w.id.0.as_slice(),
+                    w.master_version,
+                    w.bytes,
+                    at
+                ])
+                .map_err(err("insert key"))?;
             }
         }
         tx.commit().map_err(err("commit"))
     }
 
-    fn bind(&self, from: &str, to: &str, w: &Wrapped, at: Millis) -> Result<bool, StoreError> {
+    fn bind_all(&self, binds: &[Binding], at: Millis) -> Result<Vec<bool>, StoreError> {
         let mut conn = self
             .writer
             .lock()
             .map_err(|_| StoreError("writer lock poisoned".into()))?;
         let tx = conn.transaction().map_err(err("begin"))?;
-        let taken: bool = tx
-            .query_row("SELECT 1 FROM data_keys WHERE owner = ?1", [to], |_| Ok(()))
-            .optional()
-            .map_err(err("key lookup"))?
-            .is_some();
-        if taken {
-            return Ok(false);
-        }
-        let moved = tx
-            .execute(
-                "DELETE FROM data_keys WHERE owner = ?1 AND key_id = ?2 AND destroyed_ms IS NULL",
-                params![from, w.id.0.as_slice()],
+        let mut out = Vec::with_capacity(binds.len());
+        for (from, to, w) in binds {
+            let taken: bool = tx
+                .prepare_cached("SELECT 1 FROM data_keys WHERE owner = ?1")
+                .map_err(err("prepare key lookup"))?
+                .query_row([to], |_| Ok(()))
+                .optional()
+                .map_err(err("key lookup"))?
+                .is_some();
+            if taken {
+                out.push(false);
+                continue;
+            }
+            let moved = tx
+                .prepare_cached(
+                    "DELETE FROM data_keys WHERE owner = ?1 AND key_id = ?2 AND destroyed_ms IS NULL",
+                )
+                .map_err(err("prepare unbind"))?
+                .execute(params![from, w.id.0.as_slice()])
+                .map_err(err("unbind key"))?;
+            if moved == 0 {
+                out.push(false);
+                continue;
+            }
+            tx.prepare_cached(
+                "INSERT INTO data_keys (owner, key_id, master_version, wrapped, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .map_err(err("unbind key"))?;
-        if moved == 0 {
-            return Ok(false);
+            .map_err(err("prepare bind"))?
+            .execute(params![
+                to,
+                w.id.0.as_slice(),
+                w.master_version,
+                w.bytes,
+                at
+            ])
+            .map_err(err("bind key"))?;
+            out.push(true);
         }
-        tx.execute(
-            "INSERT INTO data_keys (owner, key_id, master_version, wrapped, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![to, w.id.0.as_slice(), w.master_version, w.bytes, at],
-        )
-        .map_err(err("bind key"))?;
         tx.commit().map_err(err("commit"))?;
-        Ok(true)
+        Ok(out)
     }
 }
 
