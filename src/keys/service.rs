@@ -121,8 +121,7 @@ pub fn category_owner(category: &str) -> String {
 /// The owner of a create's key until the CRM names the record.
 pub fn pending_owner() -> Result<String, KeyError> {
     let r: [u8; 16] = super::random()?;
-    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("pending:{hex}"))
+    Ok(format!("pending:{}", crate::config::hex(&r)))
 }
 
 impl Keys {

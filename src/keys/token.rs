@@ -72,12 +72,13 @@ pub fn parse(s: &str) -> Option<Token> {
     if s.len() > MAX_TOKEN {
         return None;
     }
-    let mut parts = s.split('.');
-    let (Some(prefix), Some(kid), Some(b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (prefix, rest) = s.split_at_checked(4)?;
+    let rest = rest.strip_prefix('.')?;
+    let dot = memchr::memchr(b'.', rest.as_bytes())?;
+    let (kid, b64) = (&rest[..dot], &rest[dot + 1..]);
+    if memchr::memchr(b'.', b64.as_bytes()).is_some() {
         return None;
-    };
+    }
     let kind = match prefix {
         "ctk1" => Kind::Randomised,
         "ctd1" => Kind::Deterministic,
@@ -112,12 +113,13 @@ fn aad(kind: Kind, id: &KeyId, category: &str) -> Vec<u8> {
 }
 
 fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        kind.prefix(),
-        id.hex(),
-        URL_SAFE_NO_PAD.encode(payload)
-    )
+    let mut s = String::with_capacity(24 + payload.len().div_ceil(3) * 4);
+    s.push_str(kind.prefix());
+    s.push('.');
+    s.push_str(&id.hex());
+    s.push('.');
+    URL_SAFE_NO_PAD.encode_string(payload, &mut s);
+    s
 }
 
 /// A randomised token of `plaintext` in `category`, under a subject's key.
@@ -162,35 +164,38 @@ pub fn encrypt_deterministic(
 /// Decrypts a token with its data key. Fails for any token not written
 /// for exactly this key and category.
 pub fn decrypt(dk: &DataKey, t: &Token, category: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    decrypt_owned(dk, t.clone(), category)
+}
+
+/// `decrypt`, in the token's own buffer.
+pub fn decrypt_owned(
+    dk: &DataKey,
+    t: Token,
+    category: &str,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if t.key_id != dk.id {
         return Err(KeyError::Decrypt);
     }
+    let aad = aad(t.kind, &dk.id, category);
+    let mut buf = Zeroizing::new(t.payload);
     match t.kind {
         Kind::Randomised => {
-            let (nonce, ct) = t.payload.split_at(NONCE);
-            let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| KeyError::Decrypt)?;
-            let mut buf = Zeroizing::new(ct.to_vec());
+            let nonce: [u8; NONCE] = buf
+                .get(..NONCE)
+                .and_then(|n| n.try_into().ok())
+                .ok_or(KeyError::Decrypt)?;
+            buf.drain(..NONCE);
             dk.gcm
-                .decrypt_in_place(
-                    &Nonce::from(nonce),
-                    &aad(Kind::Randomised, &dk.id, category),
-                    &mut *buf,
-                )
+                .decrypt_in_place(&Nonce::from(nonce), &aad, &mut *buf)
                 .map_err(|_| KeyError::Decrypt)?;
-            Ok(buf)
         }
         Kind::Deterministic => {
-            let mut buf = Zeroizing::new(t.payload.clone());
             dk.siv
-                .decrypt_in_place(
-                    &aes_gcm_siv::Nonce::default(),
-                    &aad(Kind::Deterministic, &dk.id, category),
-                    &mut *buf,
-                )
+                .decrypt_in_place(&aes_gcm_siv::Nonce::default(), &aad, &mut *buf)
                 .map_err(|_| KeyError::Decrypt)?;
-            Ok(buf)
         }
     }
+    Ok(buf)
 }
 
 #[cfg(test)]

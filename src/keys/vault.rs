@@ -105,7 +105,7 @@ impl Vault {
         let Some(dk) = dk else {
             return false;
         };
-        match token::decrypt(dk, &t, category) {
+        match token::decrypt_owned(dk, t, category) {
             Ok(plain) => {
                 out.extend_from_slice(&plain);
                 true
