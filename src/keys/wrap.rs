@@ -71,11 +71,25 @@ impl DataKey {
 
 /// A data key as stored: which master version wrapped it, and the bytes
 /// (nonce, ciphertext, tag).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Wrapped {
     pub id: KeyId,
     pub master_version: u32,
     pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Wrapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Wrapped key bytes are ciphertext, but they are key material all
+        // the same: not printed.
+        write!(
+            f,
+            "Wrapped({}, v{}, {} bytes)",
+            self.id.hex(),
+            self.master_version,
+            self.bytes.len()
+        )
+    }
 }
 
 const NONCE: usize = 12;
