@@ -191,6 +191,17 @@ pub enum Minimise {
 }
 
 impl Resource {
+    /// Whether searches here name encrypted (deterministic) fields, which
+    /// the gateway rewrites into tokens.
+    pub fn search_rewrites(&self) -> bool {
+        self.search.as_ref().is_some_and(|s| {
+            s.params
+                .iter()
+                .chain(&s.hubspot_filters)
+                .any(|f| f.seal == Seal::Deterministic)
+        })
+    }
+
     /// Whether a POST here is a search (its body is rewritten, not collected).
     pub fn search_body(&self) -> bool {
         self.search

@@ -219,7 +219,7 @@ impl Gateway {
                 }
                 (b, None)
             }
-            Plan::Inspect { resource, .. } if resource.search.is_some() => {
+            Plan::Inspect { resource, .. } if resource.search_rewrites() => {
                 let keys = self.keys.as_ref().ok_or(Refusal::KeysUnavailable)?;
                 let vault = encrypt::read_vault(keys, &resource.program).await?;
                 if let Some(q) = &target.query

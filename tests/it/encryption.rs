@@ -457,3 +457,77 @@ async fn a_create_answered_without_an_id_is_refused() {
     assert_eq!((got.status, got.problem().as_str()), (502, "key-binding"));
     assert_no_secrets(&gw.crm.last().body);
 }
+
+#[test]
+fn the_cli_rotates_retires_and_shreds_with_the_gateway_stopped() {
+    use consentry::keys::service::{Keys, subject_owner};
+    use consentry::keys::store::KeyStore;
+    use consentry::storage::sqlite::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
+    let cfg = dir.path().join("consentry.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: 127.0.0.1:0\nupstream: { url: http://127.0.0.1:9 }\npolicies: policies\n\
+         keys: { hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }\n\
+         storage: { sqlite: data/c.db }\n\
+         clients:\n  - { name: m, api_key_sha256: 0000000000000000000000000000000000000000000000000000000000000000, purposes: [marketing] }\n",
+    )
+    .unwrap();
+    let db = dir.path().join("data/c.db");
+    let file = dir.path().join("master.key");
+    let ring = || consentry::keys::master::MasterKeys::load_file(&file).unwrap();
+    // Two customers with data keys, made as the gateway makes them.
+    {
+        let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&db).unwrap());
+        let keys = Keys::new(ring(), store, Arc::new(consentry::clock::SystemClock));
+        keys.for_write(&subject_owner("7")).unwrap();
+        keys.for_write(&subject_owner("8")).unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = cli(&["keys", "retire", "--version", "1"]);
+    assert!(
+        !ok && text.contains("v1 is the current master key"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["keys", "rotate"]);
+    assert!(
+        ok && text.contains("re-wrapped 2 data key(s) under v2"),
+        "{text}"
+    );
+    assert_eq!(ring().versions().collect::<Vec<_>>(), [1, 2]);
+    let (ok, text) = cli(&["keys", "retire", "--version", "1"]);
+    assert!(ok && text.contains("retired master key v1"), "{text}");
+    assert_eq!(ring().versions().collect::<Vec<_>>(), [2]);
+    let (ok, text) = cli(&["keys", "shred", "7"]);
+    assert!(
+        ok && text.contains("destroyed the data key of subject 7"),
+        "{text}"
+    );
+    // After all that, with only v2 left: 8's key opens, 7's is gone for good.
+    let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&db).unwrap());
+    let keys = Keys::new(ring(), store, Arc::new(consentry::clock::SystemClock));
+    let held = keys.subject_keys(&["7".into(), "8".into()]).unwrap();
+    assert!(matches!(
+        held["7"],
+        consentry::keys::service::Held::Shredded
+    ));
+    assert!(matches!(held["8"], consentry::keys::service::Held::Live(_)));
+    assert!(!text.contains("consentry-master-key"));
+}
