@@ -153,16 +153,33 @@ impl Keys {
     }
 
     /// Caches a key read while the generation was `before`. A destruction
-    /// since then may have been of this very key: then it is not used.
-    fn remember(&self, owner: &str, dk: DataKey, before: u64) -> Result<Arc<DataKey>, KeysError> {
+    /// since then may have been of this very key: then the store is asked
+    /// again, and the key is used only if it is still live there (a
+    /// customer's key is not refused because another customer was shredded).
+    fn remember(
+        &self,
+        owner: &str,
+        dk: DataKey,
+        mut before: u64,
+    ) -> Result<Arc<DataKey>, KeysError> {
         let dk = Arc::new(dk);
-        let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
-        if c.generation != before {
-            return Err(KeysError::Destroyed);
+        for _ in 0..4 {
+            {
+                let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
+                if c.generation == before {
+                    c.map.insert(owner.to_owned(), Arc::clone(&dk));
+                    c.absent.remove(owner);
+                    return Ok(dk);
+                }
+                before = c.generation;
+            }
+            match self.store.get(owner)? {
+                Some(StoredKey::Live(w)) if w.id == dk.id => {}
+                _ => return Err(KeysError::Destroyed),
+            }
         }
-        c.map.insert(owner.to_owned(), Arc::clone(&dk));
-        c.absent.remove(owner);
-        Ok(dk)
+        // Destructions keep coming: fail this one closed.
+        Err(KeysError::Destroyed)
     }
 
     /// The key new tokens of `owner` use: made and stored on first use.
@@ -236,12 +253,13 @@ impl Keys {
     }
 
     /// Remembers that `owner` has no live key (checked after the map).
+    /// "Shredded" is never taken back by a lookup that raced the shredding.
     fn remember_absent(&self, owner: String, shredded: bool) {
         if let Ok(mut c) = self.cache.write() {
             if c.absent.len() >= MAX_ABSENT {
                 c.absent.clear();
             }
-            c.absent.insert(owner, shredded);
+            *c.absent.entry(owner).or_insert(false) |= shredded;
         }
     }
 

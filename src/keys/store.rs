@@ -31,7 +31,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// destroyed); returns what is stored afterwards. Safe against races.
     fn insert(&self, owner: &str, w: &Wrapped, at: Millis) -> Result<StoredKey, StoreError>;
 
-    /// Destroys the key of `owner`; `false` if there was none.
+    /// Destroys the key of `owner`; `false` if there was none. Either way a
+    /// tombstone stays, so that no key is made for `owner` again.
     fn destroy(&self, owner: &str, at: Millis) -> Result<bool, StoreError>;
 
     /// Every live wrapped key, for rotation.
@@ -92,7 +93,12 @@ impl KeyStore for MemoryKeyStore {
                 m.insert(owner.to_owned(), StoredKey::Destroyed { id, at });
                 Ok(true)
             }
-            _ => Ok(false),
+            Some(StoredKey::Destroyed { .. }) => Ok(false),
+            None => {
+                let id = KeyId([0; 8]);
+                m.insert(owner.to_owned(), StoredKey::Destroyed { id, at });
+                Ok(false)
+            }
         }
     }
 
@@ -195,6 +201,13 @@ pub mod contract {
         assert_eq!(s.get("subject:7").unwrap(), Some(dead.clone()));
         assert_eq!(s.insert("subject:7", &w(4, 2), 22).unwrap(), dead);
         assert_eq!(s.live().unwrap().len(), 1);
+        // A customer erased before any key was made: a tombstone all the same.
+        assert!(!s.destroy("subject:70", 23).unwrap());
+        assert!(matches!(
+            s.insert("subject:70", &w(9, 2), 24).unwrap(),
+            StoredKey::Destroyed { .. }
+        ));
+        assert!(!s.bind("pending:none", "subject:70", &w(9, 2), 25).unwrap());
 
         // Several at once (a create's key pool).
         s.insert_all(

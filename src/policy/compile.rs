@@ -881,19 +881,33 @@ impl Compiler<'_> {
         if writes && sealed_fields && !passthrough && path_subject.is_none() {
             // Tokens are made with the data key of the customer written to:
             // named in the path, or (a create) found in the CRM's answer.
+            // One key per write: the body must be one record.
+            let one_record = res
+                .request_records
+                .as_ref()
+                .is_none_or(|r| r.value.trim() == "$");
             let create = methods
                 .iter()
                 .all(|m| *m == Method::POST || *m == Method::GET)
                 && res.subject.is_some()
+                && one_record
                 && records.as_ref().is_some_and(|r| r.steps().is_empty());
             if !create {
                 self.r.error(
                     file,
                     at(&res.name),
                     format!("resource `{name}` writes encrypted categories, but the customer written to is not known"),
-                    Some("add `path_subject:` (the path parameter that names the customer), or, for a create (POST), `records: $` and `subject:` so the key is bound to the id in the CRM's answer".into()),
+                    Some("add `path_subject:` (the path parameter that names the customer), or, for a create (POST) of one record, `records: $` and `subject:` so the key is bound to the id in the CRM's answer".into()),
                 );
             }
+        }
+        if sealed_fields && !passthrough && res.subject.is_none() {
+            self.r.error(
+                file,
+                at(&res.name),
+                format!("resource `{name}` has encrypted fields but no `subject:`: their tokens open only with the key of the record's customer"),
+                Some("add `subject:` with where a record's customer id is, e.g. `subject: $.id`".into()),
+            );
         }
         let request_records = match (&res.request_records, writes && !passthrough) {
             (Some(s), true) => self.selector(file, s),

@@ -118,6 +118,7 @@ pub async fn write_body(
         }
         Err(CollectError::Transform(TransformError::Blocked { .. })) => Err(Refusal::Internal),
         Err(CollectError::Transform(TransformError::Seal)) => Err(Refusal::KeysUnavailable),
+        Err(CollectError::Transform(TransformError::TokenAsValue)) => Err(Refusal::TokenAsValue),
     }
 }
 

@@ -127,10 +127,12 @@ pub async fn read_vault(keys: &Arc<Keys>, program: &Program) -> Result<Vault, Re
     blocking(move || Vault::for_read(&keys, &categories).map_err(keys_failed)).await
 }
 
+/// The encrypted search field `name` names; letters folded, as some CRMs
+/// fold them (`Email=` must not slip past in clear).
 fn field<'a>(fields: &'a [SearchField], name: &str) -> Option<&'a SearchField> {
     fields
         .iter()
-        .find(|f| f.name == name && f.seal == Seal::Deterministic)
+        .find(|f| f.name.eq_ignore_ascii_case(name) && f.seal == Seal::Deterministic)
 }
 
 /// The token a searched value must be to find what the CRM stores.
@@ -190,7 +192,16 @@ pub fn search_body(vault: &Vault, resource: &Resource, body: &[u8]) -> Result<Ve
     };
     let bad = |why: &str| Refusal::SearchUnsupported(why.to_owned());
     let mut doc: Value = serde_json::from_slice(body)
-        .map_err(|_| bad("the search body is not JSON with `filterGroups`"))?;
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| bad("the search body is not a JSON object with `filterGroups`"))?;
+    // Full-text search cannot match tokens, and would carry the text to the
+    // CRM in clear.
+    if doc.get("query").is_some_and(|q| !q.is_null()) && resource.search_rewrites() {
+        return Err(bad(
+            "full-text `query` cannot find encrypted values, and would send the searched text to the CRM: use `filterGroups` with EQ",
+        ));
+    }
     let token = |f: &SearchField, v: &Value| -> Result<Value, Refusal> {
         let json = Zeroizing::new(match v {
             Value::String(s) => {

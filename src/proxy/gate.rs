@@ -78,6 +78,11 @@ impl RecordGate {
         }
     }
 
+    /// Whether a create's key still waits for the id in the CRM's answer.
+    pub fn binding(&self) -> bool {
+        self.bind.is_some()
+    }
+
     /// Whether records may wait for a lookup.
     pub fn defers(&self) -> bool {
         self.consent.is_some() || self.vault.is_some() || self.bind.is_some()
@@ -314,6 +319,118 @@ rules:
             analytics.matches("\"ctk1.").count(),
             2,
             "emails stay tokens: {analytics}"
+        );
+    }
+
+    const NESTED: &str = r#"
+name: inner
+encrypt: { user.contact: randomised }
+resources:
+  - name: person
+    match: { methods: [GET, PUT], path: "/p/{id}" }
+    subject: $.id
+    path_subject: id
+    fields:
+      $.id: user.unique_id
+      $.contact: user.contact.address
+      $.contact.email: user.contact.email
+    unlisted: allow
+rules:
+  - purpose: essential.service
+    allow: [user]
+  - purpose: analytics.reporting
+    basis: contract
+    allow: [user.contact.address, user.unique_id]
+    redact: [user.contact.email]
+"#;
+
+    #[test]
+    fn a_sealed_object_keeps_the_selectors_inside_it() {
+        let compiled = |yaml: &str| {
+            compile(
+                &[(PathBuf::from("i.yaml"), yaml.to_owned())],
+                &Options::default(),
+            )
+            .unwrap()
+            .0
+        };
+        let set = compiled(NESTED);
+        let res = &set.resources()[0];
+        let keys = Arc::new(Keys::new(
+            MasterKeys::generate().unwrap(),
+            Arc::new(MemoryKeyStore::default()),
+            ManualClock::at(1),
+        ));
+        let dk = keys.for_write(&subject_owner("5")).unwrap();
+        let vault = Vault::for_write(&keys, Some(dk), &[]).unwrap();
+        let body = br#"{"id":"5","contact":{"street":"1 Main St","email":"e@x.example"}}"#;
+        let write = |res: &crate::policy::Resource| {
+            let support = res.rule_for("essential.service").unwrap();
+            collect(res, support, body, Limits::default(), Writer(&vault)).unwrap()
+        };
+        let c = write(res);
+        let stored: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+        // Each value its own token; the object's shape stays.
+        assert_eq!(c.sealed, 2, "{stored}");
+        assert!(
+            stored["contact"]["street"]
+                .as_str()
+                .unwrap()
+                .starts_with("ctk1.")
+        );
+        assert!(
+            stored["contact"]["email"]
+                .as_str()
+                .unwrap()
+                .starts_with("ctk1.")
+        );
+        let read = |res: &crate::policy::Resource, purpose: &str, body: &[u8]| {
+            let rule = res.rule_for(purpose).unwrap();
+            let vault = Vault::for_read(&keys, &[]).unwrap();
+            let mut gate = RecordGate::new(None, Some((Arc::clone(&keys), vault)), None);
+            let mut out = Vec::new();
+            rewrite_with(
+                &res.program,
+                &rule.table,
+                Limits::default(),
+                body,
+                &mut gate,
+                &mut out,
+            )
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            read(res, "analytics.reporting", &c.body),
+            r#"{"id":"5","contact":{"street":"1 Main St","email":null}}"#
+        );
+        // An object sealed whole under an older policy (no selector inside
+        // it) is not shown where a selector now reaches inside it.
+        let older = compiled(&NESTED.replace("      $.contact.email: user.contact.email\n", ""));
+        let whole = write(&older.resources()[0]);
+        assert_eq!(whole.sealed, 1);
+        assert_eq!(
+            read(res, "analytics.reporting", &whole.body),
+            r#"{"id":"5","contact":null}"#
+        );
+        // A token written back as a value is refused.
+        let echo = format!(
+            r#"{{"id":"5","contact":{{"street":{}}}}}"#,
+            stored["contact"]["street"]
+        );
+        let support = res.rule_for("essential.service").unwrap();
+        assert_eq!(
+            collect(
+                res,
+                support,
+                echo.as_bytes(),
+                Limits::default(),
+                Writer(&vault)
+            )
+            .unwrap_err(),
+            crate::policy::collect::CollectError::Transform(
+                crate::transform::TransformError::TokenAsValue
+            )
         );
     }
 }

@@ -58,6 +58,8 @@ pub enum Refusal {
     SubjectUnknown,
     /// A write of encrypted fields for a customer whose key was destroyed.
     SubjectErased,
+    /// A write carries a token as the value of an encrypted field.
+    TokenAsValue,
     /// A write carries data the purpose may not collect (`minimise: refuse`).
     NotCollectable {
         purpose: String,
@@ -97,7 +99,8 @@ impl Refusal {
             | RequestBodyUnreadable
             | MalformedRequestJson(_)
             | SearchUnsupported(_)
-            | SubjectUnknown => StatusCode::BAD_REQUEST,
+            | SubjectUnknown
+            | TokenAsValue => StatusCode::BAD_REQUEST,
             RequestNotJson | RequestEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +156,7 @@ impl Refusal {
             SearchUnsupported(_) => "search-unsupported",
             SubjectUnknown => "subject-unknown",
             SubjectErased => "subject-erased",
+            TokenAsValue => "token-as-value",
             KeyBinding => "key-binding",
             NotCollectable { .. } => "not-collectable",
             UpstreamUnavailable => "upstream-unavailable",
@@ -197,6 +201,7 @@ impl Refusal {
             SearchUnsupported(_) => "Search on an encrypted field not possible",
             SubjectUnknown => "Customer id required",
             SubjectErased => "Customer erased",
+            TokenAsValue => "Token written as a value",
             KeyBinding => "Created record cannot be bound to its key",
             NotCollectable { .. } => "Data the purpose may not collect",
             UpstreamUnavailable => "CRM unavailable",
@@ -246,6 +251,7 @@ impl Refusal {
             ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
             KeysUnavailable => "the data keys could not be read or made; encrypted fields are neither written nor shown until the key store is back".into(),
             SearchUnsupported(why) => why.clone(),
+            TokenAsValue => "an encrypted field carries a consentry token (ctk1./ctd1.): write the value itself; tokens are made by the gateway".into(),
             SubjectErased => "this customer's data key was destroyed (erasure): encrypted fields are not written for them again".into(),
             SubjectUnknown => "this write stores encrypted fields under the customer's key, and the path does not name a well-formed customer id".into(),
             KeyBinding => "the CRM created the record, but its answer names no usable id (or an id that already has a key), so the encrypted values sent cannot be read back; check the CRM and the resource's `subject` selector".into(),
@@ -358,6 +364,7 @@ mod tests {
             SearchUnsupported("why".into()),
             SubjectUnknown,
             SubjectErased,
+            TokenAsValue,
             KeyBinding,
             NotCollectable {
                 purpose: "marketing".into(),
@@ -409,6 +416,7 @@ mod tests {
             ("search-unsupported", 400),
             ("subject-unknown", 400),
             ("subject-erased", 409),
+            ("token-as-value", 400),
             ("key-binding", 502),
             ("not-collectable", 403),
             ("upstream-unavailable", 502),

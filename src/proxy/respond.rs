@@ -86,6 +86,7 @@ fn from_transform(e: TransformError, purpose: &str) -> Refusal {
             write: false,
         },
         TransformError::Seal => Refusal::KeysUnavailable,
+        TransformError::TokenAsValue => Refusal::Internal,
     }
 }
 
@@ -415,6 +416,13 @@ pub async fn inspect(
     emitter: &Arc<Emitter>,
 ) -> Result<Response<Body>, Refusal> {
     let (parts, mut incoming) = resp.into_parts();
+    // A create's key is bound to the id in the answer's body: an answer
+    // without one cannot be released as a success.
+    let binding = gate.binding();
+    let unbound = || {
+        tracing::warn!("the CRM answered a create without a body: its key cannot be bound");
+        Refusal::KeyBinding
+    };
     match parts.status {
         StatusCode::PARTIAL_CONTENT => return Err(Refusal::PartialContent),
         StatusCode::NOT_MODIFIED => return Err(Refusal::UnexpectedNotModified),
@@ -434,6 +442,9 @@ pub async fn inspect(
         r
     };
     if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::RESET_CONTENT {
+        if binding {
+            return Err(unbound());
+        }
         ctx.outcome = Outcome::Served;
         return Ok(reply(body::empty(), None));
     }
@@ -443,6 +454,9 @@ pub async fn inspect(
             match next_frame(&mut incoming, idle).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(None) => {
+                    if binding {
+                        return Err(unbound());
+                    }
                     ctx.outcome = Outcome::Served;
                     return Ok(reply(body::empty(), Some(0)));
                 }
@@ -504,6 +518,9 @@ pub async fn inspect(
         ctx.outcome = Outcome::Served;
         ctx.bytes_out = held as u64;
         if empty_upstream && pipe.read == 0 {
+            if binding {
+                return Err(unbound());
+            }
             // An empty body carries nothing to inspect.
             return Ok(reply(body::empty(), Some(0)));
         }

@@ -469,13 +469,23 @@ impl KeyStore for SqliteStore {
             .writer
             .lock()
             .map_err(|_| StoreError("writer lock poisoned".into()))?;
-        let n = conn
+        let tx = conn.unchecked_transaction().map_err(err("begin"))?;
+        let n = tx
             .execute(
                 "UPDATE data_keys SET wrapped = NULL, master_version = NULL, destroyed_ms = ?2
                  WHERE owner = ?1 AND destroyed_ms IS NULL",
                 params![owner, at],
             )
             .map_err(err("destroy key"))?;
+        // An owner without a key gets a tombstone too: no key is ever made
+        // (or bound) for an erased customer afterwards.
+        tx.execute(
+            "INSERT OR IGNORE INTO data_keys (owner, key_id, master_version, wrapped, created_ms, destroyed_ms)
+             VALUES (?1, zeroblob(8), NULL, NULL, ?2, ?2)",
+            params![owner, at],
+        )
+        .map_err(err("tombstone"))?;
+        tx.commit().map_err(err("commit"))?;
         if n > 0 {
             // The old page may still sit in the WAL: copy it into the main
             // file (where secure_delete overwrote it) and empty the WAL. A

@@ -456,6 +456,71 @@ async fn a_create_answered_without_an_id_is_refused() {
     let got = create(&gw, SUPPORT, &new_contact("x@example.org")).await;
     assert_eq!((got.status, got.problem().as_str()), (502, "key-binding"));
     assert_no_secrets(&gw.crm.last().body);
+    // No body at all: no id either.
+    gw.crm.on(CONTACTS, Reply::json("").status(204));
+    let got = create(&gw, SUPPORT, &new_contact("y@example.org")).await;
+    assert_eq!((got.status, got.problem().as_str()), (502, "key-binding"));
+    // A write needs no key when it carries nothing encrypted.
+    gw.crm.on(CONTACTS, Reply::json("").status(204));
+    let got = create(&gw, SUPPORT, r#"{"properties":{"firstname":"Ann"}}"#).await;
+    assert_eq!(got.status, 204, "{}", got.text());
+}
+
+#[tokio::test]
+async fn tokens_and_full_text_searches_are_refused_as_input() {
+    let (crm, url) = crm().await;
+    let gw = gateway(&url).await;
+    let a = create(&gw, SUPPORT, &new_contact("z@example.org"))
+        .await
+        .json();
+    let id = a["id"].as_str().unwrap().to_owned();
+    let token = stored(&crm, &id)["properties"]["phone"].clone();
+    // A token read with `token:` and written back would be sealed again.
+    let body = json!({"properties": {"phone": token}}).to_string();
+    let got = send(
+        "PATCH",
+        &gw.url(&format!("{CONTACTS}/{id}")),
+        &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (400, "token-as-value")
+    );
+    let n = crm.received().len();
+    let got = send(
+        "POST",
+        &gw.url(SEARCH),
+        &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+        br#"{"query":"z@example.org"}"#,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (400, "search-unsupported")
+    );
+    assert_eq!(crm.received().len(), n, "nothing reached the CRM");
+}
+
+#[tokio::test]
+async fn query_parameters_are_rewritten_whatever_their_case_and_the_rest_kept() {
+    let gw = TestGateway::start().await;
+    gw.crm.on(CONTACTS, Reply::json(r#"{"results":[]}"#));
+    let got = get(
+        &gw.url(&format!(
+            "{CONTACTS}?limit=3&Email=z%40example.org&after=x%2By"
+        )),
+        SUPPORT,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let q = gw.crm.last().query.unwrap();
+    let parts: Vec<&str> = q.split('&').collect();
+    assert_eq!(parts[0], "limit=3");
+    assert!(parts[1].starts_with("Email=ctd1."), "{q}");
+    assert_eq!(parts[2], "after=x%2By", "other parameters byte for byte");
+    assert!(!q.contains("example.org"));
 }
 
 #[test]

@@ -82,7 +82,7 @@ impl Rewriter {
                             .skip(1)
                             .take(inner)
                             .any(|e| self.more_lenient(e.target, table, action));
-                        if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
+                        if transparent(action, inner, scan.is_empty()) || lenient {
                             // Transparent: the edits inside decide.
                             self.env.pop_front();
                             self.env_base += 1;
@@ -146,7 +146,18 @@ impl Rewriter {
         copy(win, self.base, &mut self.cursor, edit.value_start, out);
         let raw = &win[edit.value_start - self.base..edit.value_end - self.base];
         let done = match r.sealed {
-            Some(f) => self.sealed(raw, r, f as usize, table, subject, gate, out)?,
+            Some(f) => {
+                let below = match edit.target {
+                    Target::Rec(st) => self.prog.record.state(st).live_below,
+                    Target::Env(st) => self.prog.envelope.state(st).live_below,
+                    Target::Unlisted | Target::Record(_) => false,
+                };
+                let at = Sealed {
+                    field: f as usize,
+                    below,
+                };
+                self.sealed(raw, r, at, table, subject, gate, out)?
+            }
             None => actions::render(
                 r.action,
                 r.scan,
@@ -179,14 +190,14 @@ impl Rewriter {
         &mut self,
         raw: &[u8],
         r: Resolved,
-        field: usize,
+        at: Sealed,
         table: &ActionTable,
         subject: Option<&str>,
         gate: &mut impl Gate,
         out: &mut Vec<u8>,
     ) -> Result<Applied, TransformError> {
         let prog = Arc::clone(&self.prog);
-        let spec = &prog.fields[field];
+        let spec = &prog.fields[at.field];
         let category = &prog.categories[spec.category as usize];
         let render = |action, raw: &[u8], s: &mut actions::Scratch, out: &mut Vec<u8>| {
             actions::render(action, r.scan, raw, table, &prog.render, s, out)
@@ -196,6 +207,14 @@ impl Rewriter {
                 if raw == b"null" {
                     out.extend_from_slice(raw); // null carries nothing
                     return Ok(Applied::Unchanged);
+                }
+                // A token written back as a value would be sealed inside a
+                // new token: refused.
+                if raw.first() == Some(&b'"') {
+                    let mut text = zeroize::Zeroizing::new(Vec::new());
+                    if crate::keys::token::looks_like_token(actions::decoded(raw, &mut text)) {
+                        return Err(TransformError::TokenAsValue);
+                    }
                 }
                 // Free text is scanned first: what the purpose may not
                 // collect is replaced before the rest is sealed.
@@ -244,6 +263,14 @@ impl Rewriter {
                     return Ok(Applied::Redacted);
                 }
                 self.stats.opened += 1;
+                if at.below && matches!(self.plain.first(), Some(b'{' | b'[')) {
+                    // Sealed whole under selectors that now reach inside it
+                    // (the policy changed): they could not apply, so it is
+                    // not shown.
+                    self.plain.clear();
+                    out.extend_from_slice(&prog.render.placeholder);
+                    return Ok(Applied::Redacted);
+                }
                 let plain = std::mem::take(&mut self.plain);
                 let done = render(action, &plain, &mut self.scratch, out);
                 self.plain = plain;
@@ -265,7 +292,7 @@ impl Rewriter {
         let edits = &rec.edits;
         let subject = match subject_of(win, self.base, rec.subject) {
             Subject::Id(id) => Some(id),
-            _ => None,
+            _ => Some(std::borrow::Cow::Borrowed(NO_SUBJECT)),
         };
         let subject = subject.as_deref();
         let mut i = 0;
@@ -282,7 +309,7 @@ impl Rewriter {
                 let lenient = edits[i..i + inner]
                     .iter()
                     .any(|e| self.more_lenient(e.target, table, action));
-                if (action == Action::Allow && (inner > 0 || scan.is_empty())) || lenient {
+                if transparent(action, inner, scan.is_empty()) || lenient {
                     continue; // transparent: the edits inside decide
                 }
                 i += inner; // replaced whole: the edits inside have nothing left to do
@@ -325,6 +352,20 @@ impl Rewriter {
     }
 }
 
+/// Whether a container's own edit gives way to the edits inside it. An
+/// allowed container does, unless it is replaced whole to scan its text. A
+/// sealed one does whenever selectors reach inside it: each value is then
+/// sealed on its own (or removed, as its own selector says), so that a
+/// more specific selector inside is never hidden in one token.
+#[inline]
+fn transparent(action: Action, inner: usize, no_scan: bool) -> bool {
+    match action {
+        Action::Allow => inner > 0 || no_scan,
+        Action::Seal => inner > 0,
+        _ => false,
+    }
+}
+
 /// Whether the edit's value is an object or array.
 #[inline]
 fn is_container(win: &[u8], base: usize, edit: &Edit) -> bool {
@@ -338,6 +379,13 @@ pub(super) fn copy(win: &[u8], base: usize, cursor: &mut usize, to: usize, out: 
         out.extend_from_slice(&win[*cursor - base..to - base]);
         *cursor = to;
     }
+}
+
+/// Where a sealed value sits: its field, and whether selectors reach below it.
+#[derive(Debug, Clone, Copy)]
+struct Sealed {
+    field: usize,
+    below: bool,
 }
 
 enum Removal {

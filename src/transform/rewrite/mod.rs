@@ -76,6 +76,9 @@ pub enum TransformError {
     /// A value of an encrypted category could not be encrypted (no key).
     #[error("a value of an encrypted category could not be encrypted")]
     Seal,
+    /// A write carries a token where a value of an encrypted category goes.
+    #[error("a token was written as the value of an encrypted field")]
+    TokenAsValue,
 }
 
 /// A record's subject id as found by the subject selector.
@@ -441,6 +444,10 @@ impl Rewriter {
     }
 }
 
+/// The subject `Gate::open` is given in a record whose subject id cannot be
+/// read (missing, ambiguous, not a string or number); never a real id.
+pub const NO_SUBJECT: &str = "";
+
 /// Decides records as the rewriter completes them, and holds the keys of
 /// encrypted fields.
 pub trait Gate {
@@ -455,7 +462,9 @@ pub trait Gate {
     }
 
     /// Reads: appends the JSON value `token` stands for, if it decrypts for
-    /// this record's `subject` and `category`. A gate without keys opens nothing.
+    /// this record's `subject` and `category`. `subject` is `None` outside
+    /// records, and `Some(NO_SUBJECT)` in a record whose subject cannot be
+    /// read. A gate without keys opens nothing.
     fn open(
         &mut self,
         _subject: Option<&str>,
