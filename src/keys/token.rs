@@ -32,8 +32,10 @@ use super::{KeyError, random};
 
 const NONCE: usize = 12;
 const TAG: usize = 16;
-/// The longest token accepted (a 64 KiB value, encoded).
-pub const MAX_TOKEN: usize = 90_000;
+/// The largest value sealed into one token (beyond every default body
+/// limit), and the longest token accepted: such a value, encoded.
+pub const MAX_PLAIN: usize = 32 << 20;
+pub const MAX_TOKEN: usize = MAX_PLAIN / 3 * 4 + 1024;
 
 /// Which kind of token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,15 @@ fn aad(kind: Kind, id: &KeyId, category: &str) -> Vec<u8> {
     a
 }
 
+fn too_large(plaintext: &[u8]) -> Result<(), KeyError> {
+    if plaintext.len() > MAX_PLAIN {
+        return Err(KeyError::Invalid(
+            "the value is too large for one token".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
     let mut s = String::with_capacity(24 + payload.len().div_ceil(3) * 4);
     s.push_str(kind.prefix());
@@ -124,6 +135,7 @@ fn render(kind: Kind, id: &KeyId, payload: &[u8]) -> String {
 
 /// A randomised token of `plaintext` in `category`, under a subject's key.
 pub fn encrypt(dk: &DataKey, category: &str, plaintext: &[u8]) -> Result<String, KeyError> {
+    too_large(plaintext)?;
     let nonce: [u8; NONCE] = random()?;
     // Room for the tag up front: no reallocation leaves plaintext behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG));
@@ -148,6 +160,7 @@ pub fn encrypt_deterministic(
     category: &str,
     plaintext: &[u8],
 ) -> Result<String, KeyError> {
+    too_large(plaintext)?;
     // Room for the tag up front: no reallocation leaves plaintext behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG));
     buf.extend_from_slice(plaintext);
