@@ -54,6 +54,28 @@ struct BindQueue {
     leader: bool,
 }
 
+/// The group commit's leader, while it leads: if it unwinds, its batch and
+/// everyone queued get an error, and the next binder leads.
+struct Leader<'a> {
+    keys: &'a Keys,
+    in_flight: Vec<Arc<BindSlot>>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let failed = || Err(StoreError("the key binding failed".into()));
+        for s in self.in_flight.drain(..) {
+            s.set(failed());
+        }
+        if let Ok(mut q) = self.keys.binds.lock() {
+            q.leader = false;
+            for (_, s) in q.waiting.drain(..) {
+                s.set(failed());
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct BindSlot {
     done: std::sync::Mutex<Option<Result<bool, StoreError>>>,
@@ -384,24 +406,33 @@ impl Keys {
             return slot.wait();
         }
         q.leader = true;
+        drop(q);
+        // If the leader fails (or panics), nobody waits forever.
+        let mut lead = Leader {
+            keys: self,
+            in_flight: Vec::new(),
+        };
         loop {
-            let batch = std::mem::take(&mut q.waiting);
-            if batch.is_empty() {
-                q.leader = false;
-                break;
-            }
-            drop(q);
+            let batch = {
+                let mut q = self.binds.lock().map_err(|_| poisoned())?;
+                let batch = std::mem::take(&mut q.waiting);
+                if batch.is_empty() {
+                    q.leader = false;
+                    break;
+                }
+                batch
+            };
             let (binds, slots): (Vec<Binding>, Vec<Arc<BindSlot>>) = batch.into_iter().unzip();
+            lead.in_flight = slots;
             let r = self.store.bind_all(&binds, self.clock.now_ms());
-            for (i, s) in slots.iter().enumerate() {
+            for (i, s) in std::mem::take(&mut lead.in_flight).iter().enumerate() {
                 s.set(match &r {
                     Ok(v) => Ok(v.get(i).copied().unwrap_or(false)),
                     Err(e) => Err(e.clone()),
                 });
             }
-            q = self.binds.lock().map_err(|_| poisoned())?;
         }
-        drop(q);
+        std::mem::forget(lead);
         slot.wait()
     }
 
