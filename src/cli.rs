@@ -387,6 +387,18 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     })
 }
 
+/// The demo's sample CRM, keeping what is created through it beside the
+/// store (`demo-crm.json`), so that a second run does not reuse ids whose
+/// keys the store still holds.
+fn demo_crm(cfg: &Config) -> std::sync::Arc<demo::crm::Crm> {
+    let dir = cfg
+        .sqlite
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    demo::crm::Crm::persistent(dir.join("demo-crm.json"))
+}
+
 async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let crm: SocketAddr = cfg
         .upstream
@@ -397,6 +409,7 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         .filter(|a: &SocketAddr| a.ip().is_loopback())
         .context("for the demo, upstream.url must be http://127.0.0.1:PORT (the sample CRM listens there)")?;
     let crm_listener = bind(crm, "sample CRM").await?;
+    let crm_state = demo_crm(&cfg);
     let listener = bind(cfg.listen, "gateway").await?;
     let gw_addr = listener.local_addr()?;
     let (consents, keys) = open_stores(&cfg)?;
@@ -407,13 +420,9 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
     let mut rx2 = rx.clone();
-    let crm_task = tokio::spawn(demo::crm::serve(
-        demo::crm::Crm::new(),
-        crm_listener,
-        async move {
-            let _ = rx2.changed().await;
-        },
-    ));
+    let crm_task = tokio::spawn(demo::crm::serve(crm_state, crm_listener, async move {
+        let _ = rx2.changed().await;
+    }));
     println!("{}", demo::instructions(gw_addr, crm, admin_addr));
     let mut rx3 = rx;
     let gw_task = tokio::spawn(server::serve(listener, gw, async move {

@@ -59,6 +59,10 @@ pub struct Crm {
     created: Mutex<BTreeMap<u64, Value>>,
     /// Every write body received, byte for byte.
     received: Mutex<Vec<Bytes>>,
+    /// Where the created contacts are kept between runs (the demo's CRM
+    /// remembers, like a real one, so that ids are never reused while the
+    /// gateway's store still holds their keys).
+    file: Option<std::path::PathBuf>,
 }
 
 /// The first id the CRM assigns.
@@ -90,6 +94,32 @@ fn now_iso() -> String {
 impl Crm {
     pub fn new() -> Arc<Crm> {
         Arc::new(Crm::default())
+    }
+
+    /// A CRM that keeps its created contacts in `file` (JSON), loaded now.
+    pub fn persistent(file: std::path::PathBuf) -> Arc<Crm> {
+        let created: BTreeMap<u64, Value> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Arc::new(Crm {
+            created: Mutex::new(created),
+            received: Mutex::default(),
+            file: Some(file),
+        })
+    }
+
+    /// Writes the created contacts to the file, if there is one (whole, then renamed).
+    fn save(&self, created: &BTreeMap<u64, Value>) {
+        let Some(file) = &self.file else { return };
+        let tmp = file.with_extension("new");
+        let ok = serde_json::to_vec(created)
+            .ok()
+            .and_then(|b| std::fs::write(&tmp, b).ok())
+            .and_then(|()| std::fs::rename(&tmp, file).ok());
+        if ok.is_none() {
+            tracing::warn!(file = %file.display(), "the sample CRM cannot save its contacts");
+        }
     }
 
     /// Every contact created through the CRM, as it stores them (JSON).
@@ -147,6 +177,7 @@ impl Crm {
             "archived": false,
         });
         created.insert(id, record.clone());
+        self.save(&created);
         json_response(StatusCode::CREATED, &record)
     }
 
@@ -178,7 +209,9 @@ impl Crm {
             stored.insert("lastmodifieddate".into(), now.clone().into());
         }
         record["updatedAt"] = now.into();
-        json_response(StatusCode::OK, record)
+        let resp = json_response(StatusCode::OK, record);
+        self.save(&created);
+        resp
     }
 
     /// HubSpot's search: filter groups are ORed, filters in a group ANDed;

@@ -150,7 +150,8 @@ The same contact as three purposes see it:
 Encryption at rest: e-mail, phone, street, postcode, birth date and notes
 reach the CRM only as tokens.
 
-  # support creates a contact through consentry (answer: support's view, id 1001)
+  # support creates a contact through consentry: the answer is support's view
+  # (the new id is 1001 on a first run; the sample CRM keeps its contacts)
   curl -s -X POST {g}/crm/v3/objects/contacts -H 'X-Api-Key: {SUPPORT_KEY}' \
        -H 'Content-Type: application/json' \
        -d '{{"properties": {{"email": "nia.okafor@example.org", "firstname": "Nia", "phone": "+44 20 7946 0958", "zip": "SW1A 2AA", "notes": "Prefers calls after 6pm"}}}}'
