@@ -1,6 +1,7 @@
 //! consentry: a privacy and consent compliance gateway for CRM HTTP APIs.
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,0 +1,102 @@
+//! The audit trail: one event per proxied request and per administrative
+//! act, hash-chained and durable before the response it describes leaves.
+//!
+//! ```text
+//! event    what happened: time, request id, client, purpose, method, route,
+//!          status, decision, and per customer a keyed pseudonym (the log is
+//!          not itself a store of personal data) with what became of their record
+//! chain    each event's hash covers its sequence number, the previous hash
+//!          and its exact bytes (SHA-256): a changed, removed or reordered
+//!          event breaks the chain from there on
+//! writer   one thread appends events in batches, one fsync'd commit per
+//!          batch (group commit); a request waits for its own commit
+//! store    a SQLite file of its own (`audit.sqlite`)
+//! ```
+
+pub mod store;
+pub mod writer;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Millis;
+use crate::transform::HashKey;
+
+/// One audit event, as stored (its JSON is what the chain hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub at: Millis,
+    /// `request` (the data path) or an administrative act (`consent`, `keys`, ...).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The route template (never the raw path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// served, passed, refused, aborted, streaming; or what an act did.
+    pub decision: String,
+    /// The refusal's problem type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Per customer touched: pseudonym and what became of their record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<SubjectEntry>,
+    /// Counts of what the rewriter did (masked, redacted, removed, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectEntry {
+    /// Keyed pseudonym of the subject id.
+    pub subject: String,
+    /// shown, redacted (kept in place, every field redacted), dropped, blocked.
+    pub record: String,
+}
+
+/// Why an event could not be recorded. Carries no event content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit store failed: {0}")]
+    Store(String),
+    #[error("the audit writer is not running")]
+    Stopped,
+    #[error("the audit writer is overloaded")]
+    Busy,
+}
+
+/// The hash that chains event `seq` with body `body` to its predecessor.
+pub fn chain_hash(seq: u64, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"consentry-audit-v1\0");
+    h.update(seq.to_be_bytes());
+    h.update(prev);
+    h.update((body.len() as u64).to_be_bytes());
+    h.update(body);
+    h.finalize().into()
+}
+
+/// The pseudonym key of the audit trail: derived from the hash key with a
+/// label of its own, so that audit pseudonyms never equal the `hash`
+/// action's (which purposes see).
+pub fn pseudonym_key(hash_key: &HashKey) -> Option<HashKey> {
+    let mut derived = Vec::with_capacity(32);
+    hash_key.pseudonym(b"consentry audit pseudonyms v1", &mut derived);
+    HashKey::new(&derived)
+}
+
+/// The pseudonym of `subject` in the audit trail.
+pub fn pseudonym(key: &HashKey, subject: &str) -> String {
+    let mut out = Vec::with_capacity(32);
+    key.pseudonym(subject.as_bytes(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
