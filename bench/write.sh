@@ -30,7 +30,7 @@ cat > "$run/encrypt.yaml" <<YAML
 listen: 127.0.0.1:18101
 upstream: { url: http://127.0.0.1:18100 }
 policies: $here/write/policies
-keys: { master_key_file: $run/master.key }
+keys: { master_key_file: $run/master.key, hash_key: bench-hash-key-0123456789abcdef }
 storage: { sqlite: $run/encrypt.db }
 $common
 YAML
@@ -38,6 +38,7 @@ cat > "$run/pass.yaml" <<YAML
 listen: 127.0.0.1:18102
 upstream: { url: http://127.0.0.1:18100 }
 policies: $here/write/policies-passthrough
+keys: { hash_key: bench-hash-key-0123456789abcdef }
 storage: { sqlite: $run/pass.db }
 $common
 YAML

@@ -67,6 +67,19 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Import and export consent records.
     Consent {
         /// The configuration file (names the store and the policies).
@@ -127,6 +140,13 @@ enum KeysCommand {
         )]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain from the first event; name the first event that
+    /// is changed, missing or out of place, and exit 1.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +230,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Shred { subject, config },
         } => keys::shred(&load_config(&config, false)?.0, &subject),
+        Command::Audit {
+            config,
+            command: AuditCommand::Verify,
+        } => {
+            let (cfg, _) = load_config(&config, false)?;
+            let path = cfg
+                .audit
+                .context("`storage.audit: off`: there is no audit trail to verify")?;
+            if !path.exists() {
+                bail!("no audit trail at {} yet", path.display());
+            }
+            match crate::audit::store::verify(&path).map_err(anyhow::Error::msg)? {
+                Ok(n) => {
+                    println!("{}: {n} event(s), the chain is intact", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(b) => {
+                    println!("{}: event {}: {}", path.display(), b.seq, b.why);
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Consent { config, command } => {
             let (cfg, set) = load_config(&config, false)?;
             match command {
@@ -322,6 +364,41 @@ fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<Consents>, Option<Arc<Keys>>
     Ok((Arc::new(Consents::new(store, Arc::new(SystemClock))), keys))
 }
 
+/// Opens the audit trail and starts its writer, unless `storage.audit: off`.
+fn start_audit(cfg: &Config) -> anyhow::Result<Option<Arc<crate::audit::writer::Audit>>> {
+    let Some(path) = &cfg.audit else {
+        tracing::warn!("`storage.audit: off`: requests are not recorded in an audit trail");
+        return Ok(None);
+    };
+    let store = crate::audit::store::AuditStore::open(path).with_context(|| {
+        format!(
+            "cannot open the audit trail {} (storage.audit); nothing was started",
+            path.display()
+        )
+    })?;
+    let key = cfg
+        .hash_key
+        .as_deref()
+        .and_then(crate::audit::pseudonym_key)
+        .context("the audit trail needs `keys.hash_key`")?;
+    Ok(Some(crate::audit::writer::Audit::start(store, key)?))
+}
+
+/// The gateway, recording in the audit trail when there is one.
+fn gateway(
+    cfg: Config,
+    set: PolicySet,
+    consents: Arc<Consents>,
+    keys: Option<Arc<Keys>>,
+) -> anyhow::Result<Gateway> {
+    let audit = start_audit(&cfg)?;
+    let gw = Gateway::new(cfg, set, consents, keys).map_err(anyhow::Error::msg)?;
+    Ok(match audit {
+        Some(a) => gw.with_audit(a),
+        None => gw,
+    })
+}
+
 /// Binds and starts the admin API when the config has one.
 async fn start_admin(
     admin: Option<config::Admin>,
@@ -369,7 +446,7 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let resources = set.resources().len();
         let (consents, keys) = open_stores(&cfg)?;
         let admin_cfg = cfg.admin.clone();
-        let gw = Arc::new(Gateway::new(cfg, set, consents, keys).map_err(anyhow::Error::msg)?);
+        let gw = Arc::new(gateway(cfg, set, consents, keys)?);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         tracing::info!(%addr, resources, workers, "consentry listening");
@@ -415,7 +492,7 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let (consents, keys) = open_stores(&cfg)?;
     demo::seed_consents(&consents, &set).map_err(anyhow::Error::msg)?;
     let admin_cfg = cfg.admin.clone();
-    let gw = Arc::new(Gateway::new(cfg, set, consents, keys).map_err(anyhow::Error::msg)?);
+    let gw = Arc::new(gateway(cfg, set, consents, keys)?);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;

@@ -49,6 +49,8 @@ pub struct Config {
     pub sqlite: PathBuf,
     /// The admin API; `None` when the config has no `admin` section.
     pub admin: Option<Admin>,
+    /// The audit trail's file; `None` when `storage.audit: off`.
+    pub audit: Option<PathBuf>,
 }
 
 /// The admin API's listener and credentials.
@@ -480,6 +482,23 @@ impl Builder<'_> {
             None => Some(self.relative("consentry.db")),
         };
         let admin = src.admin.as_ref().and_then(|a| self.admin(a));
+        let audit = match src.storage.as_ref().and_then(|s| s.audit.as_ref()) {
+            Some(a) if a.value.trim() == "off" => None,
+            Some(a) => self.expand(a).map(|p| self.relative(&p)),
+            None => sqlite.as_ref().map(|s| s.with_file_name("audit.db")),
+        };
+        if audit.is_some() && hash_key.is_none() {
+            let l = src
+                .storage
+                .as_ref()
+                .and_then(|s| s.audit.as_ref())
+                .map_or(Location::UNKNOWN, at);
+            self.err(
+                l,
+                "the audit trail records customers as keyed pseudonyms, and no `keys.hash_key` is set",
+                Some("set `keys.hash_key` (16+ random bytes, e.g. from an environment variable), or `storage.audit: off`"),
+            );
+        }
         if self.r.has_errors() {
             return None;
         }
@@ -499,6 +518,7 @@ impl Builder<'_> {
             master_key_file,
             sqlite: sqlite?,
             admin,
+            audit,
         })
     }
 

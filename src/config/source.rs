@@ -40,6 +40,10 @@ pub struct StorageSource {
     /// default `consentry.db` beside it. Created on first start.
     #[serde(default)]
     pub sqlite: Option<Spanned<String>>,
+    /// The audit trail's SQLite file, relative to this file (default
+    /// `audit.db` beside `sqlite`), or `off`.
+    #[serde(default)]
+    pub audit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -127,6 +127,7 @@ fn unknown_client_purpose_and_policy_errors_come_together() {
 listen: 127.0.0.1:0
 upstream: { url: "http://127.0.0.1:1" }
 policies: .
+storage: { audit: off }
 clients:
   - name: b
     api_key_sha256: 0000000000000000000000000000000000000000000000000000000000000000
@@ -140,7 +141,7 @@ clients:
     let r = load_str(&dir2.path().join("c.yaml"), text, env).unwrap_err();
     let s = r.to_string();
     assert!(
-        s.contains("c.yaml:8") && s.contains("did you mean `marketing`"),
+        s.contains("c.yaml:9") && s.contains("did you mean `marketing`"),
         "{s}"
     );
 }
@@ -216,7 +217,7 @@ fn the_master_key_ring_comes_from_a_0600_file_or_the_environment() {
     ring.write_new_file(&dir.path().join("master.key")).unwrap();
     let text = |keys: &str| {
         format!(
-            "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:4000 }}\npolicies: .\nkeys: {{ {keys} }}\n\
+            "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:4000 }}\npolicies: .\nkeys: {{ {keys} }}\nstorage: {{ audit: off }}\n\
              clients:\n  - {{ name: d, api_key_sha256: {}, purposes: [essential.service] }}\n",
             api_key_hash("client-key-0123456789abcdef")
         )
@@ -255,4 +256,27 @@ fn the_master_key_ring_comes_from_a_0600_file_or_the_environment() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("not both"), "{e}");
+}
+
+#[test]
+fn the_audit_trail_needs_the_hash_key_or_is_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let text = |extra: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:4000 }}\npolicies: .\n{extra}\n\
+             clients:\n  - {{ name: d, api_key_sha256: {}, purposes: [essential.service] }}\n",
+            api_key_hash("client-key-0123456789abcdef")
+        )
+    };
+    let path = dir.path().join("consentry.yaml");
+    let e = load_str(&path, &text(""), env).unwrap_err().to_string();
+    assert!(
+        e.contains("no `keys.hash_key` is set") && e.contains("storage.audit: off"),
+        "{e}"
+    );
+    let (c, _, _) = load_str(&path, &text("keys: { hash_key: \"${HASH}\" }"), env).unwrap();
+    assert_eq!(c.audit.unwrap(), dir.path().join("audit.db"));
+    let (c, _, _) = load_str(&path, &text("storage: { audit: off }"), env).unwrap();
+    assert!(c.audit.is_none());
 }

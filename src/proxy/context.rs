@@ -118,6 +118,9 @@ pub struct Context {
     pub stats: Stats,
     /// Values of the request body written to the CRM as tokens.
     pub sealed: u64,
+    /// The customers whose records the response held, and what became of
+    /// each (for the audit event; collected only when auditing).
+    pub subjects: Vec<(String, crate::transform::RecordOutcome)>,
     pub bytes_out: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
@@ -147,6 +150,7 @@ impl Context {
             problem: None,
             stats: Stats::default(),
             sealed: 0,
+            subjects: Vec::new(),
             bytes_out: 0,
             streaming: false,
         }

@@ -27,7 +27,12 @@ pub struct RecordGate {
     keys: Option<Arc<Keys>>,
     /// A create's pending key owner, until bound to the CRM's id.
     bind: Option<String>,
+    /// Each decided record's subject and outcome, when auditing (`seen`).
+    seen: Option<Vec<(String, RecordOutcome)>>,
 }
+
+/// Subjects remembered per response for the audit event, at most.
+const MAX_SEEN: usize = 100_000;
 
 /// What the waiting records need fetched.
 #[derive(Debug, Default)]
@@ -75,7 +80,20 @@ impl RecordGate {
             vault,
             keys,
             bind,
+            seen: None,
         }
+    }
+
+    /// Remembers each decided record's subject and outcome (for the audit
+    /// event).
+    pub fn collect_subjects(mut self) -> RecordGate {
+        self.seen = Some(Vec::new());
+        self
+    }
+
+    /// The subjects seen so far.
+    pub fn take_seen(&mut self) -> Vec<(String, RecordOutcome)> {
+        self.seen.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Whether a create's key still waits for the id in the CRM's answer.
@@ -193,10 +211,20 @@ impl Gate for RecordGate {
             let cached = self.keys.as_ref().and_then(|k| k.cached_subject(id))?;
             v.remember(id, cached);
         }
-        match &mut self.consent {
+        let id = match (&self.seen, &subject) {
+            (Some(_), Subject::Id(id)) => Some(id.to_string()),
+            _ => None,
+        };
+        let outcome = match &mut self.consent {
             Some(c) => c.decide(subject),
             None => Some(RecordOutcome::Keep),
+        };
+        if let (Some(o), Some(id), Some(seen)) = (outcome, id, &mut self.seen)
+            && seen.len() < MAX_SEEN
+        {
+            seen.push((id, o));
         }
+        outcome
     }
 
     fn seal(&mut self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {

@@ -38,6 +38,8 @@ use arc_swap::ArcSwap;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::audit::writer::Audit;
+use crate::audit::{Event, SubjectEntry};
 use crate::config::Config;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
@@ -62,6 +64,8 @@ pub struct Gateway {
     consents: Arc<Consents>,
     /// Data keys (encryption at rest), when a master key is configured.
     keys: Option<Arc<Keys>>,
+    /// The audit trail; every response waits for its event's commit.
+    audit: Option<Arc<Audit>>,
 }
 
 impl Gateway {
@@ -101,7 +105,18 @@ impl Gateway {
             emitter,
             consents,
             keys,
+            audit: None,
         })
+    }
+
+    /// Records every request in `audit`, before its response is released.
+    pub fn with_audit(mut self, audit: Arc<Audit>) -> Gateway {
+        self.audit = Some(audit);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&Arc<Audit>> {
+        self.audit.as_ref()
     }
 
     pub fn keys(&self) -> Option<&Arc<Keys>> {
@@ -146,7 +161,7 @@ impl Gateway {
             .unwrap_or_else(|| self.ids.next());
         let mut ctx = Context::new(id, peer, req.method().clone(), SystemTime::now());
         let policies = self.policies.load_full();
-        let resp = match self.process(&mut ctx, &policies, req).await {
+        let mut resp = match self.process(&mut ctx, &policies, req).await {
             Ok(resp) => resp,
             Err(refusal) => {
                 ctx.outcome = Outcome::Refused;
@@ -156,6 +171,21 @@ impl Gateway {
         };
         if !ctx.streaming {
             ctx.status = resp.status().as_u16();
+        }
+        // Nothing leaves before its audit event is committed.
+        if let Some(audit) = &self.audit {
+            let event = audit_event(&ctx, audit);
+            if let Err(e) = audit.record(&event).await {
+                tracing::error!(error = %e, request_id = ctx.id.as_str(), "audit event not stored: the response is refused");
+                let r = Refusal::AuditUnavailable;
+                ctx.outcome = Outcome::Refused;
+                ctx.problem = Some(r.slug());
+                ctx.streaming = false;
+                resp = reject::problem(&ctx.id, &r);
+                ctx.status = resp.status().as_u16();
+            }
+        }
+        if !ctx.streaming {
             self.emitter.emit(&ctx);
         }
         resp
@@ -286,7 +316,10 @@ impl Gateway {
                 let bind = pending
                     .filter(|_| (200..300).contains(&status) && keys.is_some())
                     .map(|p| p.owner);
-                let gate = RecordGate::new(consent, keys, bind);
+                let mut gate = RecordGate::new(consent, keys, bind);
+                if self.audit.is_some() {
+                    gate = gate.collect_subjects();
+                }
                 let head = parts.method == Method::HEAD;
                 let http10 = parts.version <= http::Version::HTTP_10;
                 let idle = cfg.upstream.body_idle_timeout;
@@ -333,4 +366,59 @@ fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The audit event of a request, from what the data path learned. A
+/// streamed response is recorded as `streaming` before its first byte.
+fn audit_event(ctx: &Context, audit: &Audit) -> Event {
+    let name = |v: &Option<Arc<str>>| v.as_deref().map(str::to_owned);
+    let s = &ctx.stats;
+    let subjects = ctx
+        .subjects
+        .iter()
+        .map(|(id, o)| SubjectEntry {
+            subject: audit.pseudonym(id),
+            record: match o {
+                crate::transform::RecordOutcome::Keep => "shown",
+                crate::transform::RecordOutcome::Redact => "redacted",
+                crate::transform::RecordOutcome::Drop => "dropped",
+                crate::transform::RecordOutcome::Block => "blocked",
+            }
+            .to_owned(),
+        })
+        .collect();
+    let counts = (s.records > 0 || ctx.sealed > 0).then(|| {
+        serde_json::json!({
+            "records": s.records,
+            "records_redacted": s.records_redacted,
+            "records_dropped": s.records_dropped,
+            "masked": s.masked,
+            "hashed": s.hashed,
+            "redacted": s.redacted,
+            "removed": s.removed,
+            "detected": s.detected,
+            "sealed": ctx.sealed,
+            "opened": s.opened,
+            "tokens": s.tokens,
+            "undecryptable": s.undecryptable,
+        })
+    });
+    Event {
+        at: crate::clock::to_ms(ctx.received_at),
+        kind: "request".into(),
+        request_id: Some(ctx.id.as_str().to_owned()),
+        client: name(&ctx.client),
+        purpose: name(&ctx.purpose),
+        method: Some(ctx.method.to_string()),
+        route: name(&ctx.template),
+        status: Some(ctx.status),
+        decision: if ctx.streaming {
+            "streaming".into()
+        } else {
+            ctx.outcome.as_str().into()
+        },
+        problem: ctx.problem.map(str::to_owned),
+        subjects,
+        counts,
+    }
 }

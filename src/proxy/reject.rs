@@ -50,6 +50,8 @@ pub enum Refusal {
     },
     /// The consent store could not be read.
     ConsentUnavailable,
+    /// The request's audit event could not be stored: nothing is released.
+    AuditUnavailable,
     /// A data key could not be read or made (key store down, no master key).
     KeysUnavailable,
     /// A search on an encrypted field that cannot be rewritten into tokens.
@@ -111,7 +113,9 @@ impl Refusal {
             | ConsentRequired { .. }
             | NotCollectable { .. } => StatusCode::FORBIDDEN,
             SubjectErased => StatusCode::CONFLICT,
-            ConsentUnavailable | KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ConsentUnavailable | KeysUnavailable | AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnavailable
             | UpstreamFailed
             | UnsupportedEncoding
@@ -152,6 +156,7 @@ impl Refusal {
             PurposeNotCovered { .. } => "purpose-not-covered",
             ConsentRequired { .. } => "consent-required",
             ConsentUnavailable => "consent-unavailable",
+            AuditUnavailable => "audit-unavailable",
             KeysUnavailable => "keys-unavailable",
             SearchUnsupported(_) => "search-unsupported",
             SubjectUnknown => "subject-unknown",
@@ -197,6 +202,7 @@ impl Refusal {
             PurposeNotCovered { .. } => "Purpose not covered by the policy",
             ConsentRequired { .. } => "Consent required",
             ConsentUnavailable => "Consent store unavailable",
+            AuditUnavailable => "Audit trail unavailable",
             KeysUnavailable => "Encryption keys unavailable",
             SearchUnsupported(_) => "Search on an encrypted field not possible",
             SubjectUnknown => "Customer id required",
@@ -249,6 +255,7 @@ impl Refusal {
                 "the customer has not consented to `{purpose}` (or has objected), so this write was not sent to the CRM"
             ),
             ConsentUnavailable => "the consent store could not be read; responses that depend on consent are refused until it is back".into(),
+            AuditUnavailable => "the audit event of this request could not be stored, so its response is not released; try again when the audit store is back".into(),
             KeysUnavailable => "the data keys could not be read or made; encrypted fields are neither written nor shown until the key store is back".into(),
             SearchUnsupported(why) => why.clone(),
             TokenAsValue => "an encrypted field carries a consentry token (ctk1./ctd1.): write the value itself; tokens are made by the gateway".into(),
@@ -360,6 +367,7 @@ mod tests {
                 write: false,
             },
             ConsentUnavailable,
+            AuditUnavailable,
             KeysUnavailable,
             SearchUnsupported("why".into()),
             SubjectUnknown,
@@ -412,6 +420,7 @@ mod tests {
             ("purpose-not-covered", 403),
             ("consent-required", 403),
             ("consent-unavailable", 503),
+            ("audit-unavailable", 503),
             ("keys-unavailable", 503),
             ("search-unsupported", 400),
             ("subject-unknown", 400),

@@ -515,6 +515,9 @@ pub async fn inspect(
     }
     if pipe.done {
         ctx.stats = pipe.stats();
+        if let Some(g) = pipe.gate.as_mut() {
+            ctx.subjects = g.take_seen();
+        }
         ctx.outcome = Outcome::Served;
         ctx.bytes_out = held as u64;
         if empty_upstream && pipe.read == 0 {
@@ -540,6 +543,9 @@ pub async fn inspect(
         return Err(Refusal::StreamingUnavailable);
     }
     // Stream the rest; the finisher writes the access line when the stream ends.
+    if let Some(g) = pipe.gate.as_mut() {
+        ctx.subjects = g.take_seen();
+    }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;
     let finisher = Finisher {

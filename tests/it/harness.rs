@@ -409,8 +409,9 @@ impl Builder {
     pub async fn start(self) -> TestGateway {
         let crm = FakeCrm::start().await;
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
         for (name, text) in &self.policies {
-            std::fs::write(dir.path().join(name), text).unwrap();
+            std::fs::write(dir.path().join("policies").join(name), text).unwrap();
         }
         let text = format!(
             r#"
@@ -423,7 +424,7 @@ upstream:
     - name: X-Crm-Account
       value: "acct-42"
   timeouts: {{ connect: 2s, response: 5s, body_idle: 2s }}
-policies: .
+policies: policies
 keys:
   hash_key: test-hash-key-0123456789abcdef
 {master}clients:
@@ -469,6 +470,8 @@ log: {{ access: false }}
                 .unwrap_or_default(),
         );
         let path = dir.path().join("consentry.yaml");
+        // Written too, for tests that run the CLI against this gateway's files.
+        std::fs::write(&path, &text).unwrap();
         let (cfg, set, _) =
             config::load_str(&path, &text, |_| None).unwrap_or_else(|r| panic!("{r}"));
         let sqlite = match &self.store_file {
@@ -520,7 +523,16 @@ log: {{ access: false }}
                 .collect();
             consents.record(&events, &|p| set.knows_purpose(p)).unwrap();
         }
-        let gateway = Arc::new(Gateway::new(cfg, set, consents, keys).unwrap());
+        let audit = cfg.audit.as_ref().map(|path| {
+            let store = consentry::audit::store::AuditStore::open(path).unwrap();
+            let key = consentry::audit::pseudonym_key(cfg.hash_key.as_deref().unwrap()).unwrap();
+            consentry::audit::writer::Audit::start(store, key).unwrap()
+        });
+        let mut gw = Gateway::new(cfg, set, consents, keys).unwrap();
+        if let Some(a) = audit {
+            gw = gw.with_audit(a);
+        }
+        let gateway = Arc::new(gw);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

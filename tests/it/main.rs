@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod audit;
 mod consent;
 mod encryption;
 mod failclosed;

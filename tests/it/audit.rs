@@ -1,0 +1,135 @@
+//! The audit trail through a real listener: one event per request, chained,
+//! durable before the response, and no response when it cannot be written.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const ONE: &str = "/crm/v3/objects/contacts/7";
+const LIST: &str = "/crm/v3/objects/contacts";
+
+fn events(gw: &TestGateway) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT body FROM audit_events ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_gets_one_chained_event_before_its_response() {
+    let gw = TestGateway::builder().grant("1", "marketing").start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    let list = format!(r#"{{"results":[{},{}]}}"#, contact(1), contact(2));
+    gw.crm.on(LIST, Reply::json(list));
+    gw.crm.on(
+        "/crm/v3/objects/contacts/9",
+        Reply::json("<html>").header("content-type", "text/html"),
+    );
+    let mut statuses = Vec::new();
+    statuses.push(get(&gw.url(ONE), SUPPORT).await.status); // served
+    statuses.push(get(&gw.url(LIST), MARKETING).await.status); // 2 dropped to 1
+    statuses.push(get(&gw.url(ONE), "no-such-key-0123456789").await.status); // refused
+    statuses.push(
+        get(&gw.url("/crm/v3/objects/contacts/9"), SUPPORT)
+            .await
+            .status,
+    ); // CRM fault
+    statuses.push(
+        get(&gw.url("/crm/v3/properties/contacts"), SUPPORT)
+            .await
+            .status,
+    ); // passthrough
+    assert_eq!(statuses, [200, 200, 401, 502, 404]);
+    let ev = events(&gw);
+    assert_eq!(ev.len(), 5, "{ev:#?}");
+    let decisions: Vec<&str> = ev.iter().map(|e| e["decision"].as_str().unwrap()).collect();
+    assert_eq!(
+        decisions,
+        ["served", "served", "refused", "refused", "passed"]
+    );
+    assert_eq!(ev[0]["route"], "/crm/v3/objects/contacts/{id}");
+    assert_eq!(ev[0]["client"], "support");
+    assert_eq!(ev[0]["purpose"], "essential.service");
+    assert_eq!(ev[2]["problem"], "api-key-unknown");
+    assert_eq!(ev[3]["problem"], "not-json");
+    // The list: one customer shown, one dropped, both as pseudonyms.
+    let subjects = ev[1]["subjects"].as_array().unwrap();
+    let records: Vec<&str> = subjects
+        .iter()
+        .map(|s| s["record"].as_str().unwrap())
+        .collect();
+    assert_eq!(records, ["shown", "dropped"]);
+    assert_eq!(subjects[0]["subject"].as_str().unwrap().len(), 32);
+    assert_eq!(ev[1]["counts"]["records_dropped"], 1);
+    // The trail holds no subject ids, e-mail addresses or paths.
+    let raw = serde_json::to_string(&ev).unwrap();
+    for leak in ["\"7\"", "\"1\"", "@", "/contacts/7"] {
+        assert!(!raw.contains(leak), "{leak}: {raw}");
+    }
+    assert_eq!(
+        consentry::audit::store::verify(&gw.dir().join("audit.db")).unwrap(),
+        Ok(5)
+    );
+}
+
+#[tokio::test]
+async fn no_response_leaves_when_its_event_cannot_be_stored() {
+    let gw = TestGateway::start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 200);
+    // Another process holds the audit file's write lock: commits fail.
+    let path = gw.dir().join("audit.db");
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), get(&gw.url(ONE), SUPPORT))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.status, got.problem().as_str()),
+        (503, "audit-unavailable")
+    );
+    assert!(!got.text().contains("properties"), "none of the data");
+    // The store is back: so is the gateway, and the chain holds.
+    blocker.execute_batch("COMMIT;").unwrap();
+    assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 200);
+    assert_eq!(consentry::audit::store::verify(&path).unwrap(), Ok(2));
+}
+
+#[tokio::test]
+async fn the_cli_verifies_the_chain_and_names_the_first_bad_event() {
+    let gw = TestGateway::start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    for _ in 0..4 {
+        get(&gw.url(ONE), SUPPORT).await;
+    }
+    let verify = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["audit", "verify", "--config"])
+            .arg(gw.dir().join("consentry.yaml"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = verify();
+    assert!(
+        ok && text.contains("4 event(s), the chain is intact"),
+        "{text}"
+    );
+    let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
+    conn.execute(
+        "UPDATE audit_events SET body = replace(body, 'served', 'passed') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    let (ok, text) = verify();
+    assert!(!ok && text.contains("event 3:"), "{text}");
+}
