@@ -61,6 +61,21 @@ async fn store(
 ) -> Result<Response<Body>> {
     let gw = Arc::clone(admin.gateway());
     let n = events.len();
+    // A single change names its customers in the audit event; an import
+    // is recorded by its counts (the statements are in the consent store).
+    let named: Vec<(String, String)> = if format.is_none() {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.subject.clone(),
+                    format!("consent {} {}", e.purpose, e.status.as_str()),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let applied: std::result::Result<Applied, Invalid> = blocking(move || {
         let _held_until_stored = guard;
         let policies = gw.policies();
@@ -80,6 +95,17 @@ async fn store(
                 inserted = a.inserted,
                 "consent changes recorded"
             );
+            let subjects: Vec<(&str, String)> =
+                named.iter().map(|(s, w)| (s.as_str(), w.clone())).collect();
+            let counts = serde_json::json!({
+                "records": n, "inserted": a.inserted, "unchanged": a.unchanged, "superseded": a.superseded,
+            });
+            let what = if format.is_some() {
+                "imported"
+            } else {
+                "changed"
+            };
+            super::audit_act(admin, "consent", what, &subjects, Some(counts)).await?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({

@@ -96,6 +96,10 @@ pub async fn rotate(admin: &Admin) -> Result<Response<Body>> {
         retired = ?done.retired,
         "master key adopted"
     );
+    let counts = serde_json::json!({
+        "current": done.current, "rewrapped": done.rewrapped, "retired": done.retired,
+    });
+    super::audit_act(admin, "keys", "rotated", &[], Some(counts)).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -114,6 +118,14 @@ pub async fn shred(admin: &Admin, subject: &str) -> Result<Response<Body>> {
     let owner = subject_owner(subject);
     let destroyed = blocking(move || k.destroy(&owner)).await?;
     tracing::info!(destroyed, "a subject's data key was shredded");
+    super::audit_act(
+        admin,
+        "keys",
+        "shredded",
+        &[(subject, "data key destroyed".into())],
+        None,
+    )
+    .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"subject": subject, "destroyed": destroyed}),

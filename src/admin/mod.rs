@@ -203,6 +203,51 @@ impl Admin {
     }
 }
 
+/// Records an administrative act in the audit trail (when there is one),
+/// before the act is acknowledged. The act itself is already done: if its
+/// event cannot be stored, the answer says so (503) rather than claiming a
+/// clean success.
+pub async fn audit_act(
+    admin: &Admin,
+    kind: &str,
+    decision: &str,
+    subjects: &[(&str, String)],
+    counts: Option<serde_json::Value>,
+) -> Result<()> {
+    let Some(audit) = admin.gateway().audit() else {
+        return Ok(());
+    };
+    let event = crate::audit::Event {
+        at: crate::clock::to_ms(std::time::SystemTime::now()),
+        kind: kind.to_owned(),
+        request_id: None,
+        client: Some("admin".into()),
+        purpose: None,
+        method: None,
+        route: None,
+        status: None,
+        decision: decision.to_owned(),
+        problem: None,
+        subjects: subjects
+            .iter()
+            .map(|(id, what)| crate::audit::SubjectEntry {
+                subject: audit.pseudonym(id),
+                record: what.clone(),
+            })
+            .collect(),
+        counts,
+    };
+    audit.record(&event).await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, kind, "an administrative act was carried out, but its audit event was not stored");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit-unavailable",
+            "Audit trail unavailable",
+            "the change was made, but its audit event could not be stored; check the audit store",
+        )
+    })
+}
+
 fn not_allowed(allow: &'static str) -> Problem {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,

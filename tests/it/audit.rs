@@ -133,3 +133,36 @@ async fn the_cli_verifies_the_chain_and_names_the_first_bad_event() {
     let (ok, text) = verify();
     assert!(!ok && text.contains("event 3:"), "{text}");
 }
+
+#[tokio::test]
+async fn administrative_acts_are_recorded_too() {
+    let gw = TestGateway::builder().admin().start().await;
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let admin = |method: &'static str, path: &'static str, body: &'static str| {
+        let (url, auth) = (gw.admin_url(path), auth.clone());
+        async move {
+            send(
+                method,
+                &url,
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let body = r#"{"subject":"4711","purpose":"marketing","status":"granted"}"#;
+    assert_eq!(admin("POST", "/v1/consents", body).await.status, 200);
+    assert_eq!(admin("DELETE", "/v1/subjects/4711/key", "").await.status, 200);
+    let ev = events(&gw);
+    let kinds: Vec<(&str, &str)> = ev
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("consent", "changed"), ("keys", "shredded")]);
+    assert_eq!(ev[0]["subjects"][0]["record"], "consent marketing granted");
+    assert_eq!(ev[0]["subjects"][0]["subject"], ev[1]["subjects"][0]["subject"]);
+    assert!(!serde_json::to_string(&ev).unwrap().contains("4711"));
+}
