@@ -14,9 +14,28 @@ pub struct Emitter {
     pub access: bool,
     /// Tokens that did not decrypt since start (altered, moved, shredded).
     pub undecryptable: AtomicU64,
+    /// The audit trail, for the final event of a streamed response (its
+    /// first event was committed before its first byte).
+    pub audit: Option<std::sync::Arc<crate::audit::writer::Audit>>,
 }
 
 impl Emitter {
+    /// The end of a streamed response: access line, and its final audit
+    /// event (how it ended, every customer it held). The data has left by
+    /// now, so a failure to store it is logged, not answered.
+    pub fn finish_stream(&self, ctx: &Context) {
+        self.emit(ctx);
+        if let Some(audit) = &self.audit {
+            let audit = std::sync::Arc::clone(audit);
+            let event = super::audit_event(ctx, &audit);
+            tokio::spawn(async move {
+                if let Err(e) = audit.record(&event).await {
+                    tracing::error!(error = %e, "the final audit event of a streamed response was not stored");
+                }
+            });
+        }
+    }
+
     pub fn emit(&self, ctx: &Context) {
         let ms = ctx.started.elapsed().as_secs_f64() * 1e3;
         let s = &ctx.stats;

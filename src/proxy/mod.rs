@@ -111,6 +111,11 @@ impl Gateway {
 
     /// Records every request in `audit`, before its response is released.
     pub fn with_audit(mut self, audit: Arc<Audit>) -> Gateway {
+        self.emitter = Arc::new(Emitter {
+            access: self.emitter.access,
+            audit: Some(Arc::clone(&audit)),
+            ..Emitter::default()
+        });
         self.audit = Some(audit);
         self
     }
@@ -370,7 +375,7 @@ fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
 
 /// The audit event of a request, from what the data path learned. A
 /// streamed response is recorded as `streaming` before its first byte.
-fn audit_event(ctx: &Context, audit: &Audit) -> Event {
+pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
     let name = |v: &Option<Arc<str>>| v.as_deref().map(str::to_owned);
     let s = &ctx.stats;
     let subjects = ctx

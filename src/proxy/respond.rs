@@ -565,12 +565,24 @@ struct Finisher {
 
 impl Finisher {
     fn end(&mut self, outcome: Outcome, stats: transform::Stats, problem: Option<&'static str>) {
+        self.end_with(outcome, stats, problem, Vec::new());
+    }
+
+    fn end_with(
+        &mut self,
+        outcome: Outcome,
+        stats: transform::Stats,
+        problem: Option<&'static str>,
+        subjects: Vec<(String, transform::RecordOutcome)>,
+    ) {
         if let Some(mut ctx) = self.ctx.take() {
             ctx.outcome = outcome;
             ctx.stats = stats;
             ctx.problem = problem;
             ctx.bytes_out = self.sent;
-            self.emitter.emit(&ctx);
+            ctx.streaming = false;
+            ctx.subjects.extend(subjects);
+            self.emitter.finish_stream(&ctx);
         }
     }
 }
@@ -607,13 +619,23 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
                     finisher.sent += n;
                 }
                 Ok(None) => {
-                    finisher.end(Outcome::Served, pipe.stats(), None);
+                    let seen = pipe
+                        .gate
+                        .as_mut()
+                        .map(|g| g.take_seen())
+                        .unwrap_or_default();
+                    finisher.end_with(Outcome::Served, pipe.stats(), None, seen);
                     return;
                 }
                 Err(r) => {
                     // Not a clean end: the connection is cut so the client
                     // cannot mistake the partial body for a whole one.
-                    finisher.end(Outcome::Aborted, pipe.stats(), Some(r.slug()));
+                    let seen = pipe
+                        .gate
+                        .as_mut()
+                        .map(|g| g.take_seen())
+                        .unwrap_or_default();
+                    finisher.end_with(Outcome::Aborted, pipe.stats(), Some(r.slug()), seen);
                     let _ = tx.send(Err(r.slug())).await;
                     return;
                 }

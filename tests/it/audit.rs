@@ -155,7 +155,10 @@ async fn administrative_acts_are_recorded_too() {
     };
     let body = r#"{"subject":"4711","purpose":"marketing","status":"granted"}"#;
     assert_eq!(admin("POST", "/v1/consents", body).await.status, 200);
-    assert_eq!(admin("DELETE", "/v1/subjects/4711/key", "").await.status, 200);
+    assert_eq!(
+        admin("DELETE", "/v1/subjects/4711/key", "").await.status,
+        200
+    );
     let ev = events(&gw);
     let kinds: Vec<(&str, &str)> = ev
         .iter()
@@ -163,6 +166,39 @@ async fn administrative_acts_are_recorded_too() {
         .collect();
     assert_eq!(kinds, [("consent", "changed"), ("keys", "shredded")]);
     assert_eq!(ev[0]["subjects"][0]["record"], "consent marketing granted");
-    assert_eq!(ev[0]["subjects"][0]["subject"], ev[1]["subjects"][0]["subject"]);
+    assert_eq!(
+        ev[0]["subjects"][0]["subject"],
+        ev[1]["subjects"][0]["subject"]
+    );
     assert!(!serde_json::to_string(&ev).unwrap().contains("4711"));
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_recorded_before_its_first_byte_and_at_its_end() {
+    let gw = TestGateway::builder()
+        .config("limits: { stream_after: 4KiB }")
+        .start()
+        .await;
+    let list: Vec<String> = (1..=20).map(contact).collect();
+    gw.crm.on(
+        LIST,
+        Reply::json(format!(r#"{{"results":[{}]}}"#, list.join(","))),
+    );
+    // The first read looks up the customers' keys (nothing waits after it),
+    // the second streams.
+    assert_eq!(get(&gw.url(LIST), SUPPORT).await.status, 200);
+    assert_eq!(get(&gw.url(LIST), SUPPORT).await.status, 200);
+    // The final event is written when the stream ends, just after the body.
+    let mut ev = events(&gw);
+    for _ in 0..50 {
+        if ev.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ev = events(&gw);
+    }
+    let decisions: Vec<&str> = ev.iter().map(|e| e["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["served", "streaming", "served"]);
+    assert_eq!(ev[2]["subjects"].as_array().unwrap().len(), 20);
+    assert_eq!(ev[2]["counts"]["records"], 20);
 }
