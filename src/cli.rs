@@ -147,6 +147,38 @@ enum AuditCommand {
     /// Check the hash chain from the first event; name the first event that
     /// is changed, missing or out of place, and exit 1.
     Verify,
+    /// Print the events that match every filter given, oldest first.
+    Query(Box<AuditQuery>),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditQuery {
+    /// A customer's id (its pseudonym is computed with the config's key).
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    client: Option<String>,
+    #[arg(long)]
+    purpose: Option<String>,
+    /// A route template, e.g. `/crm/v3/objects/contacts/{id}`.
+    #[arg(long)]
+    route: Option<String>,
+    /// served, passed, refused, streaming, aborted, changed, ...
+    #[arg(long)]
+    decision: Option<String>,
+    /// request, consent, keys.
+    #[arg(long)]
+    kind: Option<String>,
+    /// RFC 3339 time, inclusive.
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 time, exclusive.
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, default_value = "table", value_parser = ["table", "jsonl", "csv"])]
+    format: String,
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +264,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keys::shred(&load_config(&config, false)?.0, &subject),
         Command::Audit {
             config,
+            command: AuditCommand::Query(q),
+        } => audit_query(&load_config(&config, false)?.0, &q),
+        Command::Audit {
+            config,
             command: AuditCommand::Verify,
         } => {
             let (cfg, _) = load_config(&config, false)?;
@@ -260,6 +296,139 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn audit_query(cfg: &Config, q: &AuditQuery) -> anyhow::Result<ExitCode> {
+    use crate::audit::query::{Filter, query};
+    let path = cfg
+        .audit
+        .as_ref()
+        .context("`storage.audit: off`: there is no audit trail to query")?;
+    if !path.exists() {
+        bail!("no audit trail at {} yet", path.display());
+    }
+    let time = |t: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
+        t.as_deref()
+            .map(|s| {
+                crate::clock::parse_rfc3339(s).with_context(|| {
+                    format!("--{what} `{s}` is not an RFC 3339 time (2026-11-27T08:00:00Z)")
+                })
+            })
+            .transpose()
+    };
+    let key = cfg
+        .hash_key
+        .as_deref()
+        .and_then(crate::audit::pseudonym_key)
+        .context("the audit trail needs `keys.hash_key`")?;
+    let subject = q
+        .subject
+        .as_deref()
+        .map(|s| crate::audit::pseudonym(&key, s));
+    let filter = Filter {
+        subject: subject.clone(),
+        client: q.client.clone(),
+        purpose: q.purpose.clone(),
+        route: q.route.clone(),
+        decision: q.decision.clone(),
+        kind: q.kind.clone(),
+        since: time(&q.since, "since")?,
+        until: time(&q.until, "until")?,
+    };
+    let found = query(path, &filter, 0, q.limit).map_err(anyhow::Error::msg)?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let record = |e: &crate::audit::Event| match &subject {
+        Some(s) => e
+            .subjects
+            .iter()
+            .filter(|x| &x.subject == s)
+            .map(|x| x.record.clone())
+            .collect::<Vec<_>>()
+            .join(";"),
+        None => e.subjects.len().to_string(),
+    };
+    let mut out = String::new();
+    match q.format.as_str() {
+        "jsonl" => {
+            for (seq, e) in &found {
+                let mut v = serde_json::to_value(e)?;
+                v["seq"] = (*seq).into();
+                out.push_str(&serde_json::to_string(&v)?);
+                out.push('\n');
+            }
+        }
+        "csv" => {
+            out.push_str("seq,time,kind,request_id,client,purpose,method,route,status,decision,problem,subjects\n");
+            for (seq, e) in &found {
+                let cells = [
+                    seq.to_string(),
+                    crate::clock::rfc3339(e.at),
+                    e.kind.clone(),
+                    opt(&e.request_id),
+                    opt(&e.client),
+                    opt(&e.purpose),
+                    opt(&e.method),
+                    opt(&e.route),
+                    e.status.map_or("-".into(), |s| s.to_string()),
+                    e.decision.clone(),
+                    opt(&e.problem),
+                    record(e),
+                ];
+                let quoted: Vec<String> = cells
+                    .iter()
+                    .map(|c| {
+                        if c.contains([',', '"', '\n']) {
+                            format!("\"{}\"", c.replace('"', "\"\""))
+                        } else {
+                            c.clone()
+                        }
+                    })
+                    .collect();
+                out.push_str(&quoted.join(","));
+                out.push('\n');
+            }
+        }
+        _ => {
+            let what = if subject.is_some() {
+                "record"
+            } else {
+                "subjects"
+            };
+            out.push_str(&format!(
+                "{:>6}  {:<24}  {:<8}  {:<16}  {:<20}  {:<6}  {:<34}  {:>6}  {:<9}  {}\n",
+                "seq",
+                "time",
+                "kind",
+                "client",
+                "purpose",
+                "method",
+                "route",
+                "status",
+                "decision",
+                what
+            ));
+            for (seq, e) in &found {
+                out.push_str(&format!(
+                    "{:>6}  {:<24}  {:<8}  {:<16}  {:<20}  {:<6}  {:<34}  {:>6}  {:<9}  {}\n",
+                    seq,
+                    crate::clock::rfc3339(e.at),
+                    e.kind,
+                    opt(&e.client),
+                    opt(&e.purpose),
+                    opt(&e.method),
+                    opt(&e.route),
+                    e.status.map_or("-".into(), |s| s.to_string()),
+                    e.decision,
+                    record(e)
+                ));
+            }
+        }
+    }
+    use std::io::Write as _;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("cannot write the events")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

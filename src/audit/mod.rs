@@ -13,6 +13,7 @@
 //! store    a SQLite file of its own (`audit.sqlite`)
 //! ```
 
+pub mod query;
 pub mod store;
 pub mod writer;
 

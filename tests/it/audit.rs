@@ -202,3 +202,61 @@ async fn a_streamed_response_is_recorded_before_its_first_byte_and_at_its_end() 
     assert_eq!(ev[2]["subjects"].as_array().unwrap().len(), 20);
     assert_eq!(ev[2]["counts"]["records"], 20);
 }
+
+#[tokio::test]
+async fn auditors_query_by_customer_client_and_decision() {
+    let gw = TestGateway::builder().grant("1", "marketing").start().await;
+    let list = format!(r#"{{"results":[{},{}]}}"#, contact(1), contact(2));
+    gw.crm.on(LIST, Reply::json(list));
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    get(&gw.url(LIST), MARKETING).await; // 1 shown, 2 dropped
+    get(&gw.url(ONE), SUPPORT).await; // 7 shown
+    get(&gw.url(ONE), "no-such-key-0123456789").await; // refused
+    let query = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["audit", "query", "--config"])
+            .arg(gw.dir().join("consentry.yaml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let lines = |s: String| -> Vec<serde_json::Value> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // Customer 2: the one list that held (and dropped) their record.
+    let two = lines(query(&["--subject", "2", "--format", "jsonl"]));
+    assert_eq!(two.len(), 1);
+    assert_eq!(two[0]["client"], "marketing");
+    assert_eq!(two[0]["seq"], 1);
+    let seven = lines(query(&["--subject", "7", "--format", "jsonl"]));
+    assert_eq!(seven.len(), 1);
+    assert_eq!(seven[0]["purpose"], "essential.service");
+    assert_eq!(
+        lines(query(&["--decision", "refused", "--format", "jsonl"])).len(),
+        1
+    );
+    let csv = query(&["--client", "support", "--format", "csv"]);
+    assert!(csv.starts_with("seq,time,kind,request_id,client"), "{csv}");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let table = query(&["--subject", "2"]);
+    assert!(table.contains("dropped"), "{table}");
+    assert!(!table.contains("\"2\""));
+    assert_eq!(
+        lines(query(&[
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--format",
+            "jsonl"
+        ]))
+        .len(),
+        0
+    );
+}
