@@ -144,9 +144,19 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain from the first event; name the first event that
-    /// is changed, missing or out of place, and exit 1.
-    Verify,
+    /// Check the hash chain from the first event and the signed
+    /// checkpoints; name the first event that is changed, missing or out of
+    /// place, or a checkpoint the trail no longer matches, and exit 1.
+    Verify {
+        /// Checkpoints exported earlier (`audit checkpoints`), kept elsewhere.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// The signing key every checkpoint must carry (hex, as exported).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Print the signed checkpoints as JSON lines, to keep them elsewhere.
+    Checkpoints,
     /// Print the events that match every filter given, oldest first.
     Query(Box<AuditQuery>),
 }
@@ -268,18 +278,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => audit_query(&load_config(&config, false)?.0, &q),
         Command::Audit {
             config,
-            command: AuditCommand::Verify,
+            command: AuditCommand::Checkpoints,
         } => {
             let (cfg, _) = load_config(&config, false)?;
-            let path = cfg
-                .audit
-                .context("`storage.audit: off`: there is no audit trail to verify")?;
-            if !path.exists() {
-                bail!("no audit trail at {} yet", path.display());
+            let path = audit_path(&cfg)?;
+            for cp in crate::audit::store::checkpoints(&path).map_err(anyhow::Error::msg)? {
+                println!("{}", serde_json::to_string(&cp)?);
             }
-            match crate::audit::store::verify(&path).map_err(anyhow::Error::msg)? {
-                Ok(n) => {
-                    println!("{}: {n} event(s), the chain is intact", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            config,
+            command:
+                AuditCommand::Verify {
+                    against,
+                    public_key,
+                },
+        } => {
+            let (cfg, _) = load_config(&config, false)?;
+            let path = audit_path(&cfg)?;
+            let kept: Vec<crate::audit::store::Checkpoint> = match &against {
+                None => Vec::new(),
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .enumerate()
+                    .map(|(i, l)| {
+                        serde_json::from_str(l).with_context(|| {
+                            format!("{} line {}: not a checkpoint", f.display(), i + 1)
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            match crate::audit::store::verify_all(&path, &kept, public_key.as_deref())
+                .map_err(anyhow::Error::msg)?
+            {
+                Ok(v) => {
+                    println!(
+                        "{}: {} event(s), the chain is intact; {} signed checkpoint(s) check out{}",
+                        path.display(),
+                        v.events,
+                        v.checkpoints,
+                        if kept.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", and {} kept one(s)", kept.len())
+                        }
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(b) => {
@@ -298,15 +344,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn audit_query(cfg: &Config, q: &AuditQuery) -> anyhow::Result<ExitCode> {
-    use crate::audit::query::{Filter, query};
+/// The audit trail's file, if the config has one and it exists.
+fn audit_path(cfg: &Config) -> anyhow::Result<PathBuf> {
     let path = cfg
         .audit
-        .as_ref()
-        .context("`storage.audit: off`: there is no audit trail to query")?;
+        .clone()
+        .context("`storage.audit: off`: there is no audit trail")?;
     if !path.exists() {
         bail!("no audit trail at {} yet", path.display());
     }
+    Ok(path)
+}
+
+fn audit_query(cfg: &Config, q: &AuditQuery) -> anyhow::Result<ExitCode> {
+    use crate::audit::query::{Filter, query};
+    let path = audit_path(cfg)?;
+    let path = &path;
     let time = |t: &Option<String>, what: &str| -> anyhow::Result<Option<i64>> {
         t.as_deref()
             .map(|s| {
@@ -539,7 +592,7 @@ fn start_audit(cfg: &Config) -> anyhow::Result<Option<Arc<crate::audit::writer::
         tracing::warn!("`storage.audit: off`: requests are not recorded in an audit trail");
         return Ok(None);
     };
-    let store = crate::audit::store::AuditStore::open(path).with_context(|| {
+    let store = crate::audit::open_signed(path).with_context(|| {
         format!(
             "cannot open the audit trail {} (storage.audit); nothing was started",
             path.display()

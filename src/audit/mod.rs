@@ -14,6 +14,7 @@
 //! ```
 
 pub mod query;
+pub mod signing;
 pub mod store;
 pub mod writer;
 
@@ -73,6 +74,18 @@ pub enum AuditError {
     Stopped,
     #[error("the audit writer is overloaded")]
     Busy,
+}
+
+/// Where the trail's signing key lives: beside the trail
+/// (`audit.db` -> `audit.signing-key`, 0600), made on first start.
+pub fn signing_key_path(trail: &std::path::Path) -> std::path::PathBuf {
+    trail.with_extension("signing-key")
+}
+
+/// Opens the trail and its signing key (made if there is none).
+pub fn open_signed(trail: &std::path::Path) -> Result<store::AuditStore, AuditError> {
+    let key = signing::load_or_create(&signing_key_path(trail))?;
+    Ok(store::AuditStore::open(trail)?.with_signer(key))
 }
 
 /// The hash that chains event `seq` with body `body` to its predecessor.

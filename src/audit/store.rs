@@ -8,12 +8,26 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{AuditError, chain_hash};
 use crate::clock::Millis;
 
-#[derive(Debug)]
 pub struct AuditStore {
     conn: Connection,
     last_seq: u64,
     last_hash: [u8; 32],
+    /// Signs checkpoints; `None`: none are written (tests of the chain alone).
+    signer: Option<ed25519_dalek::SigningKey>,
+    checkpoint_seq: u64,
+    checkpoint_at: Millis,
 }
+
+impl std::fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditStore(at event {})", self.last_seq)
+    }
+}
+
+/// A checkpoint is signed after this many events, or this long after the
+/// last one, whichever comes first (with the next batch).
+pub const CHECKPOINT_EVENTS: u64 = 1000;
+pub const CHECKPOINT_MS: Millis = 30_000;
 
 fn err(what: &'static str) -> impl Fn(rusqlite::Error) -> AuditError {
     move |e| AuditError::Store(format!("{what}: {e}"))
@@ -25,6 +39,13 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_events (
     body TEXT NOT NULL,
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    signature BLOB NOT NULL
 );";
 
 fn hash32(v: Vec<u8>) -> Option<[u8; 32]> {
@@ -59,11 +80,29 @@ impl AuditStore {
             ),
             None => (0, [0; 32]),
         };
+        let (checkpoint_seq, checkpoint_at): (i64, i64) = conn
+            .query_row(
+                "SELECT seq, at FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err("read the last checkpoint"))?
+            .unwrap_or((0, 0));
         Ok(AuditStore {
             conn,
             last_seq,
             last_hash,
+            signer: None,
+            checkpoint_seq: checkpoint_seq as u64,
+            checkpoint_at,
         })
+    }
+
+    /// Signs checkpoints with `key` from now on.
+    pub fn with_signer(mut self, key: ed25519_dalek::SigningKey) -> AuditStore {
+        self.signer = Some(key);
+        self
     }
 
     /// Appends events in one transaction; their sequence numbers, or an
@@ -95,8 +134,35 @@ impl AuditStore {
                 out.push(seq);
             }
         }
+        // A signed checkpoint over the chain's end, in the same commit.
+        let now = events.last().map_or(0, |(at, _)| *at);
+        let due = seq - self.checkpoint_seq >= CHECKPOINT_EVENTS
+            || now - self.checkpoint_at >= CHECKPOINT_MS;
+        let mut checkpointed = None;
+        if let Some(key) = self
+            .signer
+            .as_ref()
+            .filter(|_| due && seq > self.checkpoint_seq)
+        {
+            let sig = super::signing::sign(key, seq, now, &prev);
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, at, hash, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    seq as i64,
+                    now,
+                    prev.as_slice(),
+                    key.verifying_key().to_bytes().as_slice(),
+                    sig.as_slice()
+                ],
+            )
+            .map_err(err("checkpoint"))?;
+            checkpointed = Some((seq, now));
+        }
         tx.commit().map_err(err("commit"))?;
         (self.last_seq, self.last_hash) = (seq, prev);
+        if let Some((s, at)) = checkpointed {
+            (self.checkpoint_seq, self.checkpoint_at) = (s, at);
+        }
         Ok(out)
     }
 }
@@ -109,17 +175,149 @@ pub struct Broken {
     pub why: String,
 }
 
+/// A signed checkpoint, as stored or exported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub at: Millis,
+    /// Hex of the chain hash of event `seq`.
+    pub hash: String,
+    pub public_key: String,
+    pub signature: String,
+}
+
+/// What a check of the whole trail found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub events: u64,
+    pub checkpoints: u64,
+}
+
+/// Every checkpoint in the trail, oldest first.
+pub fn checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    let mut stmt = conn
+        .prepare("SELECT seq, at, hash, public_key, signature FROM audit_checkpoints ORDER BY seq")
+        .map_err(err("read"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get::<_, i64>(0)? as u64,
+                at: r.get(1)?,
+                hash: crate::config::hex(&r.get::<_, Vec<u8>>(2)?),
+                public_key: crate::config::hex(&r.get::<_, Vec<u8>>(3)?),
+                signature: crate::config::hex(&r.get::<_, Vec<u8>>(4)?),
+            })
+        })
+        .map_err(err("read"))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err("read"))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Walks the chain from the first event, then checks the checkpoints: the
+/// trail's own, and `kept` (exported earlier, e.g. to another system), each
+/// signed, and each matching the event it names. A trail cut short below a
+/// checkpoint, or a checkpoint that no longer matches, is named. With
+/// `trusted`, every checkpoint must be signed by that public key (hex).
+pub fn verify_all(
+    path: &Path,
+    kept: &[Checkpoint],
+    trusted: Option<&str>,
+) -> Result<Result<Verified, Broken>, AuditError> {
+    let (events, hashes) = match walk(path)? {
+        Ok(x) => x,
+        Err(b) => return Ok(Err(b)),
+    };
+    let own = checkpoints(path)?;
+    for (cp, whose) in own
+        .iter()
+        .map(|c| (c, "the trail's"))
+        .chain(kept.iter().map(|c| (c, "a kept")))
+    {
+        let broken = |why: String| Ok(Err(Broken { seq: cp.seq, why }));
+        if cp.seq > events {
+            return broken(format!(
+                "{whose} checkpoint signs event {} but the trail ends at event {events} (truncated)",
+                cp.seq
+            ));
+        }
+        let (Some(h), Some(pk), Some(sig)) =
+            (unhex(&cp.hash), unhex(&cp.public_key), unhex(&cp.signature))
+        else {
+            return broken(format!("{whose} checkpoint is malformed"));
+        };
+        let Ok(h32) = <[u8; 32]>::try_from(h) else {
+            return broken(format!("{whose} checkpoint is malformed"));
+        };
+        if hashes.get(&cp.seq) != Some(&h32) && hash_at(path, cp.seq)? != Some(h32) {
+            return broken(format!(
+                "{whose} checkpoint does not match the event it signs (the trail was rewritten)"
+            ));
+        }
+        if !super::signing::verify(&pk, cp.seq, cp.at, &h32, &sig) {
+            return broken(format!("{whose} checkpoint's signature does not verify"));
+        }
+        if trusted.is_some_and(|t| !t.eq_ignore_ascii_case(&cp.public_key)) {
+            return broken(format!("{whose} checkpoint is signed by another key"));
+        }
+    }
+    Ok(Ok(Verified {
+        events,
+        checkpoints: own.len() as u64,
+    }))
+}
+
+fn hash_at(path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
+    let conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    let h: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT hash FROM audit_events WHERE seq = ?1",
+            [seq as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err("read"))?;
+    Ok(h.and_then(hash32))
+}
+
 /// Walks the chain from the first event; the number of events checked, or
 /// the first one that is wrong (changed, missing, out of place).
 pub fn verify(path: &Path) -> Result<Result<u64, Broken>, AuditError> {
+    Ok(walk(path)?.map(|(n, _)| n))
+}
+
+type Walked = (u64, std::collections::HashMap<u64, [u8; 32]>);
+
+fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    let marks: std::collections::HashSet<u64> = {
+        let mut st = conn
+            .prepare("SELECT seq FROM audit_checkpoints")
+            .map_err(err("read"))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, i64>(0))
+            .map_err(err("read"))?;
+        rows.filter_map(Result::ok).map(|s| s as u64).collect()
+    };
     let mut stmt = conn
         .prepare("SELECT seq, body, prev, hash FROM audit_events ORDER BY seq")
         .map_err(err("read"))?;
     let mut rows = stmt.query([]).map_err(err("read"))?;
     let (mut expect, mut prev) = (1u64, [0u8; 32]);
     let mut n = 0;
+    let mut at_marks = std::collections::HashMap::new();
     while let Some(r) = rows.next().map_err(err("read"))? {
         let seq = r.get::<_, i64>(0).map_err(err("read"))? as u64;
         let body: String = r.get(1).map_err(err("read"))?;
@@ -139,10 +337,13 @@ pub fn verify(path: &Path) -> Result<Result<u64, Broken>, AuditError> {
             return broken("its content does not match its hash (changed)".into());
         }
         prev = stored.unwrap_or_default();
+        if marks.contains(&seq) {
+            at_marks.insert(seq, prev);
+        }
         expect += 1;
         n += 1;
     }
-    Ok(Ok(n))
+    Ok(Ok((n, at_marks)))
 }
 
 #[cfg(test)]
@@ -231,5 +432,74 @@ mod tests {
         other.execute_batch("COMMIT;").unwrap();
         assert_eq!(s.append(&[(1, b"{}".as_slice())]).unwrap(), [3]);
         assert_eq!(verify(&path).unwrap(), Ok(3));
+    }
+
+    fn signed(n: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut s = crate::audit::open_signed(&path).unwrap();
+        for i in 0..n {
+            // 30 s apart: every event is also checkpointed.
+            let at = (i as i64 + 1) * CHECKPOINT_MS;
+            let body = format!(r#"{{"at":{at},"kind":"request","decision":"served"}}"#);
+            s.append(&[(at, body.as_bytes())]).unwrap();
+        }
+        (dir, path)
+    }
+
+    #[test]
+    fn signed_checkpoints_find_a_cut_tail_and_a_rewritten_trail() {
+        let (_d, path) = signed(5);
+        assert_eq!(
+            verify_all(&path, &[], None).unwrap(),
+            Ok(Verified {
+                events: 5,
+                checkpoints: 5
+            })
+        );
+        let kept = checkpoints(&path).unwrap();
+        let key = kept[0].public_key.clone();
+        assert_eq!(
+            verify_all(&path, &kept, Some(&key))
+                .unwrap()
+                .unwrap()
+                .events,
+            5
+        );
+        assert!(
+            verify_all(&path, &[], Some(&"00".repeat(32)))
+                .unwrap()
+                .is_err(),
+            "another key"
+        );
+
+        // The tail cut off: the trail's own checkpoints say so.
+        sql(&path, "DELETE FROM audit_events WHERE seq >= 4");
+        let b = verify_all(&path, &[], None).unwrap().unwrap_err();
+        assert!(b.why.contains("truncated"), "{b:?}");
+        // ... and with those deleted too, the kept ones still do.
+        sql(&path, "DELETE FROM audit_checkpoints WHERE seq >= 4");
+        assert!(verify_all(&path, &[], None).unwrap().is_ok());
+        let b = verify_all(&path, &kept, None).unwrap().unwrap_err();
+        assert!(
+            b.why.contains("a kept checkpoint") && b.why.contains("truncated"),
+            "{b:?}"
+        );
+
+        // A whole new chain (consistent hashes, new content): no signature matches.
+        let (_d, path) = signed(3);
+        let kept = checkpoints(&path).unwrap();
+        sql(
+            &path,
+            "DELETE FROM audit_events; DELETE FROM audit_checkpoints;",
+        );
+        let mut forged = AuditStore::open(&path).unwrap();
+        for i in 0..3 {
+            forged
+                .append(&[(i, br#"{"forged":true}"#.as_slice())])
+                .unwrap();
+        }
+        let b = verify_all(&path, &kept, None).unwrap().unwrap_err();
+        assert!(b.why.contains("rewritten"), "{b:?}");
     }
 }

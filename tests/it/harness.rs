@@ -524,7 +524,7 @@ log: {{ access: false }}
             consents.record(&events, &|p| set.knows_purpose(p)).unwrap();
         }
         let audit = cfg.audit.as_ref().map(|path| {
-            let store = consentry::audit::store::AuditStore::open(path).unwrap();
+            let store = consentry::audit::open_signed(path).unwrap();
             let key = consentry::audit::pseudonym_key(cfg.hash_key.as_deref().unwrap()).unwrap();
             consentry::audit::writer::Audit::start(store, key).unwrap()
         });
