@@ -3,6 +3,7 @@
 mod admin;
 mod consent;
 mod keys;
+mod subject;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -66,6 +67,19 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// What the gateway knows about one customer.
+    Subject {
+        #[arg(
+            long,
+            short,
+            env = "CONSENTRY_CONFIG",
+            default_value = "consentry.yaml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: SubjectCommand,
     },
     /// The audit trail.
     Audit {
@@ -140,6 +154,13 @@ enum KeysCommand {
         )]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectCommand {
+    /// A JSON report (GDPR Art. 15/20): consent history, every recorded
+    /// access to the customer's data, and the state of their data key.
+    Access { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,6 +293,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys {
             command: KeysCommand::Shred { subject, config },
         } => keys::shred(&load_config(&config, false)?.0, &subject),
+        Command::Subject {
+            config,
+            command: SubjectCommand::Access { id },
+        } => subject::access(&load_config(&config, false)?.0, &id),
         Command::Audit {
             config,
             command: AuditCommand::Query(q),

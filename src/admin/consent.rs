@@ -249,7 +249,7 @@ pub fn export_bytes(consents: &Consents, csv: bool) -> Result<Vec<u8>> {
 }
 
 /// One statement as JSON; `full` adds the store's id and recording time.
-fn statement(s: &Stored, full: bool) -> serde_json::Value {
+pub fn statement(s: &Stored, full: bool) -> serde_json::Value {
     let e = &s.event;
     let mut v = serde_json::json!({
         "subject": e.subject,

@@ -260,3 +260,67 @@ async fn auditors_query_by_customer_client_and_decision() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_subject_access_report_holds_consent_accesses_and_erasure() {
+    let gw = TestGateway::builder()
+        .admin()
+        .grant("1", "marketing")
+        .start()
+        .await;
+    let list = format!(r#"{{"results":[{},{}]}}"#, contact(1), contact(2));
+    gw.crm.on(LIST, Reply::json(list));
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    get(&gw.url(LIST), MARKETING).await; // 1 shown, 2 dropped
+    get(&gw.url("/crm/v3/objects/contacts/1"), SUPPORT).await; // 1 shown
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let shred = send(
+        "DELETE",
+        &gw.admin_url("/v1/subjects/2/key"),
+        &[("authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(shred.status, 200);
+    let report = |id: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["subject", "access", id, "--config"])
+            .arg(gw.dir().join("consentry.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let one = report("1");
+    assert_eq!(one["consent_history"][0]["purpose"], "marketing");
+    assert_eq!(one["consent_history"][0]["status"], "granted");
+    let acc = one["accesses"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = acc
+        .iter()
+        .map(|a| {
+            (
+                a["purpose"].as_str().unwrap(),
+                a["record"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("marketing", "shown"), ("essential.service", "shown")]
+    );
+    assert_eq!(one["erasure"]["data_key"]["state"], "none");
+    let two = report("2");
+    assert_eq!(two["consent_history"].as_array().unwrap().len(), 0);
+    let acc = two["accesses"].as_array().unwrap();
+    assert_eq!(acc[0]["record"], "dropped");
+    assert_eq!(
+        (acc[1]["kind"].as_str(), acc[1]["decision"].as_str()),
+        (Some("keys"), Some("shredded"))
+    );
+    assert_eq!(two["erasure"]["data_key"]["state"], "destroyed");
+}

@@ -1,0 +1,89 @@
+//! `consentry subject access ID`: one machine-readable report of what the
+//! gateway knows about a customer (GDPR Art. 15 and 20): their consent
+//! history, every recorded access to their data (who, when, for what, what
+//! became of their record), and the state of their data key. Read-only: it
+//! works while the gateway runs.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+
+use crate::audit::query::{Filter, query};
+use crate::config::Config;
+use crate::consent::store::ConsentStore;
+use crate::keys::service::subject_owner;
+use crate::keys::store::{KeyStore, StoredKey};
+use crate::storage::sqlite::SqliteStore;
+
+/// The report, as JSON.
+pub fn access_report(cfg: &Config, subject: &str) -> anyhow::Result<serde_json::Value> {
+    crate::consent::model::check_subject(subject).map_err(anyhow::Error::msg)?;
+    if !cfg.sqlite.exists() {
+        bail!("no store at {} yet", cfg.sqlite.display());
+    }
+    let store = SqliteStore::open_read_only(&cfg.sqlite).map_err(anyhow::Error::msg)?;
+    let consents: Vec<serde_json::Value> = store
+        .history(subject)
+        .map_err(anyhow::Error::msg)?
+        .iter()
+        .map(|s| crate::admin::consent::statement(s, true))
+        .collect();
+    let data_key = match store
+        .get(&subject_owner(subject))
+        .map_err(anyhow::Error::msg)?
+    {
+        None => serde_json::json!({"state": "none"}),
+        Some(StoredKey::Live(_)) => serde_json::json!({"state": "live"}),
+        Some(StoredKey::Destroyed { at, .. }) => {
+            serde_json::json!({"state": "destroyed", "at": crate::clock::rfc3339(at)})
+        }
+    };
+    let mut accesses = Vec::new();
+    let mut pseudonym = None;
+    if let Some(path) = cfg.audit.as_ref().filter(|p| p.exists()) {
+        let key = cfg
+            .hash_key
+            .as_deref()
+            .and_then(crate::audit::pseudonym_key)
+            .context("the audit trail needs `keys.hash_key`")?;
+        let p = crate::audit::pseudonym(&key, subject);
+        let filter = Filter {
+            subject: Some(p.clone()),
+            ..Filter::default()
+        };
+        for (seq, e) in query(path, &filter, 0, usize::MAX).map_err(anyhow::Error::msg)? {
+            let record: Vec<&str> = e
+                .subjects
+                .iter()
+                .filter(|s| s.subject == p)
+                .map(|s| s.record.as_str())
+                .collect();
+            accesses.push(serde_json::json!({
+                "seq": seq,
+                "at": crate::clock::rfc3339(e.at),
+                "kind": e.kind,
+                "client": e.client,
+                "purpose": e.purpose,
+                "method": e.method,
+                "route": e.route,
+                "decision": e.decision,
+                "record": record.join(";"),
+            }));
+        }
+        pseudonym = Some(p);
+    }
+    Ok(serde_json::json!({
+        "subject": subject,
+        "generated_at": crate::clock::rfc3339(crate::clock::to_ms(std::time::SystemTime::now())),
+        "audit_pseudonym": pseudonym,
+        "consent_history": consents,
+        "accesses": accesses,
+        "erasure": {"data_key": data_key},
+    }))
+}
+
+pub fn access(cfg: &Config, subject: &str) -> anyhow::Result<ExitCode> {
+    let report = access_report(cfg, subject)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
