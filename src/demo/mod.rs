@@ -121,7 +121,15 @@ unreadable for good; the read shows [REDACTED]).
        cargo run --release -- keys rotate
   curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/keys
   curl -s -X DELETE -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/1001/key
-  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' {g}/crm/v3/objects/contacts/1001"#
+  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' {g}/crm/v3/objects/contacts/1001
+
+Audit: every request above is in consentry-data/audit.db, chained and
+signed, customers as pseudonyms (the CLI reads the config's secrets):
+
+  export CONSENTRY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} CONSENTRY_HASH_KEY={DEMO_HASH_KEY}
+  cargo run --release -- audit query --subject 7       # who saw contact 7, when, why
+  cargo run --release -- audit verify                  # chain and signed checkpoints
+  cargo run --release -- subject access 1001           # the access report (JSON)"#
         ),
     };
     format!(
