@@ -17,6 +17,7 @@ cargo build --release --manifest-path "$root/Cargo.toml" -q
 bin="$root/target/release/consentry"
 rm -rf "$run"; mkdir -p "$run/on" "$run/off" "$BENCH_DIR/run/A_tmp"
 pids=()
+. "$here/lib.sh"
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 for mode in on off; do
   port=18092; audit="$run/on/audit.db"
@@ -25,27 +26,11 @@ for mode in on off; do
       "$here/consentry-peer.yaml" > "$run/$mode/consentry.yaml"
   printf 'storage: { sqlite: %s/%s/consentry.db, audit: %s }\n' "$run" "$mode" "$audit" >> "$run/$mode/consentry.yaml"
 done
-nginx -p "$BENCH_DIR/" -c nginx/A_upstream.conf -e "$run/A.error.log" \
-      -g "daemon off; worker_processes 1; pid $run/A.pid;" & pids+=($!)
+start_nginx_a "$run"
 "$bin" serve --config "$run/on/consentry.yaml" 2> "$run/on.err" & pids+=($!)
 "$bin" serve --config "$run/off/consentry.yaml" 2> "$run/off.err" & pids+=($!)
-for port in 18080 18092 18093; do
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+wait_ports 18080 18092 18093
 for p in /api/contacts/1 /api/contacts; do
-  for r in $(seq "$R"); do
-    if [ $((r % 2)) = 1 ]; then order="18092 18093"; else order="18093 18092"; fi
-    declare -A rps=()
-    for port in $order; do
-      rps[$port]=$(wrk -t1 -c32 -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port$p" | awk '/Requests\/sec/{print $2}')
-    done
-    echo "${rps[18093]} ${rps[18092]}"
-  done | python3 -c "
-import sys, statistics
-rows = [tuple(map(float, l.split())) for l in sys.stdin]
-r = [on / off for off, on in rows]
-print('%-16s audit off %8.0f req/s, on %8.0f req/s (medians): on/off %.2f (%.2f-%.2f)' % (
-    '$p', statistics.median(o for o, _ in rows), statistics.median(n for _, n in rows),
-    statistics.median(r), min(r), max(r)))"
+  ab "$p" "$R" 18093 "audit-off" 18092 "audit-on"
 done
 "$bin" audit verify --config "$run/on/consentry.yaml"

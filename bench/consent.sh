@@ -16,6 +16,7 @@ cargo build --release --manifest-path "$root/Cargo.toml" -q
 bin="$root/target/release/consentry"
 rm -rf "$run"; mkdir -p "$run/policies" "$BENCH_DIR/run/A_tmp"
 pids=()
+. "$here/lib.sh"
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 # The consent variant: a subject per record, and the purpose needs consent.
@@ -29,31 +30,15 @@ printf 'storage: { sqlite: %s/consentry.db }\n' "$run" >> "$run/consentry.yaml"
 } > "$run/consents.csv"
 "$bin" consent import --config "$run/consentry.yaml" "$run/consents.csv"
 
-nginx -p "$BENCH_DIR/" -c nginx/A_upstream.conf -e "$run/A.error.log" \
-      -g "daemon off; worker_processes 1; pid $run/A.pid;" & pids+=($!)
+start_nginx_a "$run"
 "$bin" serve --config "$here/consentry-peer.yaml" & pids+=($!)
 "$bin" serve --config "$run/consentry.yaml" & pids+=($!)
-for port in 18080 18090 18091; do
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-done
+wait_ports 18080 18090 18091
 # Same bodies from both (every subject consented).
 for p in /api/contacts/1 /api/contacts; do
   cmp <(curl -s -H "X-Api-Key: $KEY" "http://127.0.0.1:18090$p") \
       <(curl -s -H "X-Api-Key: $KEY" "http://127.0.0.1:18091$p") || { echo "bodies differ on $p" >&2; exit 1; }
 done
 for p in /api/contacts/1 /api/contacts; do
-  for r in $(seq "$R"); do
-    if [ $((r % 2)) = 1 ]; then order="18090 18091"; else order="18091 18090"; fi
-    declare -A rps=()
-    for port in $order; do
-      rps[$port]=$(wrk -t1 -c32 -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port$p" | awk '/Requests\/sec/{print $2}')
-    done
-    echo "${rps[18090]} ${rps[18091]}"
-  done | python3 -c "
-import sys, statistics
-rows = [tuple(map(float, l.split())) for l in sys.stdin]
-r = [c / n for n, c in rows]
-print('%-16s without consent %8.0f req/s, with %8.0f req/s (medians): with/without %.2f (%.2f-%.2f)' % (
-    '$p', statistics.median(n for n, _ in rows), statistics.median(c for _, c in rows),
-    statistics.median(r), min(r), max(r)))"
+  ab "$p" "$R" 18090 "without-consent" 18091 "with-consent"
 done

@@ -76,21 +76,11 @@ fn list_reads(c: &mut Criterion) {
     use consentry::keys::master::MasterKeys;
     use consentry::keys::service::{Keys, subject_owner};
     use consentry::keys::store::MemoryKeyStore;
-    use consentry::keys::vault::Vault;
+    use consentry::keys::vault::{Sealer, Vault};
     use consentry::policy::collect::collect;
     use consentry::policy::compile::{Options, compile};
     use consentry::proxy::gate::RecordGate;
-    use consentry::transform::{Gate, Limits, RecordOutcome, Seal, Subject, rewrite_with};
-
-    struct Writer<'a>(&'a Vault);
-    impl Gate for Writer<'_> {
-        fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
-            Some(RecordOutcome::Keep)
-        }
-        fn seal(&mut self, c: &str, s: Seal, p: &[u8], out: &mut Vec<u8>) -> bool {
-            self.0.seal(c, s, p, out)
-        }
-    }
+    use consentry::transform::{Limits, rewrite_with};
 
     let fields = r#"
       $.id: user.unique_id
@@ -151,7 +141,7 @@ rules:
         let dk = keys.for_write(&subject_owner(&j.to_string())).unwrap();
         let vault = Vault::for_write(&keys, Some(dk), &det).unwrap();
         let upd = update.rule_for("essential.service").unwrap();
-        let c = collect(update, upd, &rec, Limits::default(), Writer(&vault)).unwrap();
+        let c = collect(update, upd, &rec, Limits::default(), Sealer(Some(&vault))).unwrap();
         assert_eq!(c.sealed, 7);
         sealed.push(String::from_utf8(c.body).unwrap());
         plain.push(String::from_utf8(rec).unwrap());

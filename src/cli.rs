@@ -34,18 +34,36 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE` (or `CONSENTRY_CONFIG`), shared by the commands that
+/// read the configuration.
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(
+        id = "config",
+        long = "config",
+        short = 'c',
+        env = "CONSENTRY_CONFIG",
+        default_value = "consentry.yaml",
+        global = true
+    )]
+    path: PathBuf,
+}
+
+impl ConfigArg {
+    /// The config (outside the demo, so with the real environment).
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(load_config(&self.path, false)?.0)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve {
         /// The configuration file.
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run the sample CRM and the gateway in front of it, and print curl commands to try.
     Demo {
@@ -70,41 +88,22 @@ enum Command {
     },
     /// What the gateway knows about one customer.
     Subject {
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(subcommand)]
         command: SubjectCommand,
     },
     /// The audit trail.
     Audit {
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(subcommand)]
         command: AuditCommand,
     },
     /// Import and export consent records.
     Consent {
-        /// The configuration file (names the store and the policies).
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(subcommand)]
         command: ConsentCommand,
     },
@@ -121,38 +120,23 @@ enum KeysCommand {
     /// every data key under it (online when the gateway runs). Tokens in the
     /// CRM stay valid.
     Rotate {
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Remove an old master key version from the key file, once no data key
     /// is wrapped under it.
     Retire {
         #[arg(long)]
         version: u32,
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Destroy one customer's data key (crypto-shredding): every token of
     /// theirs becomes unreadable for good.
     Shred {
         subject: String,
-        #[arg(
-            long,
-            short,
-            env = "CONSENTRY_CONFIG",
-            default_value = "consentry.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -258,7 +242,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
-            let (cfg, set) = load_config(&config, false)?;
+            let (cfg, set) = load_config(&config.path, false)?;
             init_logging(&cfg);
             serve(cfg, set)?;
             Ok(ExitCode::SUCCESS)
@@ -286,26 +270,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys {
             command: KeysCommand::Rotate { config },
-        } => keys::rotate(&load_config(&config, false)?.0),
+        } => keys::rotate(&config.load()?),
         Command::Keys {
             command: KeysCommand::Retire { version, config },
-        } => keys::retire(&load_config(&config, false)?.0, version),
+        } => keys::retire(&config.load()?, version),
         Command::Keys {
             command: KeysCommand::Shred { subject, config },
-        } => keys::shred(&load_config(&config, false)?.0, &subject),
+        } => keys::shred(&config.load()?, &subject),
         Command::Subject {
             config,
             command: SubjectCommand::Access { id },
-        } => subject::access(&load_config(&config, false)?.0, &id),
+        } => subject::access(&config.load()?, &id),
         Command::Audit {
             config,
             command: AuditCommand::Query(q),
-        } => audit_query(&load_config(&config, false)?.0, &q),
+        } => audit_query(&config.load()?, &q),
         Command::Audit {
             config,
             command: AuditCommand::Checkpoints,
         } => {
-            let (cfg, _) = load_config(&config, false)?;
+            let cfg = config.load()?;
             let path = audit_path(&cfg)?;
             for cp in crate::audit::store::checkpoints(&path).map_err(anyhow::Error::msg)? {
                 println!("{}", serde_json::to_string(&cp)?);
@@ -320,7 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     public_key,
                 },
         } => {
-            let (cfg, _) = load_config(&config, false)?;
+            let cfg = config.load()?;
             let path = audit_path(&cfg)?;
             let kept: Vec<crate::audit::store::Checkpoint> = match &against {
                 None => Vec::new(),
@@ -360,7 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Consent { config, command } => {
-            let (cfg, set) = load_config(&config, false)?;
+            let (cfg, set) = load_config(&config.path, false)?;
             match command {
                 ConsentCommand::Import { file } => consent::import_file(&cfg, &set, &file),
                 ConsentCommand::Export { format } => consent::export(&cfg, format == "csv"),

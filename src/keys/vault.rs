@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::service::{Held, Keys, KeysError, category_owner};
 use super::token::{self, Kind};
 use super::wrap::DataKey;
-use crate::transform::Seal;
+use crate::transform::{Gate, RecordOutcome, Seal, Subject};
 
 #[derive(Debug, Default)]
 pub struct Vault {
@@ -34,6 +34,30 @@ impl Vault {
             subjects: HashMap::new(),
             categories: category_keys(keys, categories)?,
         })
+    }
+
+    /// A vault from cached keys only (no store access, so no blocking);
+    /// `None` if a category's key is not cached yet.
+    pub fn cached(
+        keys: &Keys,
+        writer: Option<Arc<DataKey>>,
+        categories: &[String],
+    ) -> Option<Vault> {
+        let mut map = HashMap::with_capacity(categories.len());
+        for c in categories {
+            map.insert(c.clone(), keys.cached_key(&category_owner(c))?);
+        }
+        Some(Vault {
+            writer,
+            subjects: HashMap::new(),
+            categories: map,
+        })
+    }
+
+    /// The vault, with `key` for new randomised tokens.
+    pub fn with_writer(mut self, key: Arc<DataKey>) -> Vault {
+        self.writer = Some(key);
+        self
     }
 
     /// A vault for reads: subjects' keys arrive through `learn`.
@@ -127,6 +151,22 @@ impl Vault {
     }
 }
 
+/// The gate of a write: keeps its record and seals its encrypted fields
+/// with the vault's keys (`None`: nothing is encrypted, and a sealed field
+/// fails the write).
+#[derive(Debug)]
+pub struct Sealer<'a>(pub Option<&'a Vault>);
+
+impl Gate for Sealer<'_> {
+    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
+        Some(RecordOutcome::Keep)
+    }
+
+    fn seal(&mut self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
+        self.0.is_some_and(|v| v.seal(category, seal, plain, out))
+    }
+}
+
 /// The keys of deterministic `categories`, made on first use. Blocking on
 /// cache misses.
 fn category_keys(
@@ -138,12 +178,4 @@ fn category_keys(
         out.insert(c.clone(), keys.for_write(&category_owner(c))?);
     }
     Ok(out)
-}
-
-/// Whether every key `categories` need is cached (then building a vault
-/// does not block).
-pub fn categories_cached(keys: &Keys, categories: &[String]) -> bool {
-    categories
-        .iter()
-        .all(|c| keys.cached_key(&category_owner(c)).is_some())
 }

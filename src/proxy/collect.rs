@@ -16,10 +16,10 @@ use super::forward::UpBody;
 use super::reject::Refusal;
 use crate::config::Limits;
 use crate::consent::Consents;
-use crate::keys::vault::Vault;
+use crate::keys::vault::{Sealer, Vault};
 use crate::policy::collect::{CollectError, collect, collectable};
 use crate::policy::{ConsentCheck, Resource, Rule};
-use crate::transform::{self, Gate, RecordOutcome, Seal, Subject, TransformError};
+use crate::transform::{self, TransformError};
 
 /// Bodies larger than this are rewritten on a blocking-pool thread.
 const OFFLOAD_AFTER: usize = 1 << 20;
@@ -57,19 +57,6 @@ pub async fn check_subject(
         .get(&subject)
         .is_some_and(|s| s.allows(purpose, check.basis, consents.now()));
     if allowed { Ok(()) } else { Err(refused()) }
-}
-
-/// Keeps the one record of a write and seals its encrypted fields.
-struct Sealer<'a>(Option<&'a Vault>);
-
-impl Gate for Sealer<'_> {
-    fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
-        Some(RecordOutcome::Keep)
-    }
-
-    fn seal(&mut self, category: &str, seal: Seal, plain: &[u8], out: &mut Vec<u8>) -> bool {
-        self.0.is_some_and(|v| v.seal(category, seal, plain, out))
-    }
 }
 
 /// Reads, checks and minimises a write body, sealing the values of

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::gate::keys_failed;
 use super::reject::Refusal;
 use crate::keys::service::{Keys, KeysError, pending_owner, subject_owner};
-use crate::keys::vault::{Vault, categories_cached};
+use crate::keys::vault::Vault;
 use crate::keys::wrap::DataKey;
 use crate::policy::{Resource, SearchField};
 use crate::transform::{Program, Seal};
@@ -55,7 +55,7 @@ pub async fn write_vault(
     program: &Program,
     path: &str,
 ) -> Result<(Vault, Option<Pending>), Refusal> {
-    let categories = program.deterministic.clone();
+    let categories = &program.deterministic;
     let owner = match resource.write_subject(path) {
         Some(s) => Some(subject_owner(&s)),
         None if resource.path_subject.is_some() => {
@@ -66,12 +66,13 @@ pub async fn write_vault(
     };
     if let Some(o) = &owner
         && let Some(dk) = keys.cached_key(o)
-        && categories_cached(keys, &categories)
+        && let Some(v) = Vault::cached(keys, Some(dk), categories)
     {
-        let v = Vault::for_write(keys, Some(dk), &categories).map_err(keys_failed)?;
         return Ok((v, None));
     }
-    if owner.is_none() && categories_cached(keys, &categories) {
+    if owner.is_none()
+        && let Some(v) = Vault::cached(keys, None, categories)
+    {
         let (taken, refill) = keys.take_pending();
         if refill {
             let k = Arc::clone(keys);
@@ -82,8 +83,7 @@ pub async fn write_vault(
             });
         }
         if let Some((owner, key)) = taken {
-            let v =
-                Vault::for_write(keys, Some(Arc::clone(&key)), &categories).map_err(keys_failed)?;
+            let v = v.with_writer(Arc::clone(&key));
             let p = Pending {
                 owner,
                 key,
@@ -92,7 +92,7 @@ pub async fn write_vault(
             return Ok((v, Some(p)));
         }
     }
-    let keys = Arc::clone(keys);
+    let (keys, categories) = (Arc::clone(keys), categories.clone());
     blocking(move || {
         let Some(owner) = owner else {
             let owner = pending_owner().map_err(|e| keys_failed(e.into()))?;
@@ -119,11 +119,10 @@ pub async fn write_vault(
 /// The keys for reading `program`'s tokens: the deterministic categories'
 /// now; the subjects' as records arrive (`gate::RecordGate`).
 pub async fn read_vault(keys: &Arc<Keys>, program: &Program) -> Result<Vault, Refusal> {
-    let categories = program.deterministic.clone();
-    if categories_cached(keys, &categories) {
-        return Vault::for_read(keys, &categories).map_err(keys_failed);
+    if let Some(v) = Vault::cached(keys, None, &program.deterministic) {
+        return Ok(v);
     }
-    let keys = Arc::clone(keys);
+    let (keys, categories) = (Arc::clone(keys), program.deterministic.clone());
     blocking(move || Vault::for_read(&keys, &categories).map_err(keys_failed)).await
 }
 

@@ -255,6 +255,7 @@ mod tests {
     use crate::keys::master::MasterKeys;
     use crate::keys::service::subject_owner;
     use crate::keys::store::MemoryKeyStore;
+    use crate::keys::vault::Sealer;
     use crate::policy::collect::collect;
     use crate::policy::compile::{Options, compile};
     use crate::transform::{Limits, rewrite_with};
@@ -281,17 +282,6 @@ rules:
     mask: { user.contact.phone_number: last4 }
 "#;
 
-    struct Writer<'a>(&'a Vault);
-
-    impl Gate for Writer<'_> {
-        fn decide(&mut self, _: Subject<'_>) -> Option<RecordOutcome> {
-            Some(RecordOutcome::Keep)
-        }
-        fn seal(&mut self, c: &str, s: Seal, p: &[u8], out: &mut Vec<u8>) -> bool {
-            self.0.seal(c, s, p, out)
-        }
-    }
-
     #[test]
     fn values_the_selectors_reach_inside_arrays_are_sealed_and_opened() {
         let (set, _) = compile(
@@ -309,7 +299,7 @@ rules:
         let vault = Vault::for_write(&keys, Some(dk), &[]).unwrap();
         let body = br#"{"id":"5","contacts":[{"type":"work","value":"a@x.example"},{"value":"b@x.example"}],"profile":{"phones":["+1 555 0101","+2 666 0202"],"note":"x"}}"#;
         let support = res.rule_for("essential.service").unwrap();
-        let c = collect(res, support, body, Limits::default(), Writer(&vault)).unwrap();
+        let c = collect(res, support, body, Limits::default(), Sealer(Some(&vault))).unwrap();
         let stored = String::from_utf8(c.body.clone()).unwrap();
         assert_eq!(c.sealed, 4, "{stored}");
         for plain in ["a@x.example", "b@x.example", "555", "666"] {
@@ -394,7 +384,7 @@ rules:
         let body = br#"{"id":"5","contact":{"street":"1 Main St","email":"e@x.example"}}"#;
         let write = |res: &crate::policy::Resource| {
             let support = res.rule_for("essential.service").unwrap();
-            collect(res, support, body, Limits::default(), Writer(&vault)).unwrap()
+            collect(res, support, body, Limits::default(), Sealer(Some(&vault))).unwrap()
         };
         let c = write(res);
         let stored: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
@@ -453,7 +443,7 @@ rules:
                 support,
                 echo.as_bytes(),
                 Limits::default(),
-                Writer(&vault)
+                Sealer(Some(&vault))
             )
             .unwrap_err(),
             crate::policy::collect::CollectError::Transform(

@@ -137,28 +137,14 @@ async fn the_cli_verifies_the_chain_and_names_the_first_bad_event() {
 #[tokio::test]
 async fn administrative_acts_are_recorded_too() {
     let gw = TestGateway::builder().admin().start().await;
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let admin = |method: &'static str, path: &'static str, body: &'static str| {
-        let (url, auth) = (gw.admin_url(path), auth.clone());
-        async move {
-            send(
-                method,
-                &url,
-                &[
-                    ("authorization", auth.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                body.as_bytes(),
-            )
-            .await
-        }
-    };
     let body = r#"{"subject":"4711","purpose":"marketing","status":"granted"}"#;
-    assert_eq!(admin("POST", "/v1/consents", body).await.status, 200);
+    let json = "application/json";
     assert_eq!(
-        admin("DELETE", "/v1/subjects/4711/key", "").await.status,
+        admin(&gw, "POST", "/v1/consents", json, body).await.status,
         200
     );
+    let shred = admin(&gw, "DELETE", "/v1/subjects/4711/key", json, "").await;
+    assert_eq!(shred.status, 200);
     let ev = events(&gw);
     let kinds: Vec<(&str, &str)> = ev
         .iter()
@@ -274,14 +260,7 @@ async fn a_subject_access_report_holds_consent_accesses_and_erasure() {
         .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
     get(&gw.url(LIST), MARKETING).await; // 1 shown, 2 dropped
     get(&gw.url("/crm/v3/objects/contacts/1"), SUPPORT).await; // 1 shown
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let shred = send(
-        "DELETE",
-        &gw.admin_url("/v1/subjects/2/key"),
-        &[("authorization", auth.as_str())],
-        b"",
-    )
-    .await;
+    let shred = admin(&gw, "DELETE", "/v1/subjects/2/key", "application/json", "").await;
     assert_eq!(shred.status, 200);
     let report = |id: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))

@@ -31,17 +31,6 @@ fn ids(got: &Got) -> Vec<String> {
         .collect()
 }
 
-async fn admin(gw: &TestGateway, method: &str, path: &str, ct: &str, body: &str) -> Got {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    send(
-        method,
-        &gw.admin_url(path),
-        &[("authorization", &auth), ("content-type", ct)],
-        body.as_bytes(),
-    )
-    .await
-}
-
 async fn change(gw: &TestGateway, subject: &str, purpose: &str, status: &str) -> Got {
     let body = format!(r#"{{"subject":"{subject}","purpose":"{purpose}","status":"{status}"}}"#);
     admin(gw, "POST", "/v1/consents", "application/json", &body).await

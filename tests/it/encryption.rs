@@ -68,18 +68,8 @@ async fn create(gw: &TestGateway, key: &str, body: &str) -> Got {
     .await
 }
 
-async fn admin(gw: &TestGateway, method: &str, path: &str, body: &str) -> Got {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ],
-        body.as_bytes(),
-    )
-    .await
+async fn admin_json(gw: &TestGateway, method: &str, path: &str, body: &str) -> Got {
+    admin(gw, method, path, "application/json", body).await
 }
 
 /// The contact as the CRM stores it (no gateway).
@@ -161,7 +151,10 @@ async fn the_crm_stores_tokens_and_each_purpose_reads_what_it_may() {
         (403, "consent-required")
     );
     let grant = json!({"subject": id, "purpose": "marketing", "status": "granted"}).to_string();
-    assert_eq!(admin(&gw, "POST", "/v1/consents", &grant).await.status, 200);
+    assert_eq!(
+        admin_json(&gw, "POST", "/v1/consents", &grant).await.status,
+        200
+    );
     let got = get(&one, MARKETING).await;
     assert_eq!(got.status, 200, "{}", got.text());
     let p = got.json()["properties"].clone();
@@ -259,7 +252,7 @@ async fn tokens_moved_or_altered_never_pass_as_values() {
     assert_eq!(p["mobilephone"], "[REDACTED]", "a malformed token");
     assert_eq!(p["phone"], "***0958");
     assert!(!got.text().contains("ctk1."), "{}", got.text());
-    let status = admin(&gw, "GET", "/v1/keys", "").await.json();
+    let status = admin_json(&gw, "GET", "/v1/keys", "").await.json();
     assert_eq!(status["undecryptable_tokens_total"], 4, "{status}");
 }
 
@@ -276,7 +269,7 @@ async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
     let ring = consentry::keys::master::MasterKeys::load_file(&file).unwrap();
     let two = ring.with_new_version().unwrap();
     two.replace_file(&file).unwrap();
-    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    let got = admin_json(&gw, "POST", "/v1/keys/rotate", "").await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["current"], 2);
     assert!(
@@ -284,7 +277,7 @@ async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
         "{}",
         got.text()
     );
-    let status = admin(&gw, "GET", "/v1/keys", "").await.json();
+    let status = admin_json(&gw, "GET", "/v1/keys", "").await.json();
     assert_eq!(
         status["data_keys_by_master_version"].get("v1"),
         None,
@@ -299,7 +292,7 @@ async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
     );
     // Retire v1: the file without it, adopted.
     two.without_version(1).unwrap().replace_file(&file).unwrap();
-    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    let got = admin_json(&gw, "POST", "/v1/keys/rotate", "").await;
     assert_eq!(got.json()["retired"], json!([1]), "{}", got.text());
     assert_eq!(
         get(&one, SUPPORT).await.json()["properties"]["zip"],
@@ -316,7 +309,7 @@ async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
         .unwrap()
         .replace_file(&file)
         .unwrap();
-    let got = admin(&gw, "POST", "/v1/keys/rotate", "").await;
+    let got = admin_json(&gw, "POST", "/v1/keys/rotate", "").await;
     assert_eq!(
         (got.status, got.problem().as_str()),
         (409, "key-ring-refused")
@@ -349,7 +342,7 @@ async fn a_shredded_customer_stays_unreadable_after_a_restart() {
         a["id"].as_str().unwrap().to_owned(),
         b["id"].as_str().unwrap().to_owned(),
     );
-    let got = admin(&gw, "DELETE", &format!("/v1/subjects/{a}/key"), "").await;
+    let got = admin_json(&gw, "DELETE", &format!("/v1/subjects/{a}/key"), "").await;
     assert_eq!(got.json()["destroyed"], true, "{}", got.text());
     let check = |gw: &TestGateway| {
         let (ua, ub) = (

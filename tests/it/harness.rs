@@ -626,6 +626,18 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
     }
 }
 
+/// A call to the gateway's admin API with `ADMIN_TOKEN`.
+pub async fn admin(gw: &TestGateway, method: &str, path: &str, ct: &str, body: &str) -> Got {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    send(
+        method,
+        &gw.admin_url(path),
+        &[("authorization", &auth), ("content-type", ct)],
+        body.as_bytes(),
+    )
+    .await
+}
+
 pub async fn get(url: &str, key: &str) -> Got {
     send("GET", url, &[("x-api-key", key)], b"").await
 }

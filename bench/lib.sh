@@ -1,0 +1,37 @@
+# Shared by the A/B scripts (consent.sh, audit.sh): nginx A as the upstream,
+# waiting for listeners, and interleaved wrk rounds between two gateways.
+# Expects: BENCH_DIR, KEY, and an array `pids` the caller kills on exit.
+
+# start_nginx_a RUN_DIR
+start_nginx_a() {
+  nginx -p "$BENCH_DIR/" -c nginx/A_upstream.conf -e "$1/A.error.log" \
+        -g "daemon off; worker_processes 1; pid $1/A.pid;" & pids+=($!)
+}
+
+# wait_ports PORT...
+wait_ports() {
+  for port in "$@"; do
+    for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  done
+}
+
+# ab PATH ROUNDS BASE_PORT BASE_LABEL OTHER_PORT OTHER_LABEL
+# Alternates which gateway goes first; prints the medians and other/base.
+ab() {
+  local p=$1 rounds=$2 base=$3 base_label=$4 other=$5 other_label=$6
+  for r in $(seq "$rounds"); do
+    if [ $((r % 2)) = 1 ]; then order="$base $other"; else order="$other $base"; fi
+    declare -A rps=()
+    for port in $order; do
+      rps[$port]=$(wrk -t1 -c32 -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port$p" | awk '/Requests\/sec/{print $2}')
+    done
+    echo "${rps[$base]} ${rps[$other]}"
+  done | python3 -c "
+import sys, statistics
+rows = [tuple(map(float, l.split())) for l in sys.stdin]
+r = [o / b for b, o in rows]
+print('%-16s %s %8.0f req/s, %s %8.0f req/s (medians): %s/%s %.2f (%.2f-%.2f)' % (
+    '$p', '$base_label', statistics.median(b for b, _ in rows), '$other_label',
+    statistics.median(o for _, o in rows), '$other_label', '$base_label',
+    statistics.median(r), min(r), max(r)))"
+}
