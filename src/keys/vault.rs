@@ -119,11 +119,6 @@ impl Vault {
         if matches!(held, Some(Held::Shredded)) {
             return false;
         }
-        // In a record whose customer is unknown, nothing opens: not even a
-        // deterministic token, which any customer's record could hold.
-        if subject == Some(crate::transform::NO_SUBJECT) {
-            return false;
-        }
         let dk = match t.kind {
             Kind::Randomised => match held {
                 Some(Held::Live(k)) => Some(k),

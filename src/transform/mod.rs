@@ -22,7 +22,7 @@ pub use program::{
     Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Resolved, Seal, Unlisted,
 };
 pub use rewrite::{
-    Gate, Limits, NO_SUBJECT, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,
+    Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,
     rewrite_into, rewrite_with,
 };
 pub use selector::{Selector, SelectorError};

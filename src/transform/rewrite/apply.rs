@@ -102,11 +102,11 @@ impl Rewriter {
                                     action: Action::Redact,
                                     ..resolved
                                 };
-                                self.replace(win, &edit, redact, table, None, gate, out)?
+                                self.replace(win, &edit, redact, table, Owner::Envelope, gate, out)?
                             }
                         }
                     } else {
-                        self.replace(win, &edit, resolved, table, None, gate, out)?;
+                        self.replace(win, &edit, resolved, table, Owner::Envelope, gate, out)?;
                     }
                     // Edits inside a value replaced whole have nothing left to do.
                     for _ in 0..inner {
@@ -130,8 +130,8 @@ impl Rewriter {
         table.resolve(&self.prog, marks)
     }
 
-    /// Writes the bytes up to the edit, then its replacement. `subject` is
-    /// the record's, for tokens bound to it.
+    /// Writes the bytes up to the edit, then its replacement. `owner` says
+    /// whose tokens the value may hold.
     #[allow(clippy::too_many_arguments)]
     fn replace(
         &mut self,
@@ -139,7 +139,7 @@ impl Rewriter {
         edit: &Edit,
         r: Resolved,
         table: &ActionTable,
-        subject: Option<&str>,
+        owner: Owner<'_>,
         gate: &mut impl Gate,
         out: &mut Vec<u8>,
     ) -> Result<(), TransformError> {
@@ -156,7 +156,7 @@ impl Rewriter {
                     field: f as usize,
                     below,
                 };
-                self.sealed(raw, r, at, table, subject, gate, out)?
+                self.sealed(raw, r, at, table, owner, gate, out)?
             }
             None => actions::render(
                 r.action,
@@ -192,7 +192,7 @@ impl Rewriter {
         r: Resolved,
         at: Sealed,
         table: &ActionTable,
-        subject: Option<&str>,
+        owner: Owner<'_>,
         gate: &mut impl Gate,
         out: &mut Vec<u8>,
     ) -> Result<Applied, TransformError> {
@@ -255,8 +255,14 @@ impl Rewriter {
                     return Ok(Applied::Unchanged);
                 }
                 self.plain.clear();
-                let opened = std::str::from_utf8(token)
-                    .is_ok_and(|t| gate.open(subject, category, t, &mut self.plain));
+                // In a record whose customer cannot be read nothing opens,
+                // not even a deterministic token, which any customer's
+                // record could hold.
+                let opened = match owner {
+                    Owner::Unknown => false,
+                    Owner::Envelope | Owner::Subject(_) => std::str::from_utf8(token)
+                        .is_ok_and(|t| gate.open(owner.subject(), category, t, &mut self.plain)),
+                };
                 if !opened {
                     self.stats.undecryptable += 1;
                     out.extend_from_slice(&prog.render.placeholder);
@@ -292,9 +298,9 @@ impl Rewriter {
         let edits = &rec.edits;
         let subject = match subject_of(win, self.base, rec.subject) {
             Subject::Id(id) => Some(id),
-            _ => Some(std::borrow::Cow::Borrowed(NO_SUBJECT)),
+            _ => None,
         };
-        let subject = subject.as_deref();
+        let owner = subject.as_deref().map_or(Owner::Unknown, Owner::Subject);
         let mut i = 0;
         while i < edits.len() {
             let edit = &edits[i];
@@ -326,10 +332,10 @@ impl Rewriter {
                     action: Action::Redact,
                     ..resolved
                 };
-                self.replace(win, edit, redact, table, subject, gate, out)?;
+                self.replace(win, edit, redact, table, owner, gate, out)?;
                 continue;
             }
-            self.replace(win, edit, resolved, table, subject, gate, out)?;
+            self.replace(win, edit, resolved, table, owner, gate, out)?;
         }
         copy(win, self.base, &mut self.cursor, rec.end, out);
         Ok(())
@@ -378,6 +384,25 @@ pub(super) fn copy(win: &[u8], base: usize, cursor: &mut usize, to: usize, out: 
     if to > *cursor {
         out.extend_from_slice(&win[*cursor - base..to - base]);
         *cursor = to;
+    }
+}
+
+/// Whose tokens a value may hold.
+#[derive(Debug, Clone, Copy)]
+enum Owner<'a> {
+    /// Outside records: no customer (deterministic tokens only).
+    Envelope,
+    /// In a record whose subject cannot be read: nothing opens.
+    Unknown,
+    Subject(&'a str),
+}
+
+impl<'a> Owner<'a> {
+    fn subject(self) -> Option<&'a str> {
+        match self {
+            Owner::Subject(s) => Some(s),
+            Owner::Envelope | Owner::Unknown => None,
+        }
     }
 }
 

@@ -444,10 +444,6 @@ impl Rewriter {
     }
 }
 
-/// The subject `Gate::open` is given in a record whose subject id cannot be
-/// read (missing, ambiguous, not a string or number); never a real id.
-pub const NO_SUBJECT: &str = "";
-
 /// Decides records as the rewriter completes them, and holds the keys of
 /// encrypted fields.
 pub trait Gate {
@@ -463,8 +459,8 @@ pub trait Gate {
 
     /// Reads: appends the JSON value `token` stands for, if it decrypts for
     /// this record's `subject` and `category`. `subject` is `None` outside
-    /// records, and `Some(NO_SUBJECT)` in a record whose subject cannot be
-    /// read. A gate without keys opens nothing.
+    /// records (in a record whose subject cannot be read the rewriter opens
+    /// nothing). A gate without keys opens nothing.
     fn open(
         &mut self,
         _subject: Option<&str>,
