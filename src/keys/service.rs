@@ -232,25 +232,37 @@ impl Keys {
     /// The key a token of `owner` with id `id` needs, if it exists and is
     /// not destroyed. Blocking (store access on a miss).
     pub fn for_read(&self, owner: &str, id: KeyId) -> Result<Arc<DataKey>, KeysError> {
-        let dk = match self.cached(owner) {
-            Some(k) => k,
-            None => {
-                let before = self.generation()?;
-                match self.store.get(owner)? {
-                    Some(StoredKey::Live(w)) => {
-                        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
-                        self.remember(owner, ring.unwrap(owner, &w)?, before)?
-                    }
-                    Some(StoredKey::Destroyed { .. }) => return Err(KeysError::Destroyed),
-                    None => return Err(KeysError::Key(KeyError::Decrypt)),
+        match self.held(owner)? {
+            Held::Live(dk) if dk.id == id => Ok(dk),
+            Held::Shredded => Err(KeysError::Destroyed),
+            Held::Live(_) | Held::Never => Err(KeysError::Key(KeyError::Decrypt)),
+        }
+    }
+
+    /// What `owner` holds: from the cache, else from the store (remembered).
+    fn held(&self, owner: &str) -> Result<Held, KeysError> {
+        if let Some(k) = self.cached(owner) {
+            return Ok(Held::Live(k));
+        }
+        let before = self.generation()?;
+        Ok(match self.store.get(owner)? {
+            Some(StoredKey::Live(w)) => {
+                let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+                match self.remember(owner, ring.unwrap(owner, &w)?, before) {
+                    Ok(k) => Held::Live(k),
+                    Err(KeysError::Destroyed) => Held::Shredded,
+                    Err(e) => return Err(e),
                 }
             }
-        };
-        if dk.id == id {
-            Ok(dk)
-        } else {
-            Err(KeysError::Key(KeyError::Decrypt))
-        }
+            Some(StoredKey::Destroyed { .. }) => {
+                self.remember_absent(owner.to_owned(), true);
+                Held::Shredded
+            }
+            None => {
+                self.remember_absent(owner.to_owned(), false);
+                Held::Never
+            }
+        })
     }
 
     /// The key of `owner` if it is cached (no store access).
@@ -287,36 +299,10 @@ impl Keys {
 
     /// The keys of `subjects`. Blocking (store access on misses).
     pub fn subject_keys(&self, subjects: &[String]) -> Result<HashMap<String, Held>, KeysError> {
-        let mut out = HashMap::with_capacity(subjects.len());
-        for s in subjects {
-            let owner = subject_owner(s);
-            let held = match self.cached(&owner) {
-                Some(k) => Held::Live(k),
-                None => {
-                    let before = self.generation()?;
-                    match self.store.get(&owner)? {
-                        Some(StoredKey::Live(w)) => {
-                            let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
-                            match self.remember(&owner, ring.unwrap(&owner, &w)?, before) {
-                                Ok(k) => Held::Live(k),
-                                Err(KeysError::Destroyed) => Held::Shredded,
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Some(StoredKey::Destroyed { .. }) => {
-                            self.remember_absent(owner, true);
-                            Held::Shredded
-                        }
-                        None => {
-                            self.remember_absent(owner, false);
-                            Held::Never
-                        }
-                    }
-                }
-            };
-            out.insert(s.clone(), held);
-        }
-        Ok(out)
+        subjects
+            .iter()
+            .map(|s| Ok((s.clone(), self.held(&subject_owner(s))?)))
+            .collect()
     }
 
     /// A create's key, already stored under its pending owner, if the pool
