@@ -55,7 +55,7 @@ fn throughput(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..IN_FLIGHT)
                         .map(|i| {
                             let a = Arc::clone(&audit);
-                            tokio::spawn(async move { a.record(&event(i)).await.unwrap() })
+                            tokio::spawn(async move { a.record(event(i)).await.unwrap() })
                         })
                         .collect();
                     for t in tasks {

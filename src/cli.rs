@@ -143,8 +143,26 @@ enum KeysCommand {
 #[derive(Debug, Subcommand)]
 enum SubjectCommand {
     /// A JSON report (GDPR Art. 15/20): consent history, every recorded
-    /// access to the customer's data, and the state of their data key.
-    Access { id: String },
+    /// access to the customer's data, and their erasure state.
+    Access {
+        id: String,
+        /// Ask the running gateway, which adds the CRM's current record
+        /// (`subjects.record`, rendered for `subjects.access_purpose`).
+        #[arg(long)]
+        record: bool,
+    },
+    /// Erase a customer (GDPR Art. 17), through the running gateway: their
+    /// data key is destroyed, they go on the suppression list (their records
+    /// never leave again), the delete is forwarded to the CRM when
+    /// `subjects.forward_erasure` is set, and the act is audited. Prints the
+    /// receipt. Safe to repeat.
+    Erase {
+        id: String,
+        /// Also unlink the customer's pseudonym from every earlier audit
+        /// event (the chain still verifies).
+        #[arg(long)]
+        unlink: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,8 +297,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => keys::shred(&config.load()?, &subject),
         Command::Subject {
             config,
-            command: SubjectCommand::Access { id },
-        } => subject::access(&config.load()?, &id),
+            command: SubjectCommand::Access { id, record },
+        } => subject::access(&config.load()?, &id, record),
+        Command::Subject {
+            config,
+            command: SubjectCommand::Erase { id, unlink },
+        } => subject::erase(&config.load()?, &id, unlink),
         Command::Audit {
             config,
             command: AuditCommand::Query(q),
@@ -612,7 +634,11 @@ fn start_audit(cfg: &Config) -> anyhow::Result<Option<Arc<crate::audit::writer::
         .as_deref()
         .and_then(crate::audit::pseudonym_key)
         .context("the audit trail needs `keys.hash_key`")?;
-    Ok(Some(crate::audit::writer::Audit::start(store, key)?))
+    Ok(Some(crate::audit::writer::Audit::start_with(
+        store,
+        key,
+        cfg.audit_retention,
+    )?))
 }
 
 /// The gateway, recording in the audit trail when there is one.
@@ -642,7 +668,8 @@ async fn start_admin(
     };
     let listener = bind(admin.listen, "admin API").await?;
     tracing::info!(addr = %admin.listen, "admin API listening");
-    let state = Arc::new(crate::admin::Admin::new(Arc::clone(gw), admin.token));
+    let state =
+        Arc::new(crate::admin::Admin::new(Arc::clone(gw), admin.token).with_auditor(admin.auditor));
     Ok(Some(tokio::spawn(crate::admin::serve(
         listener,
         state,

@@ -11,12 +11,23 @@
 //! GET  /v1/keys                              master key versions, data keys per version
 //! POST /v1/keys/rotate                       adopt the master key file (re-wrap, retire)
 //! DELETE /v1/subjects/{id}/key               destroy a subject's data key (crypto-shredding)
+//! POST /v1/subjects/{id}/erase               erase a customer (Art. 17); a receipt
+//! GET  /v1/subjects/{id}/access              access report (Art. 15/20)          [auditor]
+//! GET  /v1/audit/events?...                  audit events, filtered, paged       [auditor]
+//! GET  /v1/audit/verify                      check the chain and checkpoints     [auditor]
+//! GET  /v1/audit/checkpoints                 the signed checkpoints              [auditor]
+//! POST /v1/audit/prune                       prune by `storage.audit_retention`
 //! ```
 //!
-//! Handlers in `consent.rs` and `keys.rs`. Nothing here logs request bodies or tokens.
+//! Two tokens: the admin token may do everything; the auditor token
+//! (`admin.auditor_token`) only what is marked [auditor], and nothing that
+//! changes state. Handlers in `consent.rs`, `keys.rs`, `audit.rs` and
+//! `subjects.rs`. Nothing here logs request bodies or tokens.
 
+pub mod audit;
 pub mod consent;
 pub mod keys;
+pub mod subjects;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,11 +45,20 @@ use crate::proxy::Gateway;
 use crate::proxy::body::{self, Body};
 use crate::proxy::reject::problem_response;
 
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Admin,
+    /// Reads the audit trail and access reports; changes nothing.
+    Auditor,
+}
+
 /// The admin API's state.
 #[derive(Debug)]
 pub struct Admin {
     gateway: Arc<Gateway>,
     token: AdminToken,
+    auditor: Option<AdminToken>,
     /// One bulk import at a time: each may hold up to 64 MiB while parsed.
     /// The guard moves into the blocking work, so a client that goes away
     /// does not release it early.
@@ -114,8 +134,15 @@ impl Admin {
         Admin {
             gateway,
             token,
+            auditor: None,
             importing: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Lets `token` read the audit trail and access reports.
+    pub fn with_auditor(mut self, token: Option<AdminToken>) -> Admin {
+        self.auditor = token;
+        self
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -139,10 +166,42 @@ impl Admin {
                 _ => Err(not_allowed("GET")),
             };
         }
-        self.authorise(&req)?;
+        let role = self.authorise(&req)?;
         let segs: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
         let m = req.method().clone();
+        // What auditors may do: read the trail and access reports.
+        let read = match segs.as_slice() {
+            ["v1", "audit", "events" | "verify" | "checkpoints"] if m == Method::GET => {
+                Some(segs[2])
+            }
+            ["v1", "subjects", _, "access"] if m == Method::GET => Some("access"),
+            _ => None,
+        };
+        match (read, &segs[..]) {
+            (Some("events"), _) => return audit::events(self, &req).await,
+            (Some("verify"), _) => return audit::verify(self).await,
+            (Some("checkpoints"), _) => return audit::checkpoints(self).await,
+            (Some("access"), ["v1", "subjects", id, "access"]) => {
+                return subjects::access(self, &decode_segment(id)?, &req).await;
+            }
+            _ => {}
+        }
+        if role == Role::Auditor {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "auditor-read-only",
+                "Auditor token is read-only",
+                "the auditor token reads the audit trail and access reports only; this needs the admin token",
+            ));
+        }
         match segs.as_slice() {
+            ["v1", "subjects", id, "erase"] if m == Method::POST => {
+                subjects::erase(self, &decode_segment(id)?, req).await
+            }
+            ["v1", "audit", "prune"] if m == Method::POST => audit::prune(self).await,
+            ["v1", "subjects", _, "erase"] | ["v1", "audit", "prune"] => Err(not_allowed("POST")),
+            ["v1", "audit", "events" | "verify" | "checkpoints"]
+            | ["v1", "subjects", _, "access"] => Err(not_allowed("GET")),
             ["v1", "consents"] if m == Method::POST => consent::set(self, req).await,
             ["v1", "consents", "import"] if m == Method::POST => consent::import(self, req).await,
             ["v1", "consents", "export"] if m == Method::GET => consent::export(self, &req).await,
@@ -173,8 +232,9 @@ impl Admin {
         }
     }
 
-    /// `Authorization: Bearer <token>`, compared in constant time.
-    fn authorise(&self, req: &Request<Incoming>) -> Result<()> {
+    /// `Authorization: Bearer <token>`, compared in constant time with the
+    /// admin token and the auditor token.
+    fn authorise(&self, req: &Request<Incoming>) -> Result<Role> {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -192,12 +252,13 @@ impl Admin {
                 "Admin token missing",
                 "send `Authorization: Bearer <admin token>`",
             )),
-            Some(t) if self.token.matches(t) => Ok(()),
+            Some(t) if self.token.matches(t) => Ok(Role::Admin),
+            Some(t) if self.auditor.as_ref().is_some_and(|a| a.matches(t)) => Ok(Role::Auditor),
             Some(_) => Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "admin-token-invalid",
                 "Admin token not accepted",
-                "the bearer token is not the configured admin token",
+                "the bearer token is neither the admin token nor the auditor token",
             )),
         }
     }
@@ -237,7 +298,7 @@ pub async fn audit_act(
             .collect(),
         counts,
     };
-    audit.record(&event).await.map(|_| ()).map_err(|e| {
+    audit.record(event).await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, kind, "an administrative act was carried out, but its audit event was not stored");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

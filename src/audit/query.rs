@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{AuditError, Event};
+use super::{AuditError, Event, StoredSubject};
 use crate::clock::Millis;
 
 /// What to select; every field set must match.
@@ -55,10 +55,21 @@ pub fn query(
         |what: &'static str| move |e: rusqlite::Error| AuditError::Store(format!("{what}: {e}"));
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    // A customer's events are found by their entries first (cheap), then parsed.
+    let needle = filter
+        .subject
+        .as_deref()
+        .map(|p| format!("\"subject\":{}", serde_json::Value::from(p)))
+        .unwrap_or_default();
     let mut stmt = conn
-        .prepare("SELECT seq, body FROM audit_events WHERE seq > ?1 ORDER BY seq")
+        .prepare(
+            "SELECT seq, body, subjects FROM audit_events
+             WHERE seq > ?1 AND (?2 = '' OR instr(subjects, ?2) > 0) ORDER BY seq",
+        )
         .map_err(err("read"))?;
-    let mut rows = stmt.query([after as i64]).map_err(err("read"))?;
+    let mut rows = stmt
+        .query(rusqlite::params![after as i64, needle])
+        .map_err(err("read"))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(err("read"))? {
         if out.len() >= limit {
@@ -66,8 +77,13 @@ pub fn query(
         }
         let seq = r.get::<_, i64>(0).map_err(err("read"))? as u64;
         let body: String = r.get(1).map_err(err("read"))?;
-        let event: Event = serde_json::from_str(&body)
-            .map_err(|e| AuditError::Store(format!("event {seq} does not parse: {e}")))?;
+        let subjects: String = r.get(2).map_err(err("read"))?;
+        let bad =
+            |e: serde_json::Error| AuditError::Store(format!("event {seq} does not parse: {e}"));
+        let mut event: Event = serde_json::from_str(&body).map_err(bad)?;
+        let stored: Vec<StoredSubject> = serde_json::from_str(&subjects).map_err(bad)?;
+        // Unlinked entries are left out: nobody can say whose they were.
+        event.subjects = stored.into_iter().filter_map(|s| s.e).collect();
         if filter.matches(&event) {
             out.push((seq, event));
         }

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{AuditError, chain_hash};
+use super::{AuditError, StoredSubject, chain_hash};
 use crate::clock::Millis;
+use crate::config::unhex;
 
 pub struct AuditStore {
     conn: Connection,
@@ -37,6 +38,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_events (
     seq INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
     body TEXT NOT NULL,
+    subjects TEXT NOT NULL,
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
 );
@@ -65,6 +67,20 @@ impl AuditStore {
         )
         .map_err(err("configure"))?;
         conn.execute_batch(SCHEMA).map_err(err("create"))?;
+        let v2: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('audit_events') WHERE name = 'subjects'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err("read the schema"))?
+            > 0;
+        if !v2 {
+            return Err(AuditError::Store(format!(
+                "{} is an audit trail of an earlier format; move it aside to start a new one",
+                path.display()
+            )));
+        }
         let last: Option<(i64, Vec<u8>)> = conn
             .query_row(
                 "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -107,25 +123,26 @@ impl AuditStore {
 
     /// Appends events in one transaction; their sequence numbers, or an
     /// error (and nothing appended).
-    pub fn append(&mut self, events: &[(Millis, &[u8])]) -> Result<Vec<u64>, AuditError> {
+    pub fn append(&mut self, events: &[Row<'_>]) -> Result<Vec<u64>, AuditError> {
         let tx = self.conn.transaction().map_err(err("begin"))?;
         let (mut seq, mut prev) = (self.last_seq, self.last_hash);
         let mut out = Vec::with_capacity(events.len());
         {
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT INTO audit_events (seq, at, body, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO audit_events (seq, at, body, subjects, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(err("prepare"))?;
-            for (at, body) in events {
+            for row in events {
                 seq += 1;
-                let hash = chain_hash(seq, &prev, body);
-                let text = std::str::from_utf8(body)
+                let hash = chain_hash(seq, &prev, row.body, row.commits);
+                let text = std::str::from_utf8(row.body)
                     .map_err(|_| AuditError::Store("an event is not UTF-8".into()))?;
                 ins.execute(params![
                     seq as i64,
-                    at,
+                    row.at,
                     text,
+                    row.subjects,
                     prev.as_slice(),
                     hash.as_slice()
                 ])
@@ -135,7 +152,7 @@ impl AuditStore {
             }
         }
         // A signed checkpoint over the chain's end, in the same commit.
-        let now = events.last().map_or(0, |(at, _)| *at);
+        let now = events.last().map_or(0, |r| r.at);
         let due = seq - self.checkpoint_seq >= CHECKPOINT_EVENTS
             || now - self.checkpoint_at >= CHECKPOINT_MS;
         let mut checkpointed = None;
@@ -165,6 +182,133 @@ impl AuditStore {
         }
         Ok(out)
     }
+}
+
+/// What a pruning removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Events removed.
+    pub events: u64,
+    /// The last removed event; a signed checkpoint stays at it.
+    pub through: u64,
+}
+
+impl AuditStore {
+    /// Removes the events older than `before` (the oldest run of them; the
+    /// newest event always stays), behind a signed checkpoint at the last
+    /// one removed, so that what remains still verifies and a head cut off
+    /// by anyone else does not.
+    pub fn prune(&mut self, before: Millis, now: Millis) -> Result<Pruned, AuditError> {
+        let Some(key) = self.signer.clone() else {
+            return Err(AuditError::Store("pruning needs the signing key".into()));
+        };
+        let tx = self.conn.transaction().map_err(err("begin"))?;
+        let first_kept: Option<i64> = tx
+            .query_row(
+                "SELECT min(seq) FROM audit_events WHERE at >= ?1",
+                [before],
+                |r| r.get(0),
+            )
+            .map_err(err("read"))?;
+        let first: Option<i64> = tx
+            .query_row("SELECT min(seq) FROM audit_events", [], |r| r.get(0))
+            .map_err(err("read"))?;
+        let last = self.last_seq as i64;
+        let through = first_kept.unwrap_or(last + 1).min(last) - 1;
+        let Some(first) = first.filter(|f| *f <= through) else {
+            return Ok(Pruned {
+                events: 0,
+                through: 0,
+            });
+        };
+        let hash: Vec<u8> = tx
+            .query_row(
+                "SELECT hash FROM audit_events WHERE seq = ?1",
+                [through],
+                |r| r.get(0),
+            )
+            .map_err(err("read"))?;
+        let h = hash32(hash)
+            .ok_or_else(|| AuditError::Store(format!("event {through} has a bad hash")))?;
+        let sig = super::signing::sign(&key, through as u64, now, &h);
+        tx.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (seq, at, hash, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![through, now, h.as_slice(), key.verifying_key().to_bytes().as_slice(), sig.as_slice()],
+        )
+        .map_err(err("checkpoint"))?;
+        tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [through])
+            .map_err(err("prune"))?;
+        tx.execute("DELETE FROM audit_checkpoints WHERE seq < ?1", [through])
+            .map_err(err("prune"))?;
+        tx.commit().map_err(err("commit"))?;
+        Ok(Pruned {
+            events: (through - first + 1) as u64,
+            through: through as u64,
+        })
+    }
+}
+
+/// One event to append: its body (without customer entries), the entries
+/// as stored (a JSON array of `StoredSubject`) and their commitments.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub at: Millis,
+    pub body: &'a [u8],
+    pub subjects: &'a str,
+    pub commits: &'a [[u8; 32]],
+}
+
+impl<'a> Row<'a> {
+    /// An event without customer entries.
+    pub fn plain(at: Millis, body: &'a [u8]) -> Row<'a> {
+        Row {
+            at,
+            body,
+            subjects: "[]",
+            commits: &[],
+        }
+    }
+}
+
+/// Unlinks a customer from every event before `before` (exclusive; 0 for
+/// all): their entries' salts and contents are erased, the commitments stay,
+/// so the chain still verifies. Returns how many entries were unlinked.
+pub fn unlink(path: &Path, pseudonym: &str, before: u64) -> Result<u64, AuditError> {
+    let mut conn = Connection::open(path).map_err(err("open"))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;")
+        .map_err(err("configure"))?;
+    let needle = format!("\"subject\":{}", serde_json::Value::from(pseudonym));
+    let tx = conn.transaction().map_err(err("begin"))?;
+    let rows: Vec<(i64, String)> = {
+        let mut st = tx
+            .prepare("SELECT seq, subjects FROM audit_events WHERE instr(subjects, ?1) > 0 AND (?2 = 0 OR seq < ?2)")
+            .map_err(err("read"))?;
+        let it = st
+            .query_map(params![needle, before as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(err("read"))?;
+        it.collect::<Result<_, _>>().map_err(err("read"))?
+    };
+    let mut n = 0;
+    for (seq, text) in rows {
+        let mut entries: Vec<StoredSubject> = serde_json::from_str(&text)
+            .map_err(|e| AuditError::Store(format!("event {seq}'s entries do not parse: {e}")))?;
+        for s in &mut entries {
+            if s.e.as_ref().is_some_and(|e| e.subject == pseudonym) {
+                (s.n, s.e) = (None, None);
+                n += 1;
+            }
+        }
+        let text = serde_json::to_string(&entries).unwrap_or_default();
+        tx.execute(
+            "UPDATE audit_events SET subjects = ?1 WHERE seq = ?2",
+            params![text, seq],
+        )
+        .map_err(err("unlink"))?;
+    }
+    tx.commit().map_err(err("commit"))?;
+    Ok(n)
 }
 
 /// Where a chain check stopped.
@@ -214,16 +358,6 @@ pub fn checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
     rows.collect::<Result<Vec<_>, _>>().map_err(err("read"))
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Walks the chain from the first event, then checks the checkpoints: the
 /// trail's own, and `kept` (exported earlier, e.g. to another system), each
 /// signed, and each matching the event it names. A trail cut short below a
@@ -234,10 +368,11 @@ pub fn verify_all(
     kept: &[Checkpoint],
     trusted: Option<&str>,
 ) -> Result<Result<Verified, Broken>, AuditError> {
-    let (events, hashes) = match walk(path)? {
+    let w = match walk(path)? {
         Ok(x) => x,
         Err(b) => return Ok(Err(b)),
     };
+    let (events, hashes) = (w.last, &w.marks);
     let own = checkpoints(path)?;
     for (cp, whose) in own
         .iter()
@@ -259,7 +394,9 @@ pub fn verify_all(
         let Ok(h32) = <[u8; 32]>::try_from(h) else {
             return broken(format!("{whose} checkpoint is malformed"));
         };
-        if hashes.get(&cp.seq) != Some(&h32) && hash_at(path, cp.seq)? != Some(h32) {
+        // A kept checkpoint from before the pruned head has nothing left to match.
+        let pruned = w.first > 1 && cp.seq + 1 < w.first;
+        if !pruned && hashes.get(&cp.seq) != Some(&h32) && hash_at(path, cp.seq)? != Some(h32) {
             return broken(format!(
                 "{whose} checkpoint does not match the event it signs (the trail was rewritten)"
             ));
@@ -272,7 +409,7 @@ pub fn verify_all(
         }
     }
     Ok(Ok(Verified {
-        events,
+        events: w.n,
         checkpoints: own.len() as u64,
     }))
 }
@@ -294,10 +431,17 @@ fn hash_at(path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
 /// Walks the chain from the first event; the number of events checked, or
 /// the first one that is wrong (changed, missing, out of place).
 pub fn verify(path: &Path) -> Result<Result<u64, Broken>, AuditError> {
-    Ok(walk(path)?.map(|(n, _)| n))
+    Ok(walk(path)?.map(|w| w.n))
 }
 
-type Walked = (u64, std::collections::HashMap<u64, [u8; 32]>);
+/// Events checked, the first and last event's numbers, and the chain hash
+/// at each checkpoint.
+struct Walked {
+    n: u64,
+    first: u64,
+    last: u64,
+    marks: std::collections::HashMap<u64, [u8; 32]>,
+}
 
 fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
     let conn =
@@ -312,17 +456,44 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         rows.filter_map(Result::ok).map(|s| s as u64).collect()
     };
     let mut stmt = conn
-        .prepare("SELECT seq, body, prev, hash FROM audit_events ORDER BY seq")
+        .prepare("SELECT seq, body, subjects, prev, hash FROM audit_events ORDER BY seq")
         .map_err(err("read"))?;
     let mut rows = stmt.query([]).map_err(err("read"))?;
     let (mut expect, mut prev) = (1u64, [0u8; 32]);
     let mut n = 0;
+    let mut first = 0;
     let mut at_marks = std::collections::HashMap::new();
     while let Some(r) = rows.next().map_err(err("read"))? {
         let seq = r.get::<_, i64>(0).map_err(err("read"))? as u64;
+        if n == 0 && seq > 1 {
+            // Pruned: a signed checkpoint must stand where the trail now starts.
+            let mark: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT hash FROM audit_checkpoints WHERE seq = ?1",
+                    [seq as i64 - 1],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err("read"))?;
+            let Some(h) = mark.and_then(hash32) else {
+                return Ok(Err(Broken {
+                    seq: 1,
+                    why: format!(
+                        "events 1 to {} are missing, and no checkpoint marks them as pruned",
+                        seq - 1
+                    ),
+                }));
+            };
+            (expect, prev) = (seq, h);
+            at_marks.insert(seq - 1, h);
+        }
+        if n == 0 {
+            first = seq;
+        }
         let body: String = r.get(1).map_err(err("read"))?;
-        let stored_prev = hash32(r.get(2).map_err(err("read"))?);
-        let stored = hash32(r.get(3).map_err(err("read"))?);
+        let subjects: String = r.get(2).map_err(err("read"))?;
+        let stored_prev = hash32(r.get(3).map_err(err("read"))?);
+        let stored = hash32(r.get(4).map_err(err("read"))?);
         let broken = |why: String| Ok(Err(Broken { seq, why }));
         if seq != expect {
             return Ok(Err(Broken {
@@ -333,7 +504,13 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         if stored_prev != Some(prev) {
             return broken("its previous-hash does not match the event before it".into());
         }
-        if stored != Some(chain_hash(seq, &prev, body.as_bytes())) {
+        let commits: Option<Vec<[u8; 32]>> = serde_json::from_str::<Vec<StoredSubject>>(&subjects)
+            .ok()
+            .and_then(|v| v.iter().map(StoredSubject::check).collect());
+        let Some(commits) = commits else {
+            return broken("a customer entry does not match its commitment (changed)".into());
+        };
+        if stored != Some(chain_hash(seq, &prev, body.as_bytes(), &commits)) {
             return broken("its content does not match its hash (changed)".into());
         }
         prev = stored.unwrap_or_default();
@@ -343,7 +520,12 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         expect += 1;
         n += 1;
     }
-    Ok(Ok((n, at_marks)))
+    Ok(Ok(Walked {
+        n,
+        first,
+        last: expect - 1,
+        marks: at_marks,
+    }))
 }
 
 #[cfg(test)]
@@ -356,7 +538,10 @@ mod tests {
         let mut s = AuditStore::open(&path).unwrap();
         for i in 0..n {
             let body = format!(r#"{{"at":{i},"kind":"request","decision":"served"}}"#);
-            assert_eq!(s.append(&[(i as i64, body.as_bytes())]).unwrap(), [i + 1]);
+            assert_eq!(
+                s.append(&[Row::plain(i as i64, body.as_bytes())]).unwrap(),
+                [i + 1]
+            );
         }
         (dir, path)
     }
@@ -369,7 +554,7 @@ mod tests {
     fn the_chain_continues_across_reopens_and_checks_out() {
         let (_d, path) = trail(3);
         let mut s = AuditStore::open(&path).unwrap();
-        let two: [(Millis, &[u8]); 2] = [(9, b"{\"a\":1}"), (9, b"{\"a\":2}")];
+        let two = [Row::plain(9, b"{\"a\":1}"), Row::plain(9, b"{\"a\":2}")];
         assert_eq!(s.append(&two).unwrap(), [4, 5]);
         assert_eq!(verify(&path).unwrap(), Ok(5));
     }
@@ -408,7 +593,7 @@ mod tests {
             })
             .unwrap();
         let body = br#"{"forged":true}"#;
-        let h = chain_hash(4, &hash32(prev).unwrap(), body);
+        let h = chain_hash(4, &hash32(prev).unwrap(), body, &[]);
         conn.execute(
             "UPDATE audit_events SET body = ?1, hash = ?2 WHERE seq = 4",
             params![std::str::from_utf8(body).unwrap(), h.as_slice()],
@@ -428,9 +613,9 @@ mod tests {
             .execute_batch("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE;")
             .unwrap();
         s.conn.execute_batch("PRAGMA busy_timeout = 0;").unwrap();
-        assert!(s.append(&[(1, b"{}".as_slice())]).is_err());
+        assert!(s.append(&[Row::plain(1, b"{}")]).is_err());
         other.execute_batch("COMMIT;").unwrap();
-        assert_eq!(s.append(&[(1, b"{}".as_slice())]).unwrap(), [3]);
+        assert_eq!(s.append(&[Row::plain(1, b"{}")]).unwrap(), [3]);
         assert_eq!(verify(&path).unwrap(), Ok(3));
     }
 
@@ -442,7 +627,7 @@ mod tests {
             // 30 s apart: every event is also checkpointed.
             let at = (i as i64 + 1) * CHECKPOINT_MS;
             let body = format!(r#"{{"at":{at},"kind":"request","decision":"served"}}"#);
-            s.append(&[(at, body.as_bytes())]).unwrap();
+            s.append(&[Row::plain(at, body.as_bytes())]).unwrap();
         }
         (dir, path)
     }
@@ -496,7 +681,7 @@ mod tests {
         let mut forged = AuditStore::open(&path).unwrap();
         for i in 0..3 {
             forged
-                .append(&[(i, br#"{"forged":true}"#.as_slice())])
+                .append(&[Row::plain(i, br#"{"forged":true}"#)])
                 .unwrap();
         }
         let b = verify_all(&path, &kept, None).unwrap().unwrap_err();

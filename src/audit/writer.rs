@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-use super::store::AuditStore;
-use super::{AuditError, Event, pseudonym};
+use super::store::{AuditStore, Pruned, Row};
+use super::{AuditError, Event, StoredSubject, pseudonym};
 use crate::transform::HashKey;
 
 /// Events waiting for the writer at most; beyond it callers get `Busy` (503).
@@ -20,17 +20,29 @@ const WAIT: Duration = Duration::from_secs(10);
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, AuditError>>;
 
+/// Automatic pruning runs this often (when a retention is configured).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+enum Msg {
+    Event(Job),
+    /// Prune now (what `retention` allows).
+    Prune(tokio::sync::oneshot::Sender<Result<Pruned, AuditError>>),
+}
+
 struct Job {
     at: crate::clock::Millis,
     body: Vec<u8>,
+    subjects: String,
+    commits: Vec<[u8; 32]>,
     done: Done,
 }
 
 /// The handle the gateway and the admin API record through.
 #[derive(Debug)]
 pub struct Audit {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Msg>,
     pseudonyms: HashKey,
+    retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Job {
@@ -43,12 +55,41 @@ impl Audit {
     /// Starts the writer thread over `store`. Pseudonyms of subject ids are
     /// keyed with `pseudonyms` (`audit::pseudonym_key`).
     pub fn start(store: AuditStore, pseudonyms: HashKey) -> Result<Arc<Audit>, AuditError> {
+        Audit::start_with(store, pseudonyms, None)
+    }
+
+    /// `start`, pruning events older than `retention` at start and hourly.
+    pub fn start_with(
+        store: AuditStore,
+        pseudonyms: HashKey,
+        retention: Option<Duration>,
+    ) -> Result<Arc<Audit>, AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("consentry-audit".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, retention))
             .map_err(|e| AuditError::Store(format!("cannot start the writer: {e}")))?;
-        Ok(Arc::new(Audit { tx, pseudonyms }))
+        Ok(Arc::new(Audit {
+            tx,
+            pseudonyms,
+            retention,
+        }))
+    }
+
+    /// The configured retention, if any.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention
+    }
+
+    /// Prunes what the retention allows, now.
+    pub async fn prune(&self) -> Result<Pruned, AuditError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Msg::Prune(done)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AuditError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
+        }
+        wait.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// The pseudonym of a subject id in this trail.
@@ -58,16 +99,20 @@ impl Audit {
 
     /// Records `event`; resolves once it is committed (fsync'd), with its
     /// sequence number.
-    pub async fn record(&self, event: &Event) -> Result<u64, AuditError> {
-        let body = serde_json::to_vec(event)
+    pub async fn record(&self, mut event: Event) -> Result<u64, AuditError> {
+        let entries = std::mem::take(&mut event.subjects);
+        let body = serde_json::to_vec(&event)
             .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
+        let (subjects, commits) = seal_entries(entries)?;
         let (done, wait) = tokio::sync::oneshot::channel();
         let job = Job {
             at: event.at,
             body,
+            subjects,
+            commits,
             done,
         };
-        match self.tx.try_send(job) {
+        match self.tx.try_send(Msg::Event(job)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AuditError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
@@ -80,7 +125,7 @@ impl Audit {
     }
 
     /// `record`, for callers outside a runtime (the CLI). Blocking.
-    pub fn record_blocking(&self, event: &Event) -> Result<u64, AuditError> {
+    pub fn record_blocking(&self, event: Event) -> Result<u64, AuditError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -89,17 +134,88 @@ impl Audit {
     }
 }
 
-fn run(mut store: AuditStore, rx: Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+/// Each entry under a salt of its own; the stored JSON and the commitments.
+fn seal_entries(entries: Vec<super::SubjectEntry>) -> Result<(String, Vec<[u8; 32]>), AuditError> {
+    if entries.is_empty() {
+        return Ok(("[]".to_owned(), Vec::new()));
+    }
+    let mut salts = vec![0u8; 16 * entries.len()];
+    getrandom::fill(&mut salts)
+        .map_err(|_| AuditError::Store("no randomness for the entries' salts".into()))?;
+    let (stored, commits): (Vec<StoredSubject>, Vec<[u8; 32]>) = entries
+        .into_iter()
+        .zip(salts.chunks_exact(16))
+        .map(|(e, salt)| StoredSubject::seal(e, salt.try_into().unwrap_or([0; 16])))
+        .unzip();
+    let text = serde_json::to_string(&stored)
+        .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
+    Ok((text, commits))
+}
+
+fn prune(store: &mut AuditStore, retention: Option<Duration>) -> Result<Pruned, AuditError> {
+    let Some(keep) = retention else {
+        return Err(AuditError::Store(
+            "no `storage.audit_retention` is configured".into(),
+        ));
+    };
+    let now = crate::clock::to_ms(std::time::SystemTime::now());
+    let r = store.prune(now - keep.as_millis() as i64, now);
+    match &r {
+        Ok(p) if p.events > 0 => {
+            tracing::info!(
+                events = p.events,
+                through = p.through,
+                "audit events past their retention pruned"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "audit events could not be pruned"),
+    }
+    r
+}
+
+fn run(mut store: AuditStore, rx: Receiver<Msg>, retention: Option<Duration>) {
+    let wait = if retention.is_some() {
+        PRUNE_EVERY
+    } else {
+        Duration::from_secs(u32::MAX as u64)
+    };
+    let mut pruned_at = std::time::Instant::now();
+    if retention.is_some() {
+        let _ = prune(&mut store, retention);
+    }
+    loop {
+        if retention.is_some() && pruned_at.elapsed() >= PRUNE_EVERY {
+            let _ = prune(&mut store, retention);
+            pruned_at = std::time::Instant::now();
+        }
+        let first = match rx.recv_timeout(wait) {
+            Ok(Msg::Event(j)) => j,
+            Ok(Msg::Prune(done)) => {
+                let _ = done.send(prune(&mut store, retention));
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
+        let mut control = Vec::new();
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(Msg::Event(j)) => batch.push(j),
+                Ok(Msg::Prune(done)) => control.push(done),
                 Err(_) => break,
             }
         }
-        let events: Vec<(crate::clock::Millis, &[u8])> =
-            batch.iter().map(|j| (j.at, j.body.as_slice())).collect();
+        let events: Vec<Row<'_>> = batch
+            .iter()
+            .map(|j| Row {
+                at: j.at,
+                body: &j.body,
+                subjects: &j.subjects,
+                commits: &j.commits,
+            })
+            .collect();
         let result = store.append(&events);
         if let Err(e) = &result {
             tracing::error!(error = %e, events = batch.len(), "audit events could not be stored; their responses are refused");
@@ -110,6 +226,9 @@ fn run(mut store: AuditStore, rx: Receiver<Job>) {
                 Err(e) => Err(e.clone()),
             };
             let _ = j.done.send(r);
+        }
+        for done in control {
+            let _ = done.send(prune(&mut store, retention));
         }
     }
 }

@@ -1,89 +1,66 @@
-//! `consentry subject access ID`: one machine-readable report of what the
-//! gateway knows about a customer (GDPR Art. 15 and 20): their consent
-//! history, every recorded access to their data (who, when, for what, what
-//! became of their record), and the state of their data key. Read-only: it
-//! works while the gateway runs.
+//! `consentry subject access|erase ID`: a customer's requests, answered.
+//!
+//! `access` reads the store and the audit trail directly (read-only, beside
+//! a running gateway); with `--record` it asks the running gateway instead,
+//! which adds the CRM's current record. `erase` always goes through the
+//! running gateway's admin API: the gateway holds the suppression list in
+//! memory, owns the key cache, and forwards the delete to the CRM.
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use bytes::Bytes;
+use http::Method;
 
-use crate::audit::query::{Filter, query};
 use crate::config::Config;
-use crate::consent::store::ConsentStore;
-use crate::keys::service::subject_owner;
-use crate::keys::store::{KeyStore, StoredKey};
-use crate::storage::sqlite::SqliteStore;
 
-/// The report, as JSON.
-pub fn access_report(cfg: &Config, subject: &str) -> anyhow::Result<serde_json::Value> {
-    crate::consent::model::check_subject(subject).map_err(anyhow::Error::msg)?;
-    if !cfg.sqlite.exists() {
-        bail!("no store at {} yet", cfg.sqlite.display());
-    }
-    let store = SqliteStore::open_read_only(&cfg.sqlite).map_err(anyhow::Error::msg)?;
-    let consents: Vec<serde_json::Value> = store
-        .history(subject)
-        .map_err(anyhow::Error::msg)?
-        .iter()
-        .map(|s| crate::admin::consent::statement(s, true))
-        .collect();
-    let data_key = match store
-        .get(&subject_owner(subject))
-        .map_err(anyhow::Error::msg)?
-    {
-        None => serde_json::json!({"state": "none"}),
-        Some(StoredKey::Live(_)) => serde_json::json!({"state": "live"}),
-        Some(StoredKey::Destroyed { at, .. }) => {
-            serde_json::json!({"state": "destroyed", "at": crate::clock::rfc3339(at)})
-        }
-    };
-    let mut accesses = Vec::new();
-    let mut pseudonym = None;
-    if let Some(path) = cfg.audit.as_ref().filter(|p| p.exists()) {
-        let key = cfg
-            .hash_key
-            .as_deref()
-            .and_then(crate::audit::pseudonym_key)
-            .context("the audit trail needs `keys.hash_key`")?;
-        let p = crate::audit::pseudonym(&key, subject);
-        let filter = Filter {
-            subject: Some(p.clone()),
-            ..Filter::default()
-        };
-        for (seq, e) in query(path, &filter, 0, usize::MAX).map_err(anyhow::Error::msg)? {
-            let record: Vec<&str> = e
-                .subjects
-                .iter()
-                .filter(|s| s.subject == p)
-                .map(|s| s.record.as_str())
-                .collect();
-            accesses.push(serde_json::json!({
-                "seq": seq,
-                "at": crate::clock::rfc3339(e.at),
-                "kind": e.kind,
-                "client": e.client,
-                "purpose": e.purpose,
-                "method": e.method,
-                "route": e.route,
-                "decision": e.decision,
-                "record": record.join(";"),
-            }));
-        }
-        pseudonym = Some(p);
-    }
-    Ok(serde_json::json!({
-        "subject": subject,
-        "generated_at": crate::clock::rfc3339(crate::clock::to_ms(std::time::SystemTime::now())),
-        "audit_pseudonym": pseudonym,
-        "consent_history": consents,
-        "accesses": accesses,
-        "erasure": {"data_key": data_key},
-    }))
+fn segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-pub fn access(cfg: &Config, subject: &str) -> anyhow::Result<ExitCode> {
-    let report = access_report(cfg, subject)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(ExitCode::SUCCESS)
+pub fn access(cfg: &Config, subject: &str, record: bool) -> anyhow::Result<ExitCode> {
+    if !record {
+        let report = crate::audit::report::access_report(cfg, subject)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = format!("/v1/subjects/{}/access", segment(subject));
+    let (status, text, _) = super::admin::call(cfg, Method::GET, &path, None, Bytes::new())?;
+    print_json(&text);
+    Ok(exit(status))
+}
+
+pub fn erase(cfg: &Config, subject: &str, unlink: bool) -> anyhow::Result<ExitCode> {
+    crate::consent::model::check_subject(subject).map_err(anyhow::Error::msg)?;
+    if cfg.admin.is_none() {
+        bail!(
+            "erasure goes through the running gateway's admin API: configure `admin:` and start it"
+        );
+    }
+    let path = format!("/v1/subjects/{}/erase", segment(subject));
+    let body = serde_json::to_vec(&serde_json::json!({ "unlink": unlink }))?;
+    let (status, text, _) = super::admin::call(
+        cfg,
+        Method::POST,
+        &path,
+        Some("application/json"),
+        Bytes::from(body),
+    )?;
+    print_json(&text);
+    Ok(exit(status))
+}
+
+fn print_json(text: &str) {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Err(_) => println!("{text}"),
+    }
+}
+
+fn exit(status: http::StatusCode) -> ExitCode {
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

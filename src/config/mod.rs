@@ -51,6 +51,29 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The audit trail's file; `None` when `storage.audit: off`.
     pub audit: Option<PathBuf>,
+    /// Audit events older than this are pruned (`storage.audit_retention`).
+    pub audit_retention: Option<Duration>,
+    /// Subject requests: the CRM record they read and delete.
+    pub subjects: Subjects,
+}
+
+/// Subject requests' view of the CRM (`subjects:`).
+#[derive(Debug, Clone, Default)]
+pub struct Subjects {
+    /// A customer's record in the CRM, `{id}` in place of the id.
+    pub record: Option<String>,
+    /// The purpose whose rule renders it in access reports.
+    pub access_purpose: Option<Arc<str>>,
+    /// Erasure sends `DELETE <record>` to the CRM.
+    pub forward_erasure: bool,
+}
+
+impl Subjects {
+    /// The record's path for `id` (percent-encoded into one segment).
+    pub fn record_path(&self, id: &str) -> Option<String> {
+        let enc = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+        Some(self.record.as_ref()?.replace("{id}", &enc.to_string()))
+    }
 }
 
 /// The admin API's listener and credentials.
@@ -58,6 +81,8 @@ pub struct Config {
 pub struct Admin {
     pub listen: SocketAddr,
     pub token: AdminToken,
+    /// Read-only: audit queries, verification, access reports.
+    pub auditor: Option<AdminToken>,
 }
 
 /// The admin bearer token. Zeroised on drop; never printed; compared in
@@ -164,6 +189,17 @@ pub fn api_key_hash(key: &str) -> String {
     hex(&sha2::Sha256::digest(key.as_bytes()))
 }
 
+/// Bytes from lower- or upper-case hex; `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     bytes
@@ -252,7 +288,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Parses `250ms`, `5s`, `2m`.
+/// Parses `250ms`, `5s`, `2m`, `12h`, `400d`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -262,6 +298,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        "d" => Some(Duration::from_secs(n.checked_mul(86_400)?)),
         _ => None,
     }
 }
@@ -487,6 +525,23 @@ impl Builder<'_> {
             Some(a) => self.expand(a).map(|p| self.relative(&p)),
             None => sqlite.as_ref().map(|s| s.with_file_name("audit.db")),
         };
+        let retention = src
+            .storage
+            .as_ref()
+            .and_then(|s| s.audit_retention.as_ref());
+        let audit_retention = retention.map(|r| self.duration(&Some(r.clone()), Duration::ZERO));
+        if let (Some(r), None) = (retention, &audit) {
+            self.err(
+                at(r),
+                "`audit_retention` without an audit trail",
+                Some("remove it, or turn the audit trail on"),
+            );
+        }
+        let subjects = src
+            .subjects
+            .as_ref()
+            .map(|s| self.subjects(s))
+            .unwrap_or_default();
         if audit.is_some() && hash_key.is_none() {
             let l = src
                 .storage
@@ -517,9 +572,49 @@ impl Builder<'_> {
             master_keys,
             master_key_file,
             sqlite: sqlite?,
+            audit_retention,
+            subjects,
             admin,
             audit,
         })
+    }
+
+    fn subjects(&mut self, s: &source::SubjectsSource) -> Subjects {
+        let record = s.record.as_ref().and_then(|r| {
+            let v = self.expand(r)?;
+            if !v.starts_with('/') || v.matches("{id}").count() != 1 || v.contains('?') {
+                self.err(
+                    at(r),
+                    format!("`{v}` is not a record path"),
+                    Some("write the CRM path of one record with `{id}` once, e.g. /crm/v3/objects/contacts/{id}"),
+                );
+                return None;
+            }
+            Some(v)
+        });
+        let needs_record = |x: &Spanned<bool>| x.value && record.is_none();
+        if let Some(f) = s.forward_erasure.as_ref().filter(|f| needs_record(f)) {
+            self.err(
+                at(f),
+                "`forward_erasure` needs `record`",
+                Some("set `subjects.record` to the CRM path of one record"),
+            );
+        }
+        if let (Some(p), None) = (&s.access_purpose, &record) {
+            self.err(
+                at(p),
+                "`access_purpose` needs `record`",
+                Some("set `subjects.record` to the CRM path of one record"),
+            );
+        }
+        Subjects {
+            access_purpose: s
+                .access_purpose
+                .as_ref()
+                .map(|p| Arc::from(p.value.as_str())),
+            forward_erasure: s.forward_erasure.as_ref().is_some_and(|f| f.value),
+            record,
+        }
     }
 
     fn admin(&mut self, a: &source::AdminSource) -> Option<Admin> {
@@ -560,8 +655,28 @@ impl Builder<'_> {
             }
             tok
         });
+        let auditor = a.auditor_token.as_ref().and_then(|t| {
+            let v = self.expand(t)?;
+            let tok = AdminToken::new(&v);
+            if tok.is_none() {
+                self.err(
+                    at(t),
+                    format!("the auditor token must be at least {} printable characters without spaces", AdminToken::MIN_LEN),
+                    Some("use a random token of its own, e.g. `auditor_token: ${CONSENTRY_AUDITOR_TOKEN}`"),
+                );
+            } else if token.as_ref().is_some_and(|adm| adm.matches(v.as_bytes())) {
+                self.err(
+                    at(t),
+                    "the auditor token equals the admin token",
+                    Some("give auditors a token of their own: theirs only reads"),
+                );
+                return None;
+            }
+            tok
+        });
         Some(Admin {
             listen: listen?,
+            auditor,
             token: token?,
         })
     }

@@ -31,6 +31,9 @@ pub struct ConfigFile {
     pub storage: Option<StorageSource>,
     #[serde(default)]
     pub admin: Option<AdminSource>,
+    /// Subject requests (access reports, erasure) and the CRM record they use.
+    #[serde(default)]
+    pub subjects: Option<SubjectsSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,25 @@ pub struct StorageSource {
     /// `audit.db` beside `sqlite`), or `off`.
     #[serde(default)]
     pub audit: Option<Spanned<String>>,
+    /// How long audit events are kept (`400d`); older ones are pruned
+    /// behind a signed checkpoint. Default: kept for ever.
+    #[serde(default)]
+    pub audit_retention: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsSource {
+    /// The CRM path of one customer's record, with `{id}`
+    /// (`/crm/v3/objects/contacts/{id}`).
+    #[serde(default)]
+    pub record: Option<Spanned<String>>,
+    /// The purpose whose rule renders that record in access reports.
+    #[serde(default)]
+    pub access_purpose: Option<Spanned<String>>,
+    /// Send `DELETE <record>` to the CRM on erasure.
+    #[serde(default)]
+    pub forward_erasure: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +76,10 @@ pub struct AdminSource {
     pub listen: Option<Spanned<String>>,
     /// Bearer token of the admin API (at least 24 characters); `${VAR}` allowed.
     pub token: Spanned<String>,
+    /// A read-only token for auditors (audit queries, verification, access
+    /// reports); `${VAR}` allowed.
+    #[serde(default)]
+    pub auditor_token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

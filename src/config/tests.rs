@@ -154,7 +154,12 @@ fn sizes_and_durations() {
     assert_eq!(parse_size("x"), None);
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("2h"), None);
+    assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+    assert_eq!(
+        parse_duration("400d"),
+        Some(Duration::from_secs(400 * 86_400))
+    );
+    assert_eq!(parse_duration("2w"), None);
 }
 
 #[test]

@@ -13,6 +13,11 @@
 //!   putting the old state back. So a withdrawal holds from the very next
 //!   request after the acknowledgement.
 //!
+//! The suppression list (erased customers) lives here too: every record of
+//! an erased customer is withheld, whatever the purpose. It is loaded whole
+//! at start (`load_erasures`) and held in memory; an erasure is committed,
+//! then added to the set, then acknowledged.
+//!
 //! Never logs consent data.
 
 pub mod gate;
@@ -20,13 +25,13 @@ pub mod import;
 pub mod model;
 pub mod store;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::clock::{Clock, Millis};
 use model::{ConsentEvent, SubjectConsents, check_subject};
-use store::{Applied, ConsentStore, StoreError, Stored};
+use store::{Applied, ConsentStore, Erased, StoreError, Stored};
 
 /// How many subjects the cache holds before it starts over.
 const CACHE_CAP: usize = 200_000;
@@ -46,6 +51,9 @@ pub struct Consents {
     writes: Mutex<()>,
     /// Store lookups made by `fetch` (each one a batch).
     lookups: AtomicU64,
+    /// The suppression list, and whether it has anyone (the hot path's test).
+    erased: RwLock<HashSet<Box<str>>>,
+    any_erased: AtomicBool,
 }
 
 /// Why a consent change was refused (before anything was stored).
@@ -66,7 +74,66 @@ impl Consents {
             cache: RwLock::new(Cache::default()),
             writes: Mutex::new(()),
             lookups: AtomicU64::new(0),
+            erased: RwLock::new(HashSet::new()),
+            any_erased: AtomicBool::new(false),
         }
+    }
+
+    /// Loads the suppression list from the store; the gateway does this
+    /// before it serves anything.
+    pub fn load_erasures(&self) -> Result<usize, StoreError> {
+        let all = self.store.erasures()?;
+        let mut set = self
+            .erased
+            .write()
+            .map_err(|_| StoreError("suppression list poisoned".into()))?;
+        set.extend(all.into_iter().map(|e| e.subject.into_boxed_str()));
+        self.any_erased.store(!set.is_empty(), Ordering::Release);
+        Ok(set.len())
+    }
+
+    /// Whether anyone is on the suppression list.
+    #[inline]
+    pub fn any_erased(&self) -> bool {
+        self.any_erased.load(Ordering::Acquire)
+    }
+
+    /// Whether `subject` is on the suppression list. Fails closed: a
+    /// poisoned list suppresses everyone.
+    #[inline]
+    pub fn is_erased(&self, subject: &str) -> bool {
+        self.any_erased() && self.erased.read().map_or(true, |s| s.contains(subject))
+    }
+
+    /// Puts `subject` on the suppression list: stored durably, then in
+    /// force, then returned. An earlier erasure is returned as it was
+    /// (`true`: it was there already). Blocking.
+    pub fn erase(&self, subject: &str, receipt: &str) -> Result<(Erased, bool), StoreError> {
+        let e = Erased {
+            subject: subject.to_owned(),
+            at: self.now(),
+            receipt: receipt.to_owned(),
+        };
+        let before = self.store.erase(&e)?;
+        let mut set = self
+            .erased
+            .write()
+            .map_err(|_| StoreError("suppression list poisoned".into()))?;
+        set.insert(subject.into());
+        self.any_erased.store(true, Ordering::Release);
+        Ok(match before {
+            Some(b) => (b, true),
+            None => (e, false),
+        })
+    }
+
+    /// A customer's erasure, if they are on the list. Blocking.
+    pub fn erasure(&self, subject: &str) -> Result<Option<Erased>, StoreError> {
+        Ok(self
+            .store
+            .erasures()?
+            .into_iter()
+            .find(|e| e.subject == subject))
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

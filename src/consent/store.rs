@@ -32,6 +32,16 @@ pub struct Applied {
     pub superseded: usize,
 }
 
+/// A customer on the suppression list (erased): their records never leave
+/// the gateway again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erased {
+    pub subject: String,
+    pub at: Millis,
+    /// The receipt id given when the erasure was made.
+    pub receipt: String,
+}
+
 /// The store failed; the message names the operation, never consent data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("consent store: {0}")]
@@ -54,6 +64,13 @@ pub trait ConsentStore: Send + Sync + fmt::Debug {
 
     /// Every statement, oldest first, given to `sink` one by one.
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError>;
+
+    /// Puts `erased` on the suppression list (durably). If the subject is
+    /// on it already, nothing changes and the earlier erasure is returned.
+    fn erase(&self, erased: &Erased) -> Result<Option<Erased>, StoreError>;
+
+    /// The whole suppression list.
+    fn erasures(&self) -> Result<Vec<Erased>, StoreError>;
 }
 
 /// When a stored statement took effect.
@@ -65,6 +82,7 @@ fn effective(s: &Stored) -> Millis {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     events: Mutex<Vec<Stored>>,
+    erased: Mutex<Vec<Erased>>,
 }
 
 impl MemoryStore {
@@ -166,6 +184,26 @@ impl ConsentStore for MemoryStore {
         v.sort_by_key(|s| (s.event.at, s.id));
         v.into_iter().for_each(sink);
         Ok(())
+    }
+
+    fn erase(&self, erased: &Erased) -> Result<Option<Erased>, StoreError> {
+        let mut all = self
+            .erased
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        if let Some(e) = all.iter().find(|e| e.subject == erased.subject) {
+            return Ok(Some(e.clone()));
+        }
+        all.push(erased.clone());
+        Ok(None)
+    }
+
+    fn erasures(&self) -> Result<Vec<Erased>, StoreError> {
+        Ok(self
+            .erased
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?
+            .clone())
     }
 }
 

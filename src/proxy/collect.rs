@@ -103,7 +103,9 @@ pub async fn write_body(
         Err(CollectError::Transform(TransformError::TooLarge { .. })) => {
             Err(Refusal::RequestBodyTooLarge)
         }
-        Err(CollectError::Transform(TransformError::Blocked { .. })) => Err(Refusal::Internal),
+        Err(CollectError::Transform(
+            TransformError::Blocked { .. } | TransformError::Erased { .. },
+        )) => Err(Refusal::Internal),
         Err(CollectError::Transform(TransformError::Seal)) => Err(Refusal::KeysUnavailable),
         Err(CollectError::Transform(TransformError::TokenAsValue)) => Err(Refusal::TokenAsValue),
     }

@@ -29,7 +29,7 @@ impl Emitter {
             let audit = std::sync::Arc::clone(audit);
             let event = super::audit_event(ctx, &audit);
             tokio::spawn(async move {
-                if let Err(e) = audit.record(&event).await {
+                if let Err(e) = audit.record(event).await {
                     tracing::error!(error = %e, "the final audit event of a streamed response was not stored");
                 }
             });

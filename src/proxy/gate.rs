@@ -29,6 +29,8 @@ pub struct RecordGate {
     bind: Option<String>,
     /// Each decided record's subject and outcome, when auditing (`seen`).
     seen: Option<Vec<(String, RecordOutcome)>>,
+    /// The suppression list, when anyone is on it.
+    erased: Option<Arc<Consents>>,
 }
 
 /// Subjects remembered per response for the audit event, at most.
@@ -81,7 +83,17 @@ impl RecordGate {
             keys,
             bind,
             seen: None,
+            erased: None,
         }
+    }
+
+    /// Withholds every record of a customer on `consents`' suppression list
+    /// (only when the list has anyone on it: no cost otherwise).
+    pub fn suppress(mut self, consents: &Arc<Consents>) -> RecordGate {
+        if consents.any_erased() {
+            self.erased = Some(Arc::clone(consents));
+        }
+        self
     }
 
     /// Remembers each decided record's subject and outcome (for the audit
@@ -203,6 +215,13 @@ impl Gate for RecordGate {
     fn decide(&mut self, subject: Subject<'_>) -> Option<RecordOutcome> {
         if self.bind.is_some() {
             return None;
+        }
+        // An erased customer's record never leaves, whatever the purpose;
+        // nor is it named in the audit event again.
+        if let (Some(c), Subject::Id(id)) = (&self.erased, &subject)
+            && c.is_erased(id)
+        {
+            return Some(RecordOutcome::Suppress);
         }
         if let (Some(v), Subject::Id(id)) = (&mut self.vault, &subject)
             && !v.knows(id)

@@ -28,6 +28,7 @@ pub mod identify;
 pub mod reject;
 pub mod respond;
 pub mod route;
+pub mod subject;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +94,9 @@ impl Gateway {
     ) -> Result<Gateway, String> {
         let upstream = Upstream::new(&config.upstream)?;
         warm_keys(&policies.load(), keys.as_deref())?;
+        consents
+            .load_erasures()
+            .map_err(|e| format!("cannot read the suppression list (erased customers): {e}"))?;
         let emitter = Arc::new(Emitter {
             access: config.log.access,
             ..Emitter::default()
@@ -180,7 +184,7 @@ impl Gateway {
         // Nothing leaves before its audit event is committed.
         if let Some(audit) = &self.audit {
             let event = audit_event(&ctx, audit);
-            if let Err(e) = audit.record(&event).await {
+            if let Err(e) = audit.record(event).await {
                 tracing::error!(error = %e, request_id = ctx.id.as_str(), "audit event not stored: the response is refused");
                 let r = Refusal::AuditUnavailable;
                 ctx.outcome = Outcome::Refused;
@@ -321,7 +325,7 @@ impl Gateway {
                 let bind = pending
                     .filter(|_| (200..300).contains(&status) && keys.is_some())
                     .map(|p| p.owner);
-                let mut gate = RecordGate::new(consent, keys, bind);
+                let mut gate = RecordGate::new(consent, keys, bind).suppress(&self.consents);
                 if self.audit.is_some() {
                     gate = gate.collect_subjects();
                 }
@@ -388,6 +392,7 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
                 crate::transform::RecordOutcome::Redact => "redacted",
                 crate::transform::RecordOutcome::Drop => "dropped",
                 crate::transform::RecordOutcome::Block => "blocked",
+                crate::transform::RecordOutcome::Suppress => "erased",
             }
             .to_owned(),
         })

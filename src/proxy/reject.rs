@@ -60,6 +60,8 @@ pub enum Refusal {
     SubjectUnknown,
     /// A write of encrypted fields for a customer whose key was destroyed.
     SubjectErased,
+    /// The response's one record belongs to an erased customer.
+    RecordErased,
     /// A write carries a token as the value of an encrypted field.
     TokenAsValue,
     /// A write carries data the purpose may not collect (`minimise: refuse`).
@@ -113,6 +115,7 @@ impl Refusal {
             | ConsentRequired { .. }
             | NotCollectable { .. } => StatusCode::FORBIDDEN,
             SubjectErased => StatusCode::CONFLICT,
+            RecordErased => StatusCode::GONE,
             ConsentUnavailable | KeysUnavailable | AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -161,6 +164,7 @@ impl Refusal {
             SearchUnsupported(_) => "search-unsupported",
             SubjectUnknown => "subject-unknown",
             SubjectErased => "subject-erased",
+            RecordErased => "record-erased",
             TokenAsValue => "token-as-value",
             KeyBinding => "key-binding",
             NotCollectable { .. } => "not-collectable",
@@ -207,6 +211,7 @@ impl Refusal {
             SearchUnsupported(_) => "Search on an encrypted field not possible",
             SubjectUnknown => "Customer id required",
             SubjectErased => "Customer erased",
+            RecordErased => "Customer erased",
             TokenAsValue => "Token written as a value",
             KeyBinding => "Created record cannot be bound to its key",
             NotCollectable { .. } => "Data the purpose may not collect",
@@ -260,6 +265,7 @@ impl Refusal {
             SearchUnsupported(why) => why.clone(),
             TokenAsValue => "an encrypted field carries a consentry token (ctk1./ctd1.): write the value itself; tokens are made by the gateway".into(),
             SubjectErased => "this customer's data key was destroyed (erasure): encrypted fields are not written for them again".into(),
+            RecordErased => "this record belongs to a customer who was erased: their data is not served again (the CRM may still hold it)".into(),
             SubjectUnknown => "this write stores encrypted fields under the customer's key, and the path does not name a well-formed customer id".into(),
             KeyBinding => "the CRM created the record, but its answer names no usable id (or an id that already has a key), so the encrypted values sent cannot be read back; check the CRM and the resource's `subject` selector".into(),
             NotCollectable { purpose, collectable } if collectable.is_empty() => format!(
@@ -372,6 +378,7 @@ mod tests {
             SearchUnsupported("why".into()),
             SubjectUnknown,
             SubjectErased,
+            RecordErased,
             TokenAsValue,
             KeyBinding,
             NotCollectable {
@@ -425,6 +432,7 @@ mod tests {
             ("search-unsupported", 400),
             ("subject-unknown", 400),
             ("subject-erased", 409),
+            ("record-erased", 410),
             ("token-as-value", 400),
             ("key-binding", 502),
             ("not-collectable", 403),

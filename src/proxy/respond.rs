@@ -85,6 +85,7 @@ fn from_transform(e: TransformError, purpose: &str) -> Refusal {
             purpose: purpose.to_owned(),
             write: false,
         },
+        TransformError::Erased { .. } => Refusal::RecordErased,
         TransformError::Seal => Refusal::KeysUnavailable,
         TransformError::TokenAsValue => Refusal::Internal,
     }
@@ -117,6 +118,36 @@ fn settle_blocking(
         gate.learn(RecordGate::fetch(needs, consents, keys)?);
     }
     resume(rw, gate, out, purpose)
+}
+
+/// Rewrites a whole body at once, settling every record in one batch (the
+/// record of a subject access report). Blocking.
+pub(super) fn render_blocking(
+    resource: &Resource,
+    rule: &Rule,
+    mut gate: RecordGate,
+    body: &[u8],
+    limits: &crate::config::Limits,
+) -> Result<Vec<u8>, Refusal> {
+    let tlimits = transform::Limits {
+        max_depth: limits.json_depth,
+        max_buffer: limits.record,
+    };
+    let mut rw = Rewriter::new(
+        Arc::clone(&resource.program),
+        Arc::clone(&rule.table),
+        tlimits,
+    );
+    let purpose = &*rule.purpose;
+    let mut out = Vec::with_capacity(body.len());
+    rw.push(body, &mut gate, &mut out)
+        .map_err(|e| from_transform(e, purpose))?;
+    rw.finish(&mut gate, &mut out)
+        .map_err(|e| from_transform(e, purpose))?;
+    if rw.pending() > 0 {
+        settle_blocking(&mut rw, &mut gate, &mut out, purpose)?;
+    }
+    Ok(out)
 }
 
 fn lookup_failed(e: StoreError) -> Refusal {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use crate::clock::Millis;
 use crate::consent::model::{ConsentEvent, Current, Status, SubjectConsents};
-use crate::consent::store::{Applied, ConsentStore, StoreError, Stored};
+use crate::consent::store::{Applied, ConsentStore, Erased, StoreError, Stored};
 use crate::keys::store::{Binding, KeyStore, StoredKey};
 use crate::keys::wrap::{KeyId, Wrapped};
 
@@ -72,6 +72,12 @@ const MIGRATIONS: &[&str] = &[
          destroyed_ms INTEGER,
          CHECK ((destroyed_ms IS NULL) = (wrapped IS NOT NULL))
      );",
+    // 4: the suppression list: erased customers, whose records never leave.
+    "CREATE TABLE erasures (
+         subject TEXT PRIMARY KEY,
+         at_ms INTEGER NOT NULL,
+         receipt TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 #[derive(Debug)]
@@ -404,6 +410,56 @@ impl ConsentStore for SqliteStore {
         }
         Ok(())
     }
+
+    fn erase(&self, erased: &Erased) -> Result<Option<Erased>, StoreError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("begin"))?;
+        let before = tx
+            .query_row(
+                "SELECT subject, at_ms, receipt FROM erasures WHERE subject = ?1",
+                [&erased.subject],
+                erasure,
+            )
+            .optional()
+            .map_err(err("read the suppression list"))?;
+        if before.is_none() {
+            tx.execute(
+                "INSERT INTO erasures (subject, at_ms, receipt) VALUES (?1, ?2, ?3)",
+                params![erased.subject, erased.at, erased.receipt],
+            )
+            .map_err(err("write the suppression list"))?;
+        }
+        tx.commit().map_err(err("commit"))?;
+        Ok(before)
+    }
+
+    fn erasures(&self) -> Result<Vec<Erased>, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError("poisoned".into()))?;
+        let mut stmt = conn
+            .prepare("SELECT subject, at_ms, receipt FROM erasures")
+            .map_err(err("read the suppression list"))?;
+        let rows = stmt
+            .query_map([], erasure)
+            .map_err(err("read the suppression list"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(err("read the suppression list"))
+    }
+}
+
+fn erasure(r: &rusqlite::Row<'_>) -> rusqlite::Result<Erased> {
+    Ok(Erased {
+        subject: r.get(0)?,
+        at: r.get(1)?,
+        receipt: r.get(2)?,
+    })
 }
 
 /// Whether a store file exists and is at the current schema (for `readyz` later).

@@ -8,14 +8,28 @@ use crate::harness::*;
 const ONE: &str = "/crm/v3/objects/contacts/7";
 const LIST: &str = "/crm/v3/objects/contacts";
 
+/// The stored events, each with its customer entries (stored beside the
+/// body, each under its commitment) put back in place.
 fn events(gw: &TestGateway) -> Vec<serde_json::Value> {
     let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
     let mut stmt = conn
-        .prepare("SELECT body FROM audit_events ORDER BY seq")
+        .prepare("SELECT body, subjects FROM audit_events ORDER BY seq")
         .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .unwrap()
-        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .map(|row| {
+            let (body, subjects) = row.unwrap();
+            let mut e: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let entries: Vec<serde_json::Value> = serde_json::from_str(&subjects).unwrap();
+            let open: Vec<serde_json::Value> = entries
+                .into_iter()
+                .filter_map(|s| s.get("e").cloned())
+                .collect();
+            if !open.is_empty() {
+                e["subjects"] = open.into();
+            }
+            e
+        })
         .collect()
 }
 

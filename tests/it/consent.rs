@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use consentry::clock::ManualClock;
 use consentry::consent::model::{ConsentEvent, SubjectConsents};
-use consentry::consent::store::{Applied, ConsentStore, StoreError, Stored};
+use consentry::consent::store::{Applied, ConsentStore, Erased, StoreError, Stored};
 
 use crate::harness::*;
 
@@ -629,6 +629,13 @@ impl ConsentStore for FlakyStore {
     fn export(&self, sink: &mut dyn FnMut(Stored)) -> Result<(), StoreError> {
         self.check()?;
         self.inner.export(sink)
+    }
+    fn erase(&self, e: &Erased) -> Result<Option<Erased>, StoreError> {
+        self.check()?;
+        self.inner.erase(e)
+    }
+    fn erasures(&self) -> Result<Vec<Erased>, StoreError> {
+        self.inner.erasures()
     }
 }
 

@@ -233,6 +233,7 @@ pub const MARKETING: &str = "test-marketing-key-0000000002";
 pub const MULTI: &str = "test-multi-purpose-key-000003";
 /// The admin API's bearer token in tests.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+pub const AUDITOR_TOKEN: &str = "auditor-token-for-tests-0123456789";
 
 /// A running gateway in front of a `FakeCrm`.
 pub struct TestGateway {
@@ -545,10 +546,13 @@ log: {{ access: false }}
         let (admin, admin_task) = if self.admin {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let a = l.local_addr().unwrap();
-            let state = Arc::new(consentry::admin::Admin::new(
-                Arc::clone(&gateway),
-                config::AdminToken::new(ADMIN_TOKEN).unwrap(),
-            ));
+            let state = Arc::new(
+                consentry::admin::Admin::new(
+                    Arc::clone(&gateway),
+                    config::AdminToken::new(ADMIN_TOKEN).unwrap(),
+                )
+                .with_auditor(config::AdminToken::new(AUDITOR_TOKEN)),
+            );
             let mut stop = admin_rx;
             let t = tokio::spawn(consentry::admin::serve(l, state, async move {
                 let _ = stop.changed().await;

@@ -29,7 +29,7 @@ impl Rewriter {
                     };
                     match decision {
                         RecordOutcome::Block => return Err(TransformError::Blocked { record: n }),
-                        RecordOutcome::Drop => {
+                        RecordOutcome::Drop | RecordOutcome::Suppress => {
                             match removal(&edit, &mut self.env_removed) {
                                 Removal::Wait => break,
                                 Removal::Range(a, b) => {
@@ -37,6 +37,9 @@ impl Rewriter {
                                     self.cursor = b;
                                 }
                                 // A single-record body cannot lose its record.
+                                Removal::NotMember if decision == RecordOutcome::Suppress => {
+                                    return Err(TransformError::Erased { record: n });
+                                }
                                 Removal::NotMember => {
                                     return Err(TransformError::Blocked { record: n });
                                 }

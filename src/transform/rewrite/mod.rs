@@ -62,6 +62,9 @@ pub enum RecordOutcome {
     Drop,
     /// Refuse the whole response.
     Block,
+    /// The customer was erased: remove the record from its list; a
+    /// single-record body is refused (`TransformError::Erased`).
+    Suppress,
 }
 
 /// Why a body could not be rewritten. Carries no body content.
@@ -73,6 +76,9 @@ pub enum TransformError {
     TooLarge { limit: usize },
     #[error("record {record} may not be shown to this caller")]
     Blocked { record: u64 },
+    /// The single record of the body belongs to an erased customer.
+    #[error("record {record} belongs to an erased customer")]
+    Erased { record: u64 },
     /// A value of an encrypted category could not be encrypted (no key).
     #[error("a value of an encrypted category could not be encrypted")]
     Seal,

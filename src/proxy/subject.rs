@@ -1,0 +1,145 @@
+//! The CRM as subject requests see it: a customer's current record fetched
+//! and rendered for the access report, and the delete an erasure forwards.
+//! Both go to the CRM the way the data path does (its credentials, its
+//! timeouts), outside any client's request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use super::gate::RecordGate;
+use super::reject::Refusal;
+use super::route::{self, Plan};
+use super::{Gateway, encrypt, forward, respond};
+
+/// What the CRM answered to a subject request.
+#[derive(Debug)]
+pub struct CrmAnswer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Gateway {
+    /// Sends `method path` to the CRM, with no body; the answer read whole
+    /// (within the response body limit).
+    pub async fn crm(&self, method: Method, path: &str) -> Result<CrmAnswer, Refusal> {
+        let cfg = self.config();
+        let (parts, ()) = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .map_err(|_| Refusal::Internal)?
+            .into_parts();
+        let target = route::target(&parts.uri)?;
+        let id = self.ids.next();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let empty = super::body::empty();
+        let req = forward::request(
+            &cfg.upstream,
+            &cfg.identity,
+            &parts,
+            &target,
+            false,
+            empty,
+            &id,
+            peer,
+        )?;
+        let resp = self.upstream.send(req).await.map_err(|e| match e {
+            forward::SendError::Connect => Refusal::UpstreamUnavailable,
+            forward::SendError::Timeout => Refusal::UpstreamTimeout,
+            forward::SendError::Failed => Refusal::UpstreamFailed,
+        })?;
+        let status = resp.status();
+        let limit = cfg.limits.response_body;
+        let idle = cfg.upstream.body_idle_timeout;
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => return Err(Refusal::UpstreamTimeout),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
+                Ok(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        if (buf.len() + d.len()) as u64 > limit {
+                            return Err(Refusal::ResponseTooLarge);
+                        }
+                        buf.extend_from_slice(d);
+                    }
+                }
+            }
+        }
+        Ok(CrmAnswer {
+            status,
+            body: Bytes::from(buf),
+        })
+    }
+
+    /// The customer's record as the CRM holds it now, rendered under the
+    /// access purpose's rule (tokens decrypted where it shows them; no
+    /// consent check: the report is for the customer). `None` when
+    /// `subjects.record` or `subjects.access_purpose` is not configured.
+    pub async fn subject_record(
+        &self,
+        subject: &str,
+    ) -> Result<Option<serde_json::Value>, Refusal> {
+        let s = &self.config().subjects;
+        let (Some(path), Some(purpose)) = (s.record_path(subject), s.access_purpose.clone()) else {
+            return Ok(None);
+        };
+        let policies = self.policies.load_full();
+        let (parts, ()) = http::Request::builder()
+            .uri(path.as_str())
+            .body(())
+            .map_err(|_| Refusal::Internal)?
+            .into_parts();
+        let target = route::target(&parts.uri)?;
+        let plan = route::plan(
+            &policies,
+            self.config().unmatched,
+            &Method::GET,
+            &target,
+            &purpose,
+        )?;
+        let answer = self.crm(Method::GET, &path).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(Some(
+                serde_json::json!({"path": path, "status": 404, "record": null}),
+            ));
+        }
+        if !answer.status.is_success() {
+            return Err(Refusal::UpstreamFailed);
+        }
+        let rendered = match plan {
+            Plan::Inspect { resource, rule } => {
+                let keys = match self.keys() {
+                    Some(k) if resource.program.sealed => Some((
+                        Arc::clone(k),
+                        encrypt::read_vault(k, &resource.program).await?,
+                    )),
+                    _ => None,
+                };
+                let gate = RecordGate::new(None, keys, None);
+                let limits = self.config().limits.clone();
+                let body = answer.body;
+                tokio::task::spawn_blocking(move || {
+                    respond::render_blocking(&resource, &rule, gate, &body, &limits)
+                })
+                .await
+                .map_err(|_| Refusal::Internal)??
+            }
+            Plan::Pass { .. } => answer.body.to_vec(),
+        };
+        let record: serde_json::Value =
+            serde_json::from_slice(&rendered).map_err(|_| Refusal::NotJson)?;
+        Ok(Some(serde_json::json!({
+            "path": path,
+            "status": answer.status.as_u16(),
+            "purpose": &*purpose,
+            "record": record,
+        })))
+    }
+}
