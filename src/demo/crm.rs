@@ -8,6 +8,7 @@
 //! GET   /crm/v3/objects/contacts?email=X        the contacts whose email is exactly X
 //! POST  /crm/v3/objects/contacts                create: {"properties":{...}} -> 201, ids from 1001
 //! PATCH /crm/v3/objects/contacts/{id}           update a created contact's properties
+//! DELETE /crm/v3/objects/contacts/{id}          delete a contact -> 204 (404 if unknown)
 //! POST  /crm/v3/objects/contacts/search         {"filterGroups":[{"filters":[{propertyName, operator: EQ, value}]}]}
 //! GET   /crm/v3/properties/contacts             the property schema (no personal data)
 //! ```
@@ -125,7 +126,30 @@ impl Crm {
     /// Every contact created through the CRM, as it stores them (JSON).
     pub fn stored(&self) -> Vec<u8> {
         let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
-        serde_json::to_vec(&created.values().collect::<Vec<_>>()).unwrap_or_default()
+        let live: Vec<&Value> = created.values().filter(|v| !v.is_null()).collect();
+        serde_json::to_vec(&live).unwrap_or_default()
+    }
+
+    /// Deletes a contact: its entry becomes a tombstone (`null`), so that
+    /// neither it nor its id comes back.
+    fn delete(&self, id: u64) -> Response<Full<Bytes>> {
+        if self.contact(id).is_none() {
+            return not_found();
+        }
+        let Ok(mut created) = self.created.lock() else {
+            return bad_request("unavailable");
+        };
+        created.insert(id, Value::Null);
+        self.save(&created);
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r
+    }
+
+    fn deleted(&self, id: u64) -> bool {
+        self.created
+            .lock()
+            .is_ok_and(|c| c.get(&id).is_some_and(Value::is_null))
     }
 
     /// Every write body the CRM received, byte for byte.
@@ -135,7 +159,7 @@ impl Crm {
 
     fn contact(&self, id: u64) -> Option<Value> {
         if let Some(c) = self.created.lock().ok()?.get(&id) {
-            return Some(c.clone());
+            return (!c.is_null()).then(|| c.clone());
         }
         (1..=CONTACTS).contains(&id).then(|| data::contact(id))
     }
@@ -148,9 +172,10 @@ impl Crm {
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default();
         (1..=CONTACTS)
+            .filter(|n| !self.deleted(*n))
             .map(data::contact)
             .chain(created)
-            .filter(|c| c["properties"].get(name) == Some(value))
+            .filter(|c| !c.is_null() && c["properties"].get(name) == Some(value))
             .collect()
     }
 
@@ -193,6 +218,9 @@ impl Crm {
         };
         // The invented contacts are read-only; an update makes a stored copy.
         let record = match created.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) if e.get().is_null() => {
+                return not_found();
+            }
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
                 if !(1..=CONTACTS).contains(&id) {
@@ -265,7 +293,7 @@ impl Crm {
             ("POST", BASE) => return self.create(body),
             ("POST", "/crm/v3/objects/contacts/search") => return self.search(body),
             ("GET" | "HEAD", _) => {}
-            ("PATCH", _) if path.starts_with(BASE) => {}
+            ("PATCH" | "DELETE", _) if path.starts_with(BASE) => {}
             _ => {
                 return json_response(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -280,7 +308,14 @@ impl Crm {
             }
             let limit = query_param(query, "limit").unwrap_or(10).clamp(1, 100);
             let after = query_param(query, "after").unwrap_or(0);
-            return json_response(StatusCode::OK, &data::page(BASE, after, limit, CONTACTS));
+            let mut page = data::page(BASE, after, limit, CONTACTS);
+            if let Some(list) = page.get_mut("results").and_then(Value::as_array_mut) {
+                list.retain(|c| {
+                    let id = c["id"].as_str().and_then(|i| i.parse().ok());
+                    !id.is_some_and(|i| self.deleted(i))
+                });
+            }
+            return json_response(StatusCode::OK, &page);
         }
         if let Some(id) = path.strip_prefix(BASE).and_then(|r| r.strip_prefix('/')) {
             let Ok(n) = id.parse::<u64>() else {
@@ -288,6 +323,9 @@ impl Crm {
             };
             if *method == Method::PATCH {
                 return self.update(n, body);
+            }
+            if *method == Method::DELETE {
+                return self.delete(n);
             }
             return match self.contact(n) {
                 Some(c) => json_response(StatusCode::OK, &c),

@@ -527,7 +527,7 @@ log: {{ access: false }}
         let audit = cfg.audit.as_ref().map(|path| {
             let store = consentry::audit::open_signed(path).unwrap();
             let key = consentry::audit::pseudonym_key(cfg.hash_key.as_deref().unwrap()).unwrap();
-            consentry::audit::writer::Audit::start(store, key).unwrap()
+            consentry::audit::writer::Audit::start_with(store, key, cfg.audit_retention).unwrap()
         });
         let mut gw = Gateway::new(cfg, set, consents, keys).unwrap();
         if let Some(a) = audit {
@@ -628,6 +628,28 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]
         headers: parts.headers,
         body,
     }
+}
+
+/// `send`, but `None` when the connection fails (the server is gone).
+pub async fn try_send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Got> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).ok()?;
+    let resp = client().request(req).await.ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// A call to the gateway's admin API with `ADMIN_TOKEN`.

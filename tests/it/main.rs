@@ -5,10 +5,12 @@ mod harness;
 
 mod audit;
 mod consent;
+mod durability;
 mod encryption;
 mod failclosed;
 mod policies;
 mod proxy;
 mod streaming;
+mod subjects;
 mod tls;
 mod transform_props;
