@@ -30,6 +30,10 @@ fn event(i: u64) -> Event {
             record: "shown".into(),
         }],
         counts: None,
+        categories: Some(Arc::new(serde_json::json!({
+            "disclosed": ["user.contact.email", "user.name"],
+            "masked": ["user.contact.phone_number"],
+        }))),
     }
 }
 

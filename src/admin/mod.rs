@@ -297,6 +297,7 @@ pub async fn audit_act(
             })
             .collect(),
         counts,
+        categories: None,
     };
     audit.record(event).await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, kind, "an administrative act was carried out, but its audit event was not stored");

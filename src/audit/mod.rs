@@ -59,6 +59,11 @@ pub struct Event {
     /// Counts of what the rewriter did (masked, redacted, removed, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<serde_json::Value>,
+    /// Of a served response: its categories by what the purpose's rule did
+    /// to them (disclosed, masked, hashed, tokens, redacted, removed); each
+    /// customer entry says whether that applied to their record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

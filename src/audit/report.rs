@@ -74,6 +74,7 @@ pub fn access_report(cfg: &Config, subject: &str) -> anyhow::Result<serde_json::
                 "route": e.route,
                 "decision": e.decision,
                 "record": record.join(";"),
+                "categories": e.categories,
             }));
         }
         pseudonym = Some(p);

@@ -999,11 +999,13 @@ impl Compiler<'_> {
         let rules = rules
             .iter()
             .map(|rule| {
+                let table = Arc::new(table(&program, rule));
                 Arc::new(Rule {
                     purpose: rule.purpose.as_str().into(),
                     basis: rule.basis,
                     consent: rule.consent,
-                    table: Arc::new(table(&program, rule)),
+                    disclosure: Arc::new(super::disclosure(&program, &table)),
+                    table,
                     collect: request_program
                         .as_ref()
                         .map(|p| Arc::new(collect_table(p, rule))),

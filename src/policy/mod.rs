@@ -94,10 +94,38 @@ pub struct Rule {
     pub consent: Option<ConsentCheck>,
     /// What the purpose may see of a response.
     pub table: Arc<ActionTable>,
+    /// The categories of the response by what this rule does to them
+    /// (`disclosure`), for audit events.
+    pub disclosure: Arc<serde_json::Value>,
     /// What it may write (collect): `allow` for the categories it may collect,
     /// `remove` for the others. Only for resources with write methods.
     pub collect: Option<Arc<ActionTable>>,
     pub minimise: Minimise,
+}
+
+/// A response's categories grouped by what `table` does to them:
+/// `{"disclosed": [...], "masked": [...], "hashed": [...], "tokens": [...],
+/// "redacted": [...], "removed": [...]}` (empty groups left out). Audit
+/// events carry it, so that a customer's access report says which of their
+/// categories a purpose saw, and how.
+pub fn disclosure(program: &crate::transform::Program, table: &ActionTable) -> serde_json::Value {
+    use crate::transform::Action;
+    let mut groups: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        std::collections::BTreeMap::new();
+    for (f, action) in program.fields.iter().zip(&table.fields) {
+        let group = match action {
+            Action::Allow | Action::Seal => "disclosed",
+            Action::Mask(_) => "masked",
+            Action::Hash => "hashed",
+            Action::Token => "tokens",
+            Action::Redact => "redacted",
+            Action::Remove => "removed",
+        };
+        if let Some(c) = program.categories.get(f.category as usize) {
+            groups.entry(group).or_default().insert(c);
+        }
+    }
+    serde_json::to_value(groups).unwrap_or_default()
 }
 
 /// The lawful bases of GDPR Art. 6(1).

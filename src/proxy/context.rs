@@ -121,6 +121,8 @@ pub struct Context {
     /// The customers whose records the response held, and what became of
     /// each (for the audit event; collected only when auditing).
     pub subjects: Vec<(String, crate::transform::RecordOutcome)>,
+    /// The rule's categories by action (`policy::disclosure`), once a rule applies.
+    pub disclosure: Option<Arc<serde_json::Value>>,
     pub bytes_out: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
@@ -151,6 +153,7 @@ impl Context {
             stats: Stats::default(),
             sealed: 0,
             subjects: Vec::new(),
+            disclosure: None,
             bytes_out: 0,
             streaming: false,
         }

@@ -303,6 +303,7 @@ impl Gateway {
         ctx.upstream_status = Some(up_resp.status().as_u16());
         match plan {
             Plan::Inspect { resource, rule } => {
+                ctx.disclosure = Some(Arc::clone(&rule.disclosure));
                 let status = up_resp.status().as_u16();
                 let consent = resource
                     .consent_for(&rule, &parts.method, status)
@@ -430,5 +431,10 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
         problem: ctx.problem.map(str::to_owned),
         subjects,
         counts,
+        categories: ctx
+            .disclosure
+            .as_ref()
+            .filter(|_| ctx.outcome == Outcome::Served || ctx.streaming)
+            .cloned(),
     }
 }

@@ -68,6 +68,25 @@ async fn every_request_gets_one_chained_event_before_its_response() {
     assert_eq!(ev[0]["route"], "/crm/v3/objects/contacts/{id}");
     assert_eq!(ev[0]["client"], "support");
     assert_eq!(ev[0]["purpose"], "essential.service");
+    // What support saw of the record, by category.
+    let masked = &ev[0]["categories"]["masked"];
+    assert_eq!(masked, &serde_json::json!(["user.contact.phone_number"]));
+    let disclosed = ev[0]["categories"]["disclosed"].as_array().unwrap();
+    assert!(
+        disclosed.contains(&"user.contact.email".into()),
+        "{disclosed:?}"
+    );
+    let removed = ev[1]["categories"]["removed"].as_array().unwrap();
+    assert!(
+        removed.contains(&"user.contact.phone_number".into()),
+        "{removed:?}"
+    );
+    let shown = ev[1]["categories"]["disclosed"].as_array().unwrap();
+    assert!(shown.contains(&"user.contact.email".into()), "{shown:?}");
+    assert!(
+        ev[2].get("categories").is_none(),
+        "a refusal discloses nothing"
+    );
     assert_eq!(ev[2]["problem"], "api-key-unknown");
     assert_eq!(ev[3]["problem"], "not-json");
     // The list: one customer shown, one dropped, both as pseudonyms.
