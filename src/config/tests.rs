@@ -183,7 +183,7 @@ fn the_example_config_needs_its_secrets_except_in_the_demo() {
     crate::demo::ensure_master_key(path).unwrap();
     assert!(dir.path().join("consentry-data/master.key").exists());
     let no_secrets = |n: &str| match n {
-        "CONSENTRY_ADMIN_TOKEN" | "CONSENTRY_HASH_KEY" => None,
+        "CONSENTRY_ADMIN_TOKEN" | "CONSENTRY_HASH_KEY" | "CONSENTRY_AUDITOR_TOKEN" => None,
         _ => std::env::var(n).ok(),
     };
     let report = load_with_env(path, no_secrets).unwrap_err().to_string();
@@ -199,6 +199,7 @@ fn the_example_config_needs_its_secrets_except_in_the_demo() {
     let demo_only = |n: &str| match n {
         "CONSENTRY_ADMIN_TOKEN" => Some(crate::demo::DEMO_ADMIN_TOKEN.to_owned()),
         "CONSENTRY_HASH_KEY" => Some(crate::demo::DEMO_HASH_KEY.to_owned()),
+        "CONSENTRY_AUDITOR_TOKEN" => Some(crate::demo::DEMO_AUDITOR_TOKEN.to_owned()),
         _ => std::env::var(n).ok(),
     };
     let (cfg, set, _) = load_with_env(path, demo_only).unwrap_or_else(|r| panic!("{r}"));
@@ -209,7 +210,56 @@ fn the_example_config_needs_its_secrets_except_in_the_demo() {
             .token
             .matches(crate::demo::DEMO_ADMIN_TOKEN.as_bytes())
     );
+    assert!(
+        admin
+            .auditor
+            .is_some_and(|a| a.matches(crate::demo::DEMO_AUDITOR_TOKEN.as_bytes()))
+    );
+    assert_eq!(
+        cfg.subjects.record_path("a/b").as_deref(),
+        Some("/crm/v3/objects/contacts/a%2Fb")
+    );
+    assert!(cfg.subjects.forward_erasure);
+    assert_eq!(
+        cfg.audit_retention,
+        Some(std::time::Duration::from_secs(400 * 86_400))
+    );
     assert!(set.resources().len() >= 4);
+}
+
+#[test]
+fn subject_requests_and_the_auditor_token_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let load = |extra: &str| {
+        let text = format!(
+            "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:4000 }}\npolicies: .\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef }}\n{extra}"
+        );
+        load_str(&dir.path().join("c.yaml"), &text, |_| None)
+            .err()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
+    let r = load("subjects: { record: /contacts/x }\n");
+    assert!(
+        r.contains("c.yaml:5") && r.contains("not a record path"),
+        "{r}"
+    );
+    let r = load("subjects: { forward_erasure: true }\n");
+    assert!(r.contains("`forward_erasure` needs `record`"), "{r}");
+    let same = "admin: { token: aaaaaaaaaaaaaaaaaaaaaaaaaaaa, auditor_token: aaaaaaaaaaaaaaaaaaaaaaaaaaaa }\n";
+    let r = load(same);
+    assert!(
+        r.contains("the auditor token equals the admin token"),
+        "{r}"
+    );
+    let r = load("storage: { audit_retention: soon }\n");
+    assert!(r.contains("`soon` is not a duration"), "{r}");
+    assert_eq!(
+        load("subjects: { record: \"/contacts/{id}\", forward_erasure: true }\n"),
+        ""
+    );
 }
 
 #[cfg(unix)]

@@ -16,10 +16,13 @@ use crate::policy::PolicySet;
 /// config names the variables without defaults.
 pub const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-change-me-0123456789";
 pub const DEMO_HASH_KEY: &str = "demo-only-hash-key-0123456789abcdef";
+pub const DEMO_AUDITOR_TOKEN: &str = "demo-auditor-token-change-me-0123456789";
 
-/// How the demo's curl commands spell the admin token.
+/// How the demo's curl commands spell the admin and auditor tokens.
 pub const ADMIN_TOKEN_HINT: &str =
     "${CONSENTRY_ADMIN_TOKEN:-demo-admin-token-change-me-0123456789}";
+pub const AUDITOR_TOKEN_HINT: &str =
+    "${CONSENTRY_AUDITOR_TOKEN:-demo-auditor-token-change-me-0123456789}";
 
 /// The environment as `consentry demo` sees it: the process environment,
 /// with the demo's published secrets where it has none.
@@ -27,6 +30,7 @@ pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().or_else(|| match name {
         "CONSENTRY_ADMIN_TOKEN" => Some(DEMO_ADMIN_TOKEN.into()),
         "CONSENTRY_HASH_KEY" => Some(DEMO_HASH_KEY.into()),
+        "CONSENTRY_AUDITOR_TOKEN" => Some(DEMO_AUDITOR_TOKEN.into()),
         _ => None,
     })
 }
@@ -126,10 +130,26 @@ unreadable for good; the read shows [REDACTED]).
 Audit: every request above is in consentry-data/audit.db, chained and
 signed, customers as pseudonyms (the CLI reads the config's secrets):
 
-  export CONSENTRY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} CONSENTRY_HASH_KEY={DEMO_HASH_KEY}
+  export CONSENTRY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} CONSENTRY_HASH_KEY={DEMO_HASH_KEY} \
+         CONSENTRY_AUDITOR_TOKEN={DEMO_AUDITOR_TOKEN}
   cargo run --release -- audit query --subject 7       # who saw contact 7, when, why
   cargo run --release -- audit verify                  # chain and signed checkpoints
-  cargo run --release -- subject access 1001           # the access report (JSON)"#
+
+  # the same through the admin API, with the read-only auditor token (paged)
+  curl -s -H "Authorization: Bearer {AUDITOR_TOKEN_HINT}" 'http://{a}/v1/audit/events?subject=7&limit=5'
+
+Subject requests (GDPR Art. 15 and 17):
+
+  # contact 7's access report: consent history, every access with the
+  # categories each purpose saw, and the CRM's record as it holds it now
+  curl -s -H "Authorization: Bearer {AUDITOR_TOKEN_HINT}" http://{a}/v1/subjects/7/access
+
+  # erase contact 8: suppressed (never served again), data key destroyed,
+  # DELETE forwarded to the CRM, earlier audit entries unlinked; a receipt
+  cargo run --release -- subject erase 8 --unlink
+  curl -s -H 'X-Api-Key: {SUPPORT_KEY}' '{g}/crm/v3/objects/contacts?limit=10'   # no contact 8
+  cargo run --release -- audit query --subject 8       # only the erasure names them now
+  cargo run --release -- audit verify                  # the chain still checks out"#
         ),
     };
     format!(
