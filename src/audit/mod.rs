@@ -9,13 +9,14 @@
 //!          its exact bytes and one commitment per customer entry (SHA-256):
 //!          a changed, removed or reordered event breaks the chain from there on
 //! unlink   a customer entry is stored beside its commitment (a salted hash of
-//!          it); erasing the entry unlinks the customer from the event while
-//!          the commitment, and so the chain, stays whole
+//!          it, `entries`); erasing the entry unlinks the customer from the
+//!          event while the commitment, and so the chain, stays whole
 //! writer   one thread appends events in batches, one fsync'd commit per
 //!          batch (group commit); a request waits for its own commit
 //! store    a SQLite file of its own (`audit.sqlite`)
 //! ```
 
+pub mod entries;
 pub mod query;
 pub mod report;
 pub mod signing;
@@ -111,58 +112,6 @@ pub fn chain_hash(seq: u64, prev: &[u8; 32], body: &[u8], commits: &[[u8; 32]]) 
         h.update(c);
     }
     h.finalize().into()
-}
-
-/// The commitment to one customer entry: a hash of it under a random salt,
-/// so that once the entry and its salt are erased nobody (not even with the
-/// pseudonym key) can tell whose it was.
-pub fn commit_subject(salt: &[u8; 16], entry: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"consentry-audit-subject-v1\0");
-    h.update(salt);
-    h.update(entry);
-    h.finalize().into()
-}
-
-/// A customer entry as stored beside its event: the commitment (hex), and,
-/// until unlinked, the salt (hex) and the entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSubject {
-    pub c: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e: Option<SubjectEntry>,
-}
-
-impl StoredSubject {
-    /// Seals `entry` under a fresh salt.
-    pub fn seal(entry: SubjectEntry, salt: [u8; 16]) -> (StoredSubject, [u8; 32]) {
-        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-        let c = commit_subject(&salt, &bytes);
-        (
-            StoredSubject {
-                c: crate::config::hex(&c),
-                n: Some(crate::config::hex(&salt)),
-                e: Some(entry),
-            },
-            c,
-        )
-    }
-
-    /// The commitment, if the entry (when present) matches it.
-    pub fn check(&self) -> Option<[u8; 32]> {
-        let c: [u8; 32] = crate::config::unhex(&self.c)?.try_into().ok()?;
-        match (&self.n, &self.e) {
-            (None, None) => Some(c),
-            (Some(n), Some(e)) => {
-                let salt: [u8; 16] = crate::config::unhex(n)?.try_into().ok()?;
-                let bytes = serde_json::to_vec(e).ok()?;
-                (commit_subject(&salt, &bytes) == c).then_some(c)
-            }
-            _ => None,
-        }
-    }
 }
 
 /// The pseudonym key of the audit trail: derived from the hash key with a

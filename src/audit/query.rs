@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{AuditError, Event, StoredSubject};
+use super::{AuditError, Event, entries};
 use crate::clock::Millis;
 
 /// What to select; every field set must match.
@@ -56,15 +56,17 @@ pub fn query(
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
     // A customer's events are found by their entries first (cheap), then parsed.
-    let needle = filter
-        .subject
-        .as_deref()
-        .map(|p| format!("\"subject\":{}", serde_json::Value::from(p)))
-        .unwrap_or_default();
+    let needle: Vec<u8> = match filter.subject.as_deref() {
+        None => Vec::new(),
+        Some(p) => match entries::pseudonym_bytes(p) {
+            Some(b) => b.to_vec(),
+            None => return Ok(Vec::new()),
+        },
+    };
     let mut stmt = conn
         .prepare(
-            "SELECT seq, body, subjects FROM audit_events
-             WHERE seq > ?1 AND (?2 = '' OR instr(subjects, ?2) > 0) ORDER BY seq",
+            "SELECT seq, body, entries FROM audit_events
+             WHERE seq > ?1 AND (length(?2) = 0 OR instr(entries, ?2) > 0) ORDER BY seq",
         )
         .map_err(err("read"))?;
     let mut rows = stmt
@@ -77,13 +79,14 @@ pub fn query(
         }
         let seq = r.get::<_, i64>(0).map_err(err("read"))? as u64;
         let body: String = r.get(1).map_err(err("read"))?;
-        let subjects: String = r.get(2).map_err(err("read"))?;
+        let subjects: Vec<u8> = r.get(2).map_err(err("read"))?;
         let bad =
             |e: serde_json::Error| AuditError::Store(format!("event {seq} does not parse: {e}"));
         let mut event: Event = serde_json::from_str(&body).map_err(bad)?;
-        let stored: Vec<StoredSubject> = serde_json::from_str(&subjects).map_err(bad)?;
+        let slots = entries::open(&subjects)
+            .ok_or_else(|| AuditError::Store(format!("event {seq}'s entries do not check out")))?;
         // Unlinked entries are left out: nobody can say whose they were.
-        event.subjects = stored.into_iter().filter_map(|s| s.e).collect();
+        event.subjects = slots.into_iter().filter_map(|s| s.entry).collect();
         if filter.matches(&event) {
             out.push((seq, event));
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{AuditError, StoredSubject, chain_hash};
+use super::{AuditError, chain_hash, entries};
 use crate::clock::Millis;
 use crate::config::unhex;
 
@@ -38,7 +38,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_events (
     seq INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
     body TEXT NOT NULL,
-    subjects TEXT NOT NULL,
+    entries BLOB NOT NULL,
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
 );
@@ -69,7 +69,7 @@ impl AuditStore {
         conn.execute_batch(SCHEMA).map_err(err("create"))?;
         let v2: bool = conn
             .query_row(
-                "SELECT count(*) FROM pragma_table_info('audit_events') WHERE name = 'subjects'",
+                "SELECT count(*) FROM pragma_table_info('audit_events') WHERE name = 'entries'",
                 [],
                 |r| r.get::<_, i64>(0),
             )
@@ -130,7 +130,7 @@ impl AuditStore {
         {
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT INTO audit_events (seq, at, body, subjects, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO audit_events (seq, at, body, entries, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(err("prepare"))?;
             for row in events {
@@ -249,12 +249,12 @@ impl AuditStore {
 }
 
 /// One event to append: its body (without customer entries), the entries
-/// as stored (a JSON array of `StoredSubject`) and their commitments.
+/// as stored (`entries::seal`) and their commitments.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     pub at: Millis,
     pub body: &'a [u8],
-    pub subjects: &'a str,
+    pub subjects: &'a [u8],
     pub commits: &'a [[u8; 32]],
 }
 
@@ -264,7 +264,7 @@ impl<'a> Row<'a> {
         Row {
             at,
             body,
-            subjects: "[]",
+            subjects: &[],
             commits: &[],
         }
     }
@@ -274,38 +274,38 @@ impl<'a> Row<'a> {
 /// all): their entries' salts and contents are erased, the commitments stay,
 /// so the chain still verifies. Returns how many entries were unlinked.
 pub fn unlink(path: &Path, pseudonym: &str, before: u64) -> Result<u64, AuditError> {
+    let p = entries::pseudonym_bytes(pseudonym)
+        .ok_or_else(|| AuditError::Store("a pseudonym is 32 hex digits".into()))?;
     let mut conn = Connection::open(path).map_err(err("open"))?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;")
         .map_err(err("configure"))?;
-    let needle = format!("\"subject\":{}", serde_json::Value::from(pseudonym));
     let tx = conn.transaction().map_err(err("begin"))?;
-    let rows: Vec<(i64, String)> = {
+    let rows: Vec<(i64, Vec<u8>)> = {
         let mut st = tx
-            .prepare("SELECT seq, subjects FROM audit_events WHERE instr(subjects, ?1) > 0 AND (?2 = 0 OR seq < ?2)")
+            .prepare(
+                "SELECT seq, entries FROM audit_events
+                 WHERE instr(entries, ?1) > 0 AND (?2 = 0 OR seq < ?2)",
+            )
             .map_err(err("read"))?;
         let it = st
-            .query_map(params![needle, before as i64], |r| {
+            .query_map(params![p.as_slice(), before as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(err("read"))?;
         it.collect::<Result<_, _>>().map_err(err("read"))?
     };
     let mut n = 0;
-    for (seq, text) in rows {
-        let mut entries: Vec<StoredSubject> = serde_json::from_str(&text)
-            .map_err(|e| AuditError::Store(format!("event {seq}'s entries do not parse: {e}")))?;
-        for s in &mut entries {
-            if s.e.as_ref().is_some_and(|e| e.subject == pseudonym) {
-                (s.n, s.e) = (None, None);
-                n += 1;
-            }
+    for (seq, mut blob) in rows {
+        let k = entries::unlink(&mut blob, &p)
+            .ok_or_else(|| AuditError::Store(format!("event {seq}'s entries are malformed")))?;
+        if k > 0 {
+            tx.execute(
+                "UPDATE audit_events SET entries = ?1 WHERE seq = ?2",
+                params![blob, seq],
+            )
+            .map_err(err("unlink"))?;
+            n += k;
         }
-        let text = serde_json::to_string(&entries).unwrap_or_default();
-        tx.execute(
-            "UPDATE audit_events SET subjects = ?1 WHERE seq = ?2",
-            params![text, seq],
-        )
-        .map_err(err("unlink"))?;
     }
     tx.commit().map_err(err("commit"))?;
     Ok(n)
@@ -456,7 +456,7 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         rows.filter_map(Result::ok).map(|s| s as u64).collect()
     };
     let mut stmt = conn
-        .prepare("SELECT seq, body, subjects, prev, hash FROM audit_events ORDER BY seq")
+        .prepare("SELECT seq, body, entries, prev, hash FROM audit_events ORDER BY seq")
         .map_err(err("read"))?;
     let mut rows = stmt.query([]).map_err(err("read"))?;
     let (mut expect, mut prev) = (1u64, [0u8; 32]);
@@ -491,7 +491,7 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
             first = seq;
         }
         let body: String = r.get(1).map_err(err("read"))?;
-        let subjects: String = r.get(2).map_err(err("read"))?;
+        let subjects: Vec<u8> = r.get(2).map_err(err("read"))?;
         let stored_prev = hash32(r.get(3).map_err(err("read"))?);
         let stored = hash32(r.get(4).map_err(err("read"))?);
         let broken = |why: String| Ok(Err(Broken { seq, why }));
@@ -504,9 +504,8 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         if stored_prev != Some(prev) {
             return broken("its previous-hash does not match the event before it".into());
         }
-        let commits: Option<Vec<[u8; 32]>> = serde_json::from_str::<Vec<StoredSubject>>(&subjects)
-            .ok()
-            .and_then(|v| v.iter().map(StoredSubject::check).collect());
+        let commits: Option<Vec<[u8; 32]>> =
+            entries::open(&subjects).map(|v| v.iter().map(|s| s.commit).collect());
         let Some(commits) = commits else {
             return broken("a customer entry does not match its commitment (changed)".into());
         };

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use super::store::{AuditStore, Pruned, Row};
-use super::{AuditError, Event, StoredSubject, pseudonym};
+use super::{AuditError, Event, entries, pseudonym};
 use crate::transform::HashKey;
 
 /// Events waiting for the writer at most; beyond it callers get `Busy` (503).
@@ -32,7 +32,7 @@ enum Msg {
 struct Job {
     at: crate::clock::Millis,
     body: Vec<u8>,
-    subjects: String,
+    subjects: Vec<u8>,
     commits: Vec<[u8; 32]>,
     done: Done,
 }
@@ -103,7 +103,7 @@ impl Audit {
         let entries = std::mem::take(&mut event.subjects);
         let body = serde_json::to_vec(&event)
             .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
-        let (subjects, commits) = seal_entries(entries)?;
+        let (subjects, commits) = entries::seal(&entries)?;
         let (done, wait) = tokio::sync::oneshot::channel();
         let job = Job {
             at: event.at,
@@ -132,24 +132,6 @@ impl Audit {
             .map_err(|e| AuditError::Store(e.to_string()))?;
         rt.block_on(self.record(event))
     }
-}
-
-/// Each entry under a salt of its own; the stored JSON and the commitments.
-fn seal_entries(entries: Vec<super::SubjectEntry>) -> Result<(String, Vec<[u8; 32]>), AuditError> {
-    if entries.is_empty() {
-        return Ok(("[]".to_owned(), Vec::new()));
-    }
-    let mut salts = vec![0u8; 16 * entries.len()];
-    getrandom::fill(&mut salts)
-        .map_err(|_| AuditError::Store("no randomness for the entries' salts".into()))?;
-    let (stored, commits): (Vec<StoredSubject>, Vec<[u8; 32]>) = entries
-        .into_iter()
-        .zip(salts.chunks_exact(16))
-        .map(|(e, salt)| StoredSubject::seal(e, salt.try_into().unwrap_or([0; 16])))
-        .unzip();
-    let text = serde_json::to_string(&stored)
-        .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
-    Ok((text, commits))
 }
 
 fn prune(store: &mut AuditStore, retention: Option<Duration>) -> Result<Pruned, AuditError> {

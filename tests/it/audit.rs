@@ -13,24 +13,27 @@ const LIST: &str = "/crm/v3/objects/contacts";
 fn events(gw: &TestGateway) -> Vec<serde_json::Value> {
     let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
     let mut stmt = conn
-        .prepare("SELECT body, subjects FROM audit_events ORDER BY seq")
+        .prepare("SELECT body, entries FROM audit_events ORDER BY seq")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .unwrap()
-        .map(|row| {
-            let (body, subjects) = row.unwrap();
-            let mut e: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let entries: Vec<serde_json::Value> = serde_json::from_str(&subjects).unwrap();
-            let open: Vec<serde_json::Value> = entries
-                .into_iter()
-                .filter_map(|s| s.get("e").cloned())
-                .collect();
-            if !open.is_empty() {
-                e["subjects"] = open.into();
-            }
-            e
-        })
-        .collect()
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })
+    .unwrap()
+    .map(|row| {
+        let (body, blob) = row.unwrap();
+        let mut e: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let open: Vec<serde_json::Value> = consentry::audit::entries::open(&blob)
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.entry)
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        if !open.is_empty() {
+            e["subjects"] = open.into();
+        }
+        e
+    })
+    .collect()
 }
 
 #[tokio::test]
