@@ -705,6 +705,7 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let (consents, keys) = open_stores(&cfg)?;
         let admin_cfg = cfg.admin.clone();
         let gw = Arc::new(gateway(cfg, set, consents, keys)?);
+        gw.record_start().await.map_err(anyhow::Error::msg)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         tracing::info!(%addr, resources, workers, "consentry listening");
@@ -751,6 +752,7 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     demo::seed_consents(&consents, &set).map_err(anyhow::Error::msg)?;
     let admin_cfg = cfg.admin.clone();
     let gw = Arc::new(gateway(cfg, set, consents, keys)?);
+    gw.record_start().await.map_err(anyhow::Error::msg)?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;

@@ -124,6 +124,67 @@ impl Gateway {
         self
     }
 
+    /// Records that the gateway starts serving, with what: a fingerprint of
+    /// the policy files (SHA-256 over their names and bytes), the number of
+    /// resources, the master key version. Refuses (an error) when the event
+    /// cannot be stored: nothing is served without a trail.
+    pub async fn record_start(&self) -> Result<(), String> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut files: Vec<_> = std::fs::read_dir(&self.config.policies_dir)
+            .map_err(|e| format!("cannot read the policy folder: {e}"))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for f in &files {
+            let bytes =
+                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            sha2::Digest::update(&mut h, (name.len() as u64).to_be_bytes());
+            sha2::Digest::update(&mut h, name.as_bytes());
+            sha2::Digest::update(&mut h, (bytes.len() as u64).to_be_bytes());
+            sha2::Digest::update(&mut h, &bytes);
+        }
+        let fingerprint = crate::config::hex(&sha2::Digest::finalize(h));
+        let master = self
+            .keys
+            .as_ref()
+            .and_then(|k| k.ring_versions().ok())
+            .map(|(_, c)| c);
+        let event = Event {
+            at: crate::clock::to_ms(SystemTime::now()),
+            kind: "gateway".into(),
+            request_id: None,
+            client: None,
+            purpose: None,
+            method: None,
+            route: None,
+            status: None,
+            decision: "started".into(),
+            problem: None,
+            subjects: Vec::new(),
+            counts: Some(serde_json::json!({
+                "policy_files": files.len(),
+                "policies_sha256": fingerprint,
+                "resources": self.policies.load().resources().len(),
+                "master_key_version": master,
+            })),
+            categories: None,
+        };
+        audit
+            .record(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the audit trail cannot be written ({e}); nothing was started"))
+    }
+
     pub fn audit(&self) -> Option<&Arc<Audit>> {
         self.audit.as_ref()
     }

@@ -533,7 +533,17 @@ pub async fn inspect(
     let mut held = 0usize;
     let mut empty_upstream = true;
     while head || pipe.fed < limits.stream_after as u64 {
-        match pipe.next().await? {
+        let next = match pipe.next().await {
+            Ok(n) => n,
+            Err(e) => {
+                // A refused response names whom it withheld, and why.
+                if let Some(g) = pipe.gate.as_mut() {
+                    ctx.subjects = g.take_seen();
+                }
+                return Err(e);
+            }
+        };
+        match next {
             Some(b) => {
                 empty_upstream = false;
                 held += b.len();

@@ -171,6 +171,33 @@ async fn the_cli_verifies_the_chain_and_names_the_first_bad_event() {
 }
 
 #[tokio::test]
+async fn a_withheld_record_and_an_unreachable_crm_each_get_exactly_one_event() {
+    // Contact 7 never opted in to marketing: the single record is withheld
+    // (403), and the event names them with what became of their record.
+    let gw = TestGateway::builder().start().await;
+    gw.crm.on(ONE, Reply::json(contact(7)));
+    let blocked = get(&gw.url(ONE), MARKETING).await;
+    assert_eq!(
+        (blocked.status, blocked.problem().as_str()),
+        (403, "consent-required")
+    );
+    let down = TestGateway::builder()
+        .upstream("http://127.0.0.1:9")
+        .start()
+        .await;
+    assert_eq!(get(&down.url(ONE), SUPPORT).await.status, 502);
+    let ev = events(&gw);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(ev[0]["decision"], "refused");
+    assert_eq!(ev[0]["problem"], "consent-required");
+    assert_eq!(ev[0]["subjects"][0]["record"], "dropped");
+    assert!(ev[0].get("categories").is_none(), "nothing was disclosed");
+    let ev = events(&down);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(ev[0]["problem"], "upstream-unavailable");
+}
+
+#[tokio::test]
 async fn administrative_acts_are_recorded_too() {
     let gw = TestGateway::builder().admin().start().await;
     let body = r#"{"subject":"4711","purpose":"marketing","status":"granted"}"#;

@@ -142,6 +142,22 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
         String::from_utf8_lossy(&out.stderr)
     );
     let recorded = recorded_ids(&trail);
+    // The first event says what started serving: the policies' fingerprint.
+    let conn = rusqlite::Connection::open(&trail).unwrap();
+    let first: String = conn
+        .query_row("SELECT body FROM audit_events WHERE seq = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (&first["kind"], &first["decision"]),
+        (&"gateway".into(), &"started".into())
+    );
+    assert_eq!(
+        first["counts"]["policies_sha256"].as_str().unwrap().len(),
+        64
+    );
     let lost: Vec<&String> = delivered
         .iter()
         .filter(|id| !recorded.contains(*id))
