@@ -281,6 +281,14 @@ impl Gateway {
             ctx.resource = Some(Arc::clone(&r.name));
             ctx.template = Some(Arc::clone(&r.template));
         }
+        // An erased customer's path is closed, whatever the method: nothing
+        // of theirs is served, and nothing is written about them again.
+        if self.consents.any_erased()
+            && let Some(id) = plan.resource().and_then(|r| r.write_subject(&target.path))
+            && self.consents.is_erased(&id)
+        {
+            return Err(Refusal::RecordErased);
+        }
         let inspected = matches!(plan, Plan::Inspect { .. });
         if let Plan::Inspect { resource, rule } = &plan
             && let Some(check) = resource.write_consent(rule, &parts.method)

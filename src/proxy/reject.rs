@@ -265,7 +265,7 @@ impl Refusal {
             SearchUnsupported(why) => why.clone(),
             TokenAsValue => "an encrypted field carries a consentry token (ctk1./ctd1.): write the value itself; tokens are made by the gateway".into(),
             SubjectErased => "this customer's data key was destroyed (erasure): encrypted fields are not written for them again".into(),
-            RecordErased => "this record belongs to a customer who was erased: their data is not served again (the CRM may still hold it)".into(),
+            RecordErased => "this record belongs to a customer who was erased: nothing of theirs is served or written again (the CRM may still hold it)".into(),
             SubjectUnknown => "this write stores encrypted fields under the customer's key, and the path does not name a well-formed customer id".into(),
             KeyBinding => "the CRM created the record, but its answer names no usable id (or an id that already has a key), so the encrypted values sent cannot be read back; check the CRM and the resource's `subject` selector".into(),
             NotCollectable { purpose, collectable } if collectable.is_empty() => format!(

@@ -106,6 +106,24 @@ async fn an_erased_customer_never_leaves_the_gateway_again() {
     };
     check(&gw).await;
 
+    // Their path is closed to writes too: nothing reaches the CRM.
+    let before = gw.crm.count();
+    for method in ["PATCH"] {
+        let got = send(
+            method,
+            &gw.url(ONE),
+            &[("x-api-key", SUPPORT), ("content-type", "application/json")],
+            br#"{"properties":{"firstname":"Again"}}"#,
+        )
+        .await;
+        assert_eq!(
+            (got.status, got.problem().as_str()),
+            (410, "record-erased"),
+            "{method}"
+        );
+    }
+    assert_eq!(gw.crm.count(), before);
+
     // Asking again changes nothing and returns the first receipt.
     let again = erase(&gw, "7", false).await.json();
     assert_eq!(again["already_erased"], true);
@@ -194,7 +212,7 @@ async fn erasure_shreds_forwards_the_delete_and_unlinks_the_trail() {
     assert_eq!(report["erasure"]["erased"]["receipt"], r["receipt"]);
     assert_eq!(report["crm_record"]["status"], 404);
 
-    // A write for them is refused (no key is made again).
+    // A write for them is refused before anything is sealed or sent.
     let got = send(
         "PATCH",
         &one,
@@ -202,7 +220,7 @@ async fn erasure_shreds_forwards_the_delete_and_unlinks_the_trail() {
         br#"{"properties":{"phone":"+1 555 0100"}}"#,
     )
     .await;
-    assert_eq!(got.status, 409, "{}", got.text());
+    assert_eq!(got.status, 410, "{}", got.text());
 }
 
 #[tokio::test]
