@@ -31,7 +31,7 @@ listen: 127.0.0.1:18101
 upstream: { url: http://127.0.0.1:18100 }
 policies: $here/write/policies
 keys: { master_key_file: $run/master.key, hash_key: bench-hash-key-0123456789abcdef }
-storage: { sqlite: $run/encrypt.db }
+storage: { sqlite: $run/encrypt.db, audit: $run/encrypt-audit.db }
 $common
 YAML
 cat > "$run/pass.yaml" <<YAML
@@ -39,7 +39,7 @@ listen: 127.0.0.1:18102
 upstream: { url: http://127.0.0.1:18100 }
 policies: $here/write/policies-passthrough
 keys: { hash_key: bench-hash-key-0123456789abcdef }
-storage: { sqlite: $run/pass.db }
+storage: { sqlite: $run/pass.db, audit: $run/pass-audit.db }
 $common
 YAML
 "$bin" demo --config "$run/encrypt.yaml" > "$run/demo.out" 2> "$run/demo.err" & pids+=($!)

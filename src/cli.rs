@@ -342,7 +342,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                     .collect::<anyhow::Result<_>>()?,
             };
-            match crate::audit::store::verify_all(&path, &kept, public_key.as_deref())
+            // Without --public-key, the checkpoints must be signed by the
+            // trail's own signing key (when this user can read it).
+            let own = crate::audit::signing::public_key(&crate::audit::signing_key_path(&path))
+                .ok()
+                .flatten();
+            let trusted = public_key.or(own);
+            match crate::audit::store::verify_all(&path, &kept, trusted.as_deref())
                 .map_err(anyhow::Error::msg)?
             {
                 Ok(v) => {

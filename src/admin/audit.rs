@@ -147,7 +147,13 @@ pub async fn events(admin: &Admin, req: &Request<Incoming>) -> Result<Response<B
 /// `GET /v1/audit/verify`: the chain and the checkpoints, checked now.
 pub async fn verify(admin: &Admin) -> Result<Response<Body>> {
     let path = trail(admin)?;
-    match blocking(move || store::verify_all(&path, &[], None)).await? {
+    // The checkpoints must be signed by the trail's own key: a head cut off
+    // behind a checkpoint signed with some other key does not pass.
+    let checked = blocking(move || {
+        let own = crate::audit::signing::public_key(&crate::audit::signing_key_path(&path))?;
+        store::verify_all(&path, &[], own.as_deref())
+    });
+    match checked.await? {
         Ok(v) => Ok(json(
             StatusCode::OK,
             &serde_json::json!({"ok": true, "events": v.events, "checkpoints": v.checkpoints}),

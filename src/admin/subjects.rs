@@ -160,7 +160,10 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
                 ..Default::default()
             }, 0, usize::MAX)?
             .last()
-            .map_or(0, |(s, _)| *s);
+            .map(|(s, _)| *s)
+            .ok_or_else(|| {
+                crate::audit::AuditError::Store("the erasure's own event is not in the trail".into())
+            })?;
             crate::audit::store::unlink(&path, &p, last)
         })
         .await

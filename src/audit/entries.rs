@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! entry     tag[1] commit[32] salt[16] pseudonym[16] len[1] record[len]
-//! tag       1: open; 0: unlinked (salt, pseudonym and record zeroed)
+//! tag       1: open; 0: unlinked (salt and pseudonym zeroed, no record)
 //! commit    SHA-256("consentry-audit-subject-v1\0" salt pseudonym len record)
 //! ```
 //!
@@ -93,7 +93,7 @@ pub fn open(blob: &[u8]) -> Option<Vec<Slot>> {
                     record: String::from_utf8(record.to_vec()).ok()?,
                 })
             }
-            0 if salt.iter().chain(p).chain(record).all(|&b| b == 0) => None,
+            0 if len == 0 && salt.iter().chain(p).all(|&b| b == 0) => None,
             _ => return None,
         };
         slots.push(Slot { commit, entry });
@@ -102,9 +102,11 @@ pub fn open(blob: &[u8]) -> Option<Vec<Slot>> {
     Some(slots)
 }
 
-/// Unlinks every entry of `pseudonym` in `blob` (in place); how many.
-/// `None` if the bytes are malformed.
-pub fn unlink(blob: &mut [u8], pseudonym: &[u8; 16]) -> Option<u64> {
+/// Unlinks every entry of `pseudonym` in `blob`: the entry keeps its
+/// commitment only (tag 0, zeroed salt and pseudonym, no record, so not even
+/// the record's length is left). How many; `None` if the bytes are malformed.
+pub fn unlink(blob: &mut Vec<u8>, pseudonym: &[u8; 16]) -> Option<u64> {
+    let mut out = Vec::with_capacity(blob.len());
     let mut n = 0;
     let mut at = 0;
     while at < blob.len() {
@@ -114,13 +116,16 @@ pub fn unlink(blob: &mut [u8], pseudonym: &[u8; 16]) -> Option<u64> {
             return None;
         }
         if blob[at] == 1 && &blob[at + 49..at + 65] == pseudonym {
-            blob[at] = 0;
-            blob[at + 33..at + 65].fill(0);
-            blob[at + HEAD..end].fill(0);
+            out.push(0);
+            out.extend_from_slice(&blob[at + 1..at + 33]);
+            out.extend_from_slice(&[0; 33]);
             n += 1;
+        } else {
+            out.extend_from_slice(&blob[at..end]);
         }
         at = end;
     }
+    *blob = out;
     Some(n)
 }
 

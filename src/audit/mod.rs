@@ -98,13 +98,21 @@ pub fn open_signed(trail: &std::path::Path) -> Result<store::AuditStore, AuditEr
     Ok(store::AuditStore::open(trail)?.with_signer(key))
 }
 
-/// The hash that chains event `seq` (its body without the customer entries,
-/// and the commitments to those) to its predecessor.
-pub fn chain_hash(seq: u64, prev: &[u8; 32], body: &[u8], commits: &[[u8; 32]]) -> [u8; 32] {
+/// The hash that chains event `seq` (its time as stored, which pruning
+/// goes by; its body without the customer entries; the commitments to
+/// those) to its predecessor.
+pub fn chain_hash(
+    seq: u64,
+    prev: &[u8; 32],
+    at: Millis,
+    body: &[u8],
+    commits: &[[u8; 32]],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"consentry-audit-v2\0");
     h.update(seq.to_be_bytes());
     h.update(prev);
+    h.update(at.to_be_bytes());
     h.update((body.len() as u64).to_be_bytes());
     h.update(body);
     h.update((commits.len() as u64).to_be_bytes());

@@ -16,6 +16,16 @@ use crate::clock::Millis;
 
 const TAG: &str = "consentry-audit-signing-key v1";
 
+/// The public key (hex) of the signing key at `path`, if there is one: what
+/// checkpoints must be signed with when no other key is given to `verify`.
+pub fn public_key(path: &Path) -> Result<Option<String>, AuditError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let key = load_or_create(path)?;
+    Ok(Some(crate::config::hex(&key.verifying_key().to_bytes())))
+}
+
 /// Loads the key from `path`, or makes one there (0600) if there is none.
 /// A file others can read is refused.
 pub fn load_or_create(path: &Path) -> Result<SigningKey, AuditError> {

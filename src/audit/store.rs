@@ -17,6 +17,8 @@ pub struct AuditStore {
     signer: Option<ed25519_dalek::SigningKey>,
     checkpoint_seq: u64,
     checkpoint_at: Millis,
+    /// One process appends to a trail at a time.
+    _lock: crate::storage::sqlite::StoreLock,
 }
 
 impl std::fmt::Debug for AuditStore {
@@ -61,6 +63,14 @@ impl AuditStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| AuditError::Store(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let lock = crate::storage::sqlite::lock(path)
+            .map_err(|e| AuditError::Store(e.to_string()))?
+            .ok_or_else(|| {
+                AuditError::Store(format!(
+                    "{} is in use by another consentry process (one process appends to an audit trail; give each gateway its own `storage.audit`)",
+                    path.display()
+                ))
+            })?;
         let conn = Connection::open(path).map_err(err("open"))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
@@ -112,6 +122,7 @@ impl AuditStore {
             signer: None,
             checkpoint_seq: checkpoint_seq as u64,
             checkpoint_at,
+            _lock: lock,
         })
     }
 
@@ -135,7 +146,7 @@ impl AuditStore {
                 .map_err(err("prepare"))?;
             for row in events {
                 seq += 1;
-                let hash = chain_hash(seq, &prev, row.body, row.commits);
+                let hash = chain_hash(seq, &prev, row.at, row.body, row.commits);
                 let text = std::str::from_utf8(row.body)
                     .map_err(|_| AuditError::Store("an event is not UTF-8".into()))?;
                 ins.execute(params![
@@ -153,7 +164,7 @@ impl AuditStore {
         }
         // A signed checkpoint over the chain's end, in the same commit.
         let now = events.last().map_or(0, |r| r.at);
-        let due = seq - self.checkpoint_seq >= CHECKPOINT_EVENTS
+        let due = seq.saturating_sub(self.checkpoint_seq) >= CHECKPOINT_EVENTS
             || now - self.checkpoint_at >= CHECKPOINT_MS;
         let mut checkpointed = None;
         if let Some(key) = self
@@ -271,15 +282,20 @@ impl<'a> Row<'a> {
 }
 
 /// Unlinks a customer from every event before `before` (exclusive; 0 for
-/// all): their entries' salts and contents are erased, the commitments stay,
-/// so the chain still verifies. Returns how many entries were unlinked.
+/// all): their entries' salts, pseudonyms and records are erased (and the
+/// record's length), the commitments stay, so the chain still verifies.
+/// Returns how many entries were unlinked.
 pub fn unlink(path: &Path, pseudonym: &str, before: u64) -> Result<u64, AuditError> {
     let p = entries::pseudonym_bytes(pseudonym)
         .ok_or_else(|| AuditError::Store("a pseudonym is 32 hex digits".into()))?;
     let mut conn = Connection::open(path).map_err(err("open"))?;
     conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;")
         .map_err(err("configure"))?;
-    let tx = conn.transaction().map_err(err("begin"))?;
+    // Takes the write lock first (waiting for the gateway's commits), so
+    // that it never fails half-way on a lock upgrade.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err("begin"))?;
     let rows: Vec<(i64, Vec<u8>)> = {
         let mut st = tx
             .prepare(
@@ -308,6 +324,9 @@ pub fn unlink(path: &Path, pseudonym: &str, before: u64) -> Result<u64, AuditErr
         }
     }
     tx.commit().map_err(err("commit"))?;
+    // The old bytes also sit in the WAL until it is checkpointed.
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(err("checkpoint the WAL"))?;
     Ok(n)
 }
 
@@ -339,8 +358,18 @@ pub struct Verified {
 
 /// Every checkpoint in the trail, oldest first.
 pub fn checkpoints(path: &Path) -> Result<Vec<Checkpoint>, AuditError> {
+    checkpoints_in(&read_only(path)?)
+}
+
+fn read_only(path: &Path) -> Result<Connection, AuditError> {
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(err("configure"))?;
+    Ok(conn)
+}
+
+fn checkpoints_in(conn: &Connection) -> Result<Vec<Checkpoint>, AuditError> {
     let mut stmt = conn
         .prepare("SELECT seq, at, hash, public_key, signature FROM audit_checkpoints ORDER BY seq")
         .map_err(err("read"))?;
@@ -368,12 +397,15 @@ pub fn verify_all(
     kept: &[Checkpoint],
     trusted: Option<&str>,
 ) -> Result<Result<Verified, Broken>, AuditError> {
-    let w = match walk(path)? {
+    // One read transaction: a consistent snapshot while the gateway appends.
+    let conn = read_only(path)?;
+    conn.execute_batch("BEGIN").map_err(err("read"))?;
+    let w = match walk(&conn)? {
         Ok(x) => x,
         Err(b) => return Ok(Err(b)),
     };
     let (events, hashes) = (w.last, &w.marks);
-    let own = checkpoints(path)?;
+    let own = checkpoints_in(&conn)?;
     for (cp, whose) in own
         .iter()
         .map(|c| (c, "the trail's"))
@@ -396,7 +428,7 @@ pub fn verify_all(
         };
         // A kept checkpoint from before the pruned head has nothing left to match.
         let pruned = w.first > 1 && cp.seq + 1 < w.first;
-        if !pruned && hashes.get(&cp.seq) != Some(&h32) && hash_at(path, cp.seq)? != Some(h32) {
+        if !pruned && hashes.get(&cp.seq) != Some(&h32) && hash_at(&conn, cp.seq)? != Some(h32) {
             return broken(format!(
                 "{whose} checkpoint does not match the event it signs (the trail was rewritten)"
             ));
@@ -414,9 +446,7 @@ pub fn verify_all(
     }))
 }
 
-fn hash_at(path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+fn hash_at(conn: &Connection, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
     let h: Option<Vec<u8>> = conn
         .query_row(
             "SELECT hash FROM audit_events WHERE seq = ?1",
@@ -431,7 +461,9 @@ fn hash_at(path: &Path, seq: u64) -> Result<Option<[u8; 32]>, AuditError> {
 /// Walks the chain from the first event; the number of events checked, or
 /// the first one that is wrong (changed, missing, out of place).
 pub fn verify(path: &Path) -> Result<Result<u64, Broken>, AuditError> {
-    Ok(walk(path)?.map(|w| w.n))
+    let conn = read_only(path)?;
+    conn.execute_batch("BEGIN").map_err(err("read"))?;
+    Ok(walk(&conn)?.map(|w| w.n))
 }
 
 /// Events checked, the first and last event's numbers, and the chain hash
@@ -443,9 +475,7 @@ struct Walked {
     marks: std::collections::HashMap<u64, [u8; 32]>,
 }
 
-fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
-    let conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err("open"))?;
+fn walk(conn: &Connection) -> Result<Result<Walked, Broken>, AuditError> {
     let marks: std::collections::HashSet<u64> = {
         let mut st = conn
             .prepare("SELECT seq FROM audit_checkpoints")
@@ -456,7 +486,7 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         rows.filter_map(Result::ok).map(|s| s as u64).collect()
     };
     let mut stmt = conn
-        .prepare("SELECT seq, body, entries, prev, hash FROM audit_events ORDER BY seq")
+        .prepare("SELECT seq, at, body, entries, prev, hash FROM audit_events ORDER BY seq")
         .map_err(err("read"))?;
     let mut rows = stmt.query([]).map_err(err("read"))?;
     let (mut expect, mut prev) = (1u64, [0u8; 32]);
@@ -490,10 +520,11 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         if n == 0 {
             first = seq;
         }
-        let body: String = r.get(1).map_err(err("read"))?;
-        let subjects: Vec<u8> = r.get(2).map_err(err("read"))?;
-        let stored_prev = hash32(r.get(3).map_err(err("read"))?);
-        let stored = hash32(r.get(4).map_err(err("read"))?);
+        let at: Millis = r.get(1).map_err(err("read"))?;
+        let body: String = r.get(2).map_err(err("read"))?;
+        let subjects: Vec<u8> = r.get(3).map_err(err("read"))?;
+        let stored_prev = hash32(r.get(4).map_err(err("read"))?);
+        let stored = hash32(r.get(5).map_err(err("read"))?);
         let broken = |why: String| Ok(Err(Broken { seq, why }));
         if seq != expect {
             return Ok(Err(Broken {
@@ -509,7 +540,7 @@ fn walk(path: &Path) -> Result<Result<Walked, Broken>, AuditError> {
         let Some(commits) = commits else {
             return broken("a customer entry does not match its commitment (changed)".into());
         };
-        if stored != Some(chain_hash(seq, &prev, body.as_bytes(), &commits)) {
+        if stored != Some(chain_hash(seq, &prev, at, body.as_bytes(), &commits)) {
             return broken("its content does not match its hash (changed)".into());
         }
         prev = stored.unwrap_or_default();
@@ -592,7 +623,7 @@ mod tests {
             })
             .unwrap();
         let body = br#"{"forged":true}"#;
-        let h = chain_hash(4, &hash32(prev).unwrap(), body, &[]);
+        let h = chain_hash(4, &hash32(prev).unwrap(), 3, body, &[]);
         conn.execute(
             "UPDATE audit_events SET body = ?1, hash = ?2 WHERE seq = 4",
             params![std::str::from_utf8(body).unwrap(), h.as_slice()],
@@ -685,5 +716,61 @@ mod tests {
         }
         let b = verify_all(&path, &kept, None).unwrap().unwrap_err();
         assert!(b.why.contains("rewritten"), "{b:?}");
+    }
+
+    #[test]
+    fn a_changed_time_is_found_and_one_process_appends() {
+        let (_d, path) = trail(4);
+        // Pruning goes by the stored time: it is covered by the chain.
+        sql(&path, "UPDATE audit_events SET at = 0 WHERE seq = 3");
+        assert_eq!(verify(&path).unwrap().unwrap_err().seq, 3);
+
+        let (_d, path) = trail(1);
+        let _first = AuditStore::open(&path).unwrap();
+        let second = AuditStore::open(&path).unwrap_err();
+        assert!(second.to_string().contains("in use by another"), "{second}");
+    }
+
+    #[test]
+    fn a_cut_head_behind_a_checkpoint_of_another_key_is_refused() {
+        let (_d, path) = signed(5);
+        let own = crate::audit::signing::public_key(&crate::audit::signing_key_path(&path))
+            .unwrap()
+            .unwrap();
+        // A legitimate prune keeps the trail verifiable under its own key.
+        {
+            let mut s = crate::audit::open_signed(&path).unwrap();
+            let p = s.prune(2 * CHECKPOINT_MS + 1, 10 * CHECKPOINT_MS).unwrap();
+            assert_eq!(
+                p,
+                Pruned {
+                    events: 2,
+                    through: 2
+                }
+            );
+        }
+        assert!(verify_all(&path, &[], Some(&own)).unwrap().is_ok());
+        // Someone cuts event 3 and signs a checkpoint at it with a key of
+        // their own: only a trusted key tells.
+        let conn = Connection::open(&path).unwrap();
+        let prev: Vec<u8> = conn
+            .query_row("SELECT prev FROM audit_events WHERE seq = 4", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let h = hash32(prev).unwrap();
+        let sig = crate::audit::signing::sign(&forger, 3, 1, &h);
+        conn.execute_batch(
+            "DELETE FROM audit_events WHERE seq = 3; DELETE FROM audit_checkpoints;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO audit_checkpoints (seq, at, hash, public_key, signature) VALUES (3, 1, ?1, ?2, ?3)",
+            params![h.as_slice(), forger.verifying_key().to_bytes().as_slice(), sig.as_slice()],
+        )
+        .unwrap();
+        let b = verify_all(&path, &[], Some(&own)).unwrap().unwrap_err();
+        assert!(b.why.contains("signed by another key"), "{b:?}");
     }
 }

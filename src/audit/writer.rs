@@ -141,7 +141,8 @@ fn prune(store: &mut AuditStore, retention: Option<Duration>) -> Result<Pruned, 
         ));
     };
     let now = crate::clock::to_ms(std::time::SystemTime::now());
-    let r = store.prune(now - keep.as_millis() as i64, now);
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let r = store.prune(now.saturating_sub(keep_ms), now);
     match &r {
         Ok(p) if p.events > 0 => {
             tracing::info!(

@@ -218,10 +218,14 @@ impl Gate for RecordGate {
         }
         // An erased customer's record never leaves, whatever the purpose;
         // nor is it named in the audit event again.
-        if let (Some(c), Subject::Id(id)) = (&self.erased, &subject)
-            && c.is_erased(id)
-        {
-            return Some(RecordOutcome::Suppress);
+        // A record that names two different ids (duplicate keys) might be
+        // an erased customer's: withheld too while anyone is erased.
+        if let Some(c) = &self.erased {
+            match &subject {
+                Subject::Id(id) if c.is_erased(id) => return Some(RecordOutcome::Suppress),
+                Subject::Ambiguous => return Some(RecordOutcome::Suppress),
+                _ => {}
+            }
         }
         if let (Some(v), Subject::Id(id)) = (&mut self.vault, &subject)
             && !v.knows(id)

@@ -94,6 +94,17 @@ impl Gateway {
     ) -> Result<Gateway, String> {
         let upstream = Upstream::new(&config.upstream)?;
         warm_keys(&policies.load(), keys.as_deref())?;
+        if let Some(p) = &config.subjects.access_purpose
+            && !policies.load().resources().iter().any(|r| {
+                r.rules
+                    .iter()
+                    .any(|rule| crate::policy::taxonomy::is_within(p, &rule.purpose))
+            })
+        {
+            return Err(format!(
+                "`subjects.access_purpose` is `{p}`, which no policy has a rule for; add one (the example has `essential.legal_obligation`)"
+            ));
+        }
         consents
             .load_erasures()
             .map_err(|e| format!("cannot read the suppression list (erased customers): {e}"))?;

@@ -90,6 +90,12 @@ impl Gateway {
         let (Some(path), Some(purpose)) = (s.record_path(subject), s.access_purpose.clone()) else {
             return Ok(None);
         };
+        // An erased customer's record is not fetched, nor shown, again.
+        if self.consents.is_erased(subject) {
+            return Ok(Some(
+                serde_json::json!({"path": path, "erased": true, "record": null}),
+            ));
+        }
         let policies = self.policies.load_full();
         let (parts, ()) = http::Request::builder()
             .uri(path.as_str())
