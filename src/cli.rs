@@ -730,7 +730,7 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
 }
 
 /// The demo's sample CRM, keeping what is created through it beside the
-/// store (`demo-crm.json`), so that a second run does not reuse ids whose
+/// store (`demo-crm.jsonl`), so that a second run does not reuse ids whose
 /// keys the store still holds.
 fn demo_crm(cfg: &Config) -> std::sync::Arc<demo::crm::Crm> {
     let dir = cfg
@@ -738,7 +738,7 @@ fn demo_crm(cfg: &Config) -> std::sync::Arc<demo::crm::Crm> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    demo::crm::Crm::persistent(dir.join("demo-crm.json"))
+    demo::crm::Crm::persistent(dir.join("demo-crm.jsonl"))
 }
 
 async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {

@@ -97,12 +97,25 @@ impl Crm {
         Arc::new(Crm::default())
     }
 
-    /// A CRM that keeps its created contacts in `file` (JSON), loaded now.
+    /// A CRM that keeps its created contacts in `file`, loaded now: JSON
+    /// lines, one per create, update or delete (`{"id": n, "record": ...}`,
+    /// `null` for a deleted one), appended as they happen and replayed in
+    /// order. (A `.json` map from an earlier demo is read first.)
     pub fn persistent(file: std::path::PathBuf) -> Arc<Crm> {
-        let created: BTreeMap<u64, Value> = std::fs::read(&file)
+        let mut created: BTreeMap<u64, Value> = std::fs::read(file.with_extension("json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else {
+                    continue; // a line cut short by a crash
+                };
+                if let Some(id) = v["id"].as_u64() {
+                    created.insert(id, v["record"].clone());
+                }
+            }
+        }
         Arc::new(Crm {
             created: Mutex::new(created),
             received: Mutex::default(),
@@ -110,15 +123,18 @@ impl Crm {
         })
     }
 
-    /// Writes the created contacts to the file, if there is one (whole, then renamed).
-    fn save(&self, created: &BTreeMap<u64, Value>) {
+    /// Appends one contact's new state to the file, if there is one.
+    fn save(&self, id: u64, record: &Value) {
+        use std::io::Write as _;
         let Some(file) = &self.file else { return };
-        let tmp = file.with_extension("new");
-        let ok = serde_json::to_vec(created)
-            .ok()
-            .and_then(|b| std::fs::write(&tmp, b).ok())
-            .and_then(|()| std::fs::rename(&tmp, file).ok());
-        if ok.is_none() {
+        let mut line = serde_json::to_vec(&json!({"id": id, "record": record})).unwrap_or_default();
+        line.push(b'\n');
+        let ok = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(&line));
+        if ok.is_err() {
             tracing::warn!(file = %file.display(), "the sample CRM cannot save its contacts");
         }
     }
@@ -140,7 +156,7 @@ impl Crm {
             return bad_request("unavailable");
         };
         created.insert(id, Value::Null);
-        self.save(&created);
+        self.save(id, &Value::Null);
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
         r
@@ -189,7 +205,10 @@ impl Crm {
         let Ok(mut created) = self.created.lock() else {
             return bad_request("unavailable");
         };
-        let id = created.keys().next_back().map_or(FIRST_CREATED, |n| n + 1);
+        let id = created
+            .range(FIRST_CREATED..)
+            .next_back()
+            .map_or(FIRST_CREATED, |(n, _)| n + 1);
         let now = now_iso();
         props.insert("hs_object_id".into(), id.to_string().into());
         props.insert("createdate".into(), now.clone().into());
@@ -201,8 +220,8 @@ impl Crm {
             "updatedAt": now,
             "archived": false,
         });
+        self.save(id, &record);
         created.insert(id, record.clone());
-        self.save(&created);
         json_response(StatusCode::CREATED, &record)
     }
 
@@ -238,7 +257,7 @@ impl Crm {
         }
         record["updatedAt"] = now.into();
         let resp = json_response(StatusCode::OK, record);
-        self.save(&created);
+        self.save(id, record);
         resp
     }
 
@@ -398,5 +417,79 @@ pub async fn serve(crm: Arc<Crm>, listener: TcpListener, shutdown: impl Future<O
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: Response<Full<Bytes>>) -> (StatusCode, Value) {
+        let status = r.status();
+        let bytes =
+            futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(r.into_body()))
+                .and_then(Result::ok)
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[test]
+    fn a_persistent_crm_replays_creates_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("crm.jsonl");
+        let one = |crm: &Crm, m: Method, path: &str, b: &str| {
+            body(crm.answer(&m, path, None, b.as_bytes()))
+        };
+        {
+            let crm = Crm::persistent(file.clone());
+            // A deleted invented contact does not move where ids start.
+            assert_eq!(
+                one(&crm, Method::DELETE, "/crm/v3/objects/contacts/8", "").0,
+                204
+            );
+            let (s, c) = one(
+                &crm,
+                Method::POST,
+                BASE,
+                r#"{"properties":{"email":"a@x.example"}}"#,
+            );
+            assert_eq!((s, c["id"].as_str()), (StatusCode::CREATED, Some("1001")));
+            one(
+                &crm,
+                Method::POST,
+                BASE,
+                r#"{"properties":{"email":"b@x.example"}}"#,
+            );
+            let patch = r#"{"properties":{"email":"a2@x.example"}}"#;
+            assert_eq!(
+                one(&crm, Method::PATCH, "/crm/v3/objects/contacts/1001", patch).0,
+                200
+            );
+            assert_eq!(
+                one(&crm, Method::DELETE, "/crm/v3/objects/contacts/1002", "").0,
+                204
+            );
+        }
+        let crm = Crm::persistent(file);
+        let (s, c) = one(&crm, Method::GET, "/crm/v3/objects/contacts/1001", "");
+        assert_eq!(
+            (s, &c["properties"]["email"]),
+            (StatusCode::OK, &json!("a2@x.example"))
+        );
+        assert_eq!(
+            one(&crm, Method::GET, "/crm/v3/objects/contacts/1002", "").0,
+            404
+        );
+        assert_eq!(
+            one(&crm, Method::GET, "/crm/v3/objects/contacts/8", "").0,
+            404
+        );
+        // Ids are never reused, not even a deleted one's.
+        let (_, c) = one(&crm, Method::POST, BASE, r#"{"properties":{}}"#);
+        assert_eq!(c["id"], "1003");
     }
 }
