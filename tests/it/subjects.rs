@@ -332,3 +332,69 @@ async fn pruning_keeps_what_remains_verifiable() {
             .contains("no checkpoint marks them as pruned")
     );
 }
+
+/// The two commands a data-protection officer runs, against a running
+/// gateway: `subject access ID --record` and `subject erase ID --unlink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_answers_access_and_erasure_requests_through_the_running_gateway() {
+    let (crm, url) = sample_crm().await;
+    let gw = TestGateway::builder()
+        .upstream(&url)
+        .admin()
+        .config(SUBJECTS)
+        .start()
+        .await;
+    assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 200);
+    // The CLI finds the admin API through the config.
+    let cfg = gw.dir().join("cli.yaml");
+    let mut text = std::fs::read_to_string(gw.dir().join("consentry.yaml")).unwrap();
+    text.push_str(&format!(
+        "admin: {{ listen: \"{}\", token: {ADMIN_TOKEN} }}\n",
+        gw.admin.unwrap()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let cli = |args: &'static [&'static str]| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+                .args(args)
+                .arg("--config")
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (
+                out.status.success(),
+                text,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (ok, out, err) = cli(&["subject", "access", "7", "--record"]).await.unwrap();
+    assert!(ok, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["crm_record"]["record"]["id"], "7");
+    assert_eq!(report["accesses"][0]["client"], "support");
+
+    let (ok, out, err) = cli(&["subject", "erase", "7", "--unlink"]).await.unwrap();
+    assert!(ok, "{out}{err}");
+    let receipt: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(receipt["crm_delete"]["deleted"], true, "{receipt:#}");
+    assert_eq!(
+        receipt["audit_entries_unlinked"], 2,
+        "the read and the access report"
+    );
+    assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 410);
+    let (ok, out, _) = cli(&["audit", "query", "--subject", "7", "--format", "jsonl"])
+        .await
+        .unwrap();
+    assert!(ok);
+    let kinds: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["erasure"], "{out}");
+    let (ok, out, _) = cli(&["audit", "verify"]).await.unwrap();
+    assert!(ok && out.contains("the chain is intact"), "{out}");
+    drop(crm);
+}
