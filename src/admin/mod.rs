@@ -12,7 +12,7 @@
 //! POST /v1/keys/rotate                       adopt the master key file (re-wrap, retire)
 //! DELETE /v1/subjects/{id}/key               destroy a subject's data key (crypto-shredding)
 //! POST /v1/subjects/{id}/erase               erase a customer (Art. 17); a receipt
-//! GET  /v1/subjects/{id}/access              access report (Art. 15/20)          [auditor]
+//! GET  /v1/subjects/{id}/access              access report (Art. 15/20)          [auditor, without the CRM record]
 //! GET  /v1/audit/events?...                  audit events, filtered, paged       [auditor]
 //! GET  /v1/audit/verify                      check the chain and checkpoints     [auditor]
 //! GET  /v1/audit/checkpoints                 the signed checkpoints              [auditor]
@@ -182,7 +182,10 @@ impl Admin {
             (Some("verify"), _) => return audit::verify(self).await,
             (Some("checkpoints"), _) => return audit::checkpoints(self).await,
             (Some("access"), ["v1", "subjects", id, "access"]) => {
-                return subjects::access(self, &decode_segment(id)?, &req).await;
+                // The CRM's record, in clear, is for the admin token only:
+                // auditors see who accessed what, not the data itself.
+                let with_record = role == Role::Admin;
+                return subjects::access(self, &decode_segment(id)?, &req, with_record).await;
             }
             _ => {}
         }

@@ -23,14 +23,16 @@ use crate::proxy::body::Body;
 
 type Result<T> = std::result::Result<T, Problem>;
 
-/// `GET /v1/subjects/{id}/access[?record=false]`.
+/// `GET /v1/subjects/{id}/access[?record=false]`; the CRM's record only
+/// when `may_see_record` (the admin token).
 pub async fn access(
     admin: &Admin,
     subject: &str,
     req: &Request<Incoming>,
+    may_see_record: bool,
 ) -> Result<Response<Body>> {
     check_subject(subject).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let with_record = req.uri().query() != Some("record=false");
+    let with_record = may_see_record && req.uri().query() != Some("record=false");
     let cfg = admin.gateway().config().clone();
     let s = subject.to_owned();
     let mut report =

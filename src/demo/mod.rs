@@ -141,8 +141,8 @@ signed, customers as pseudonyms (the CLI reads the config's secrets):
 Subject requests (GDPR Art. 15 and 17):
 
   # contact 7's access report: consent history, every access with the
-  # categories each purpose saw, and the CRM's record as it holds it now
-  curl -s -H "Authorization: Bearer {AUDITOR_TOKEN_HINT}" http://{a}/v1/subjects/7/access
+  # categories each purpose saw, and (admin token only) the CRM's record
+  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/subjects/7/access
 
   # erase contact 8: suppressed (never served again), data key destroyed,
   # DELETE forwarded to the CRM, earlier audit entries unlinked; a receipt
