@@ -6,10 +6,11 @@
 //!    records leaves the gateway, single or in lists);
 //! 2. their data key is destroyed (their randomised tokens are unreadable
 //!    for good, in the CRM and its backups);
-//! 3. `DELETE <subjects.record>` goes to the CRM, when `forward_erasure` is
-//!    set (its status is in the receipt; a failure is retried by asking again);
-//! 4. the act is audited; with `unlink`, the customer's entries in earlier
-//!    events are unlinked (the chain stays verifiable).
+//! 3. the act is audited;
+//! 4. `DELETE <subjects.record>` goes to the CRM, when `forward_erasure` is
+//!    set (its status is in the receipt; a failure is retried by asking
+//!    again); with `unlink`, the customer's entries in earlier events are
+//!    unlinked (the chain stays verifiable).
 //!
 //! Asking again is safe: the first erasure's time and receipt id are kept.
 
@@ -119,29 +120,20 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
         }
     };
 
-    // 3. The CRM's copy.
+    // 3. The audit trail, before anything leaves for the CRM: a crash
+    // after it leaves the request recorded (and asking again redoes the
+    // delete), never a delete without its record.
     let cfg = gw.config();
-    let crm = match (
-        cfg.subjects.forward_erasure,
-        cfg.subjects.record_path(subject),
-    ) {
-        (true, Some(path)) => match gw.crm(Method::DELETE, &path).await {
-            Ok(a) => serde_json::json!({
-                "path": path,
-                "status": a.status.as_u16(),
-                "deleted": a.status.is_success() || a.status == StatusCode::NOT_FOUND,
-            }),
-            Err(r) => serde_json::json!({"path": path, "deleted": false, "error": r.slug()}),
-        },
-        _ => serde_json::json!("not forwarded (subjects.forward_erasure is off)"),
-    };
-
-    // 4. The audit trail.
+    let forward = cfg
+        .subjects
+        .forward_erasure
+        .then(|| cfg.subjects.record_path(subject))
+        .flatten();
     let counts = serde_json::json!({
         "receipt": erased.receipt,
         "again": again,
         "data_key": data_key,
-        "crm_deleted": crm.get("deleted"),
+        "crm_delete": if forward.is_some() { "requested" } else { "off" },
     });
     super::audit_act(
         admin,
@@ -151,6 +143,19 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
         Some(counts),
     )
     .await?;
+    // 4. The CRM's copy; its answer goes into the receipt.
+    let crm = match forward {
+        Some(path) => match gw.crm(Method::DELETE, &path).await {
+            Ok(a) => serde_json::json!({
+                "path": path,
+                "status": a.status.as_u16(),
+                "deleted": a.status.is_success() || a.status == StatusCode::NOT_FOUND,
+            }),
+            Err(r) => serde_json::json!({"path": path, "deleted": false, "error": r.slug()}),
+        },
+        None => serde_json::json!("not forwarded (subjects.forward_erasure is off)"),
+    };
+
     let mut unlinked = serde_json::Value::Null;
     if unlink && let (Some(path), Some(audit)) = (cfg.audit.clone(), gw.audit()) {
         let p = audit.pseudonym(subject);

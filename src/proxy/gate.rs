@@ -87,12 +87,12 @@ impl RecordGate {
         }
     }
 
-    /// Withholds every record of a customer on `consents`' suppression list
-    /// (only when the list has anyone on it: no cost otherwise).
+    /// Withholds every record of a customer on `consents`' suppression list,
+    /// checked per record, so that a response already streaming when an
+    /// erasure lands withholds the customer from then on (one atomic load
+    /// per record while nobody is erased).
     pub fn suppress(mut self, consents: &Arc<Consents>) -> RecordGate {
-        if consents.any_erased() {
-            self.erased = Some(Arc::clone(consents));
-        }
+        self.erased = Some(Arc::clone(consents));
         self
     }
 
@@ -220,7 +220,7 @@ impl Gate for RecordGate {
         // nor is it named in the audit event again.
         // A record that names two different ids (duplicate keys) might be
         // an erased customer's: withheld too while anyone is erased.
-        if let Some(c) = &self.erased {
+        if let Some(c) = self.erased.as_ref().filter(|c| c.any_erased()) {
             match &subject {
                 Subject::Id(id) if c.is_erased(id) => return Some(RecordOutcome::Suppress),
                 Subject::Ambiguous => return Some(RecordOutcome::Suppress),
