@@ -24,6 +24,17 @@ use crate::proxy::body::Body;
 
 type Result<T> = std::result::Result<T, Problem>;
 
+/// A step of a subject request failed in a way that names no store.
+fn failed(what: &'static str) -> Problem {
+    tracing::error!(what, "a subject request failed");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "subject-request-failed",
+        "Subject request failed",
+        format!("{what}; asking again is safe"),
+    )
+}
+
 /// `GET /v1/subjects/{id}/access[?record=false]`; the CRM's record only
 /// when `may_see_record` (the admin token).
 pub async fn access(
@@ -39,7 +50,7 @@ pub async fn access(
     let mut report =
         tokio::task::spawn_blocking(move || crate::audit::report::access_report(&cfg, &s))
             .await
-            .map_err(|_| Problem::store("the report could not be made"))?
+            .map_err(|_| failed("the report could not be made"))?
             .map_err(|e| {
                 tracing::error!(error = %e, "access report failed");
                 Problem::new(
@@ -86,13 +97,13 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
 
     // 1. The suppression list.
     let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|_| Problem::store("no randomness for the receipt"))?;
+    getrandom::fill(&mut id).map_err(|_| failed("no randomness for the receipt"))?;
     let receipt = crate::config::hex(&id);
     let consents = std::sync::Arc::clone(gw.consents());
     let s = subject.to_owned();
     let (erased, again) = tokio::task::spawn_blocking(move || consents.erase(&s, &receipt))
         .await
-        .map_err(|_| Problem::store("the erasure could not be stored"))?
+        .map_err(|_| failed("the erasure could not be stored"))?
         .map_err(Problem::store)?;
 
     // 2. The data key.
@@ -102,7 +113,7 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
             let owner = subject_owner(subject);
             let destroyed = tokio::task::spawn_blocking(move || k.destroy(&owner))
                 .await
-                .map_err(|_| Problem::store("the data key could not be destroyed"))?
+                .map_err(|_| failed("the data key could not be destroyed"))?
                 .map_err(|e| {
                     tracing::error!(error = %e, "data key could not be destroyed (erasure)");
                     Problem::new(
@@ -174,7 +185,7 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
             crate::audit::store::unlink(&path, &p, last)
         })
         .await
-        .map_err(|_| Problem::store("the audit trail could not be unlinked"))?
+        .map_err(|_| failed("the audit trail could not be unlinked"))?
         .map_err(|e| {
             tracing::error!(error = %e, "pseudonym unlinking failed");
             Problem::new(
