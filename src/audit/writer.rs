@@ -215,3 +215,32 @@ fn run(mut store: AuditStore, rx: Receiver<Msg>, retention: Option<Duration>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_past_their_retention_are_pruned_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut store = crate::audit::open_signed(&path).unwrap();
+        let now = crate::clock::to_ms(std::time::SystemTime::now());
+        for at in [1_000, 2_000, now] {
+            let body = format!(r#"{{"at":{at},"kind":"request","decision":"served"}}"#);
+            store.append(&[Row::plain(at, body.as_bytes())]).unwrap();
+        }
+        let key = HashKey::new(b"test-audit-key-0123456789").unwrap();
+        let audit = Audit::start_with(store, key, Some(Duration::from_secs(86_400))).unwrap();
+        let mut left = 0;
+        for _ in 0..100 {
+            left = super::super::store::verify(&path).unwrap().unwrap();
+            if left == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(left, 1, "the two old events are gone, the recent one stays");
+        drop(audit);
+    }
+}

@@ -123,11 +123,7 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
     for c in clients {
         delivered.extend(c.await.unwrap());
     }
-    assert!(
-        delivered.len() > 50,
-        "too little load: {}",
-        delivered.len()
-    );
+    assert!(delivered.len() > 50, "too little load: {}", delivered.len());
 
     let trail = dir.path().join("audit.db");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
