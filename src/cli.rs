@@ -1,5 +1,6 @@
 //! The `consentry` command line.
 
+mod act;
 mod admin;
 mod consent;
 mod keys;

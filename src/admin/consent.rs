@@ -268,14 +268,7 @@ pub fn statement(s: &Stored, full: bool) -> serde_json::Value {
 }
 
 fn subject_ok(subject: &str) -> Result<()> {
-    check_subject(subject).map_err(|m| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-subject",
-            "Invalid subject id",
-            m,
-        )
-    })
+    check_subject(subject).map_err(Problem::invalid_subject)
 }
 
 /// Every statement of a well-formed subject id, oldest first.

@@ -113,7 +113,7 @@ pub async fn rotate(admin: &Admin) -> Result<Response<Body>> {
 /// `DELETE /v1/subjects/{id}/key`: destroys the customer's data key. Every
 /// token of theirs, in the CRM and its backups, is unreadable from now on.
 pub async fn shred(admin: &Admin, subject: &str) -> Result<Response<Body>> {
-    check_subject(subject).map_err(|e| Problem::bad_request(e.to_string()))?;
+    check_subject(subject).map_err(|e| Problem::invalid_subject(e.to_string()))?;
     let k = keys(admin)?;
     let owner = subject_owner(subject);
     let destroyed = blocking(move || k.destroy(&owner)).await?;

@@ -98,6 +98,26 @@ impl Problem {
         )
     }
 
+    /// A malformed subject id (400 `invalid-subject`).
+    pub fn invalid_subject(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-subject",
+            "Invalid subject id",
+            detail,
+        )
+    }
+
+    /// A malformed request body or query (400 `invalid-request`).
+    pub fn invalid_request(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            detail,
+        )
+    }
+
     /// The store failed: 503, and the message names the operation only.
     pub fn store(e: impl std::fmt::Display) -> Problem {
         tracing::error!(error = %e, "consent store failed (admin API)");
@@ -281,27 +301,14 @@ pub async fn audit_act(
     let Some(audit) = admin.gateway().audit() else {
         return Ok(());
     };
-    let event = crate::audit::Event {
-        at: crate::clock::to_ms(std::time::SystemTime::now()),
-        kind: kind.to_owned(),
-        request_id: None,
-        client: Some("admin".into()),
-        purpose: None,
-        method: None,
-        route: None,
-        status: None,
-        decision: decision.to_owned(),
-        problem: None,
-        subjects: subjects
-            .iter()
-            .map(|(id, what)| crate::audit::SubjectEntry {
-                subject: audit.pseudonym(id),
-                record: what.clone(),
-            })
-            .collect(),
-        counts,
-        categories: None,
-    };
+    let entries = subjects
+        .iter()
+        .map(|(id, what)| crate::audit::SubjectEntry {
+            subject: audit.pseudonym(id),
+            record: what.clone(),
+        })
+        .collect();
+    let event = crate::audit::Event::act(kind, "admin", decision, entries, counts);
     audit.record(event).await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, kind, "an administrative act was carried out, but its audit event was not stored");
         Problem::new(
@@ -327,7 +334,9 @@ fn decode_segment(seg: &str) -> Result<String> {
     percent_encoding::percent_decode_str(seg)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Problem::bad_request("the subject id in the path is not UTF-8 once decoded"))
+        .map_err(|_| {
+            Problem::invalid_subject("the subject id in the path is not UTF-8 once decoded")
+        })
 }
 
 /// A JSON response.

@@ -43,7 +43,7 @@ pub async fn access(
     req: &Request<Incoming>,
     may_see_record: bool,
 ) -> Result<Response<Body>> {
-    check_subject(subject).map_err(|e| Problem::bad_request(e.to_string()))?;
+    check_subject(subject).map_err(|e| Problem::invalid_subject(e.to_string()))?;
     let with_record = may_see_record && req.uri().query() != Some("record=false");
     let cfg = admin.gateway().config().clone();
     let s = subject.to_owned();
@@ -80,17 +80,18 @@ pub async fn access(
 
 /// `POST /v1/subjects/{id}/erase`, body `{"unlink": true}` optional.
 pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Result<Response<Body>> {
-    check_subject(subject).map_err(|e| Problem::bad_request(e.to_string()))?;
+    check_subject(subject).map_err(|e| Problem::invalid_subject(e.to_string()))?;
     let (_, body) = read_body(req, 4096).await?;
     let unlink = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| Problem::bad_request("the body must be JSON: {\"unlink\": true|false}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+            Problem::invalid_request("the body must be JSON: {\"unlink\": true|false}")
+        })?;
         match v.get("unlink") {
             None => false,
             Some(serde_json::Value::Bool(b)) => *b,
-            Some(_) => return Err(Problem::bad_request("`unlink` must be true or false")),
+            Some(_) => return Err(Problem::invalid_request("`unlink` must be true or false")),
         }
     };
     let gw = std::sync::Arc::clone(admin.gateway());

@@ -67,6 +67,34 @@ pub struct Event {
     pub categories: Option<std::sync::Arc<serde_json::Value>>,
 }
 
+impl Event {
+    /// An administrative act, now: `kind` (consent, keys, erasure, ...),
+    /// who did it, what it did, whom it concerned, and counts.
+    pub fn act(
+        kind: &str,
+        client: &str,
+        decision: &str,
+        subjects: Vec<SubjectEntry>,
+        counts: Option<serde_json::Value>,
+    ) -> Event {
+        Event {
+            at: crate::clock::to_ms(std::time::SystemTime::now()),
+            kind: kind.to_owned(),
+            request_id: None,
+            client: Some(client.to_owned()),
+            purpose: None,
+            method: None,
+            route: None,
+            status: None,
+            decision: decision.to_owned(),
+            problem: None,
+            subjects,
+            counts,
+            categories: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectEntry {
     /// Keyed pseudonym of the subject id.

@@ -48,6 +48,12 @@ pub fn import_file(cfg: &Config, set: &PolicySet, file: &Path) -> anyhow::Result
         applied.inserted,
         applied.unchanged
     );
+    drop(consents);
+    let counts = serde_json::json!({
+        "records": events.len(), "inserted": applied.inserted,
+        "unchanged": applied.unchanged, "superseded": applied.superseded,
+    });
+    super::act::record(cfg, "consent", "imported", &[], Some(counts))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -70,6 +70,11 @@ pub fn rotate(cfg: &Config) -> anyhow::Result<ExitCode> {
                 done.current,
                 cfg.sqlite.display()
             );
+            let counts = serde_json::json!({
+                "current": done.current, "rewrapped": done.rewrapped, "retired": done.retired,
+            });
+            drop(keys);
+            super::act::record(cfg, "keys", "rotated", &[], Some(counts))?;
             Ok(ExitCode::SUCCESS)
         }
         None => via_admin(cfg, Method::POST, "/v1/keys/rotate"),
@@ -101,9 +106,11 @@ pub fn retire(cfg: &Config, version: u32) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?
         .is_none()
     {
-        // The running gateway drops it from memory too.
+        // The running gateway drops it from memory too (and records it).
         return via_admin(cfg, Method::POST, "/v1/keys/rotate");
     }
+    let counts = serde_json::json!({ "retired": [version] });
+    super::act::record(cfg, "keys", "retired", &[], Some(counts))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -126,6 +133,14 @@ pub fn shred(cfg: &Config, subject: &str) -> anyhow::Result<ExitCode> {
             } else {
                 println!("subject {subject} had no data key");
             }
+            drop(keys);
+            super::act::record(
+                cfg,
+                "keys",
+                "shredded",
+                &[(subject, "data key destroyed".into())],
+                None,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         None => {

@@ -656,7 +656,8 @@ impl Builder<'_> {
             tok
         });
         let auditor = a.auditor_token.as_ref().and_then(|t| {
-            let v = self.expand(t)?;
+            // Empty (`${CONSENTRY_AUDITOR_TOKEN:-}` unset): no auditor access.
+            let v = self.expand(t).filter(|v| !v.is_empty())?;
             let tok = AdminToken::new(&v);
             if tok.is_none() {
                 self.err(

@@ -169,26 +169,13 @@ impl Gateway {
             .as_ref()
             .and_then(|k| k.ring_versions().ok())
             .map(|(_, c)| c);
-        let event = Event {
-            at: crate::clock::to_ms(SystemTime::now()),
-            kind: "gateway".into(),
-            request_id: None,
-            client: None,
-            purpose: None,
-            method: None,
-            route: None,
-            status: None,
-            decision: "started".into(),
-            problem: None,
-            subjects: Vec::new(),
-            counts: Some(serde_json::json!({
-                "policy_files": files.len(),
-                "policies_sha256": fingerprint,
-                "resources": self.policies.load().resources().len(),
-                "master_key_version": master,
-            })),
-            categories: None,
-        };
+        let counts = serde_json::json!({
+            "policy_files": files.len(),
+            "policies_sha256": fingerprint,
+            "resources": self.policies.load().resources().len(),
+            "master_key_version": master,
+        });
+        let event = Event::act("gateway", "consentry", "started", Vec::new(), Some(counts));
         audit
             .record(event)
             .await

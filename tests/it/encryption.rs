@@ -588,4 +588,21 @@ fn the_cli_rotates_retires_and_shreds_with_the_gateway_stopped() {
     ));
     assert!(matches!(held["8"], consentry::keys::service::Held::Live(_)));
     assert!(!text.contains("consentry-master-key"));
+    // With the gateway stopped, the CLI records its acts in the trail itself.
+    let (ok, text) = cli(&["audit", "query", "--kind", "keys", "--format", "jsonl"]);
+    assert!(ok, "{text}");
+    let acts: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                e["client"].as_str().unwrap().into(),
+                e["decision"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = ["rotated", "retired", "shredded"].map(|d| ("cli".to_string(), d.to_string()));
+    assert_eq!(acts, want);
+    let (ok, text) = cli(&["audit", "verify"]);
+    assert!(ok, "{text}");
 }
