@@ -105,6 +105,20 @@ impl Gateway {
                 "`subjects.access_purpose` is `{p}`, which no policy has a rule for; add one (the example has `essential.legal_obligation`)"
             ));
         }
+        // The record path must be a route the policies inspect for that
+        // purpose, or the report would carry the CRM's bytes unread.
+        if let (Some(p), Some(path)) = (
+            &config.subjects.access_purpose,
+            config.subjects.record_path("probe"),
+        ) && !matches!(
+            policies.load().decide(&http::Method::GET, &path, p),
+            crate::policy::Decision::Inspect { .. }
+        ) {
+            return Err(format!(
+                "`subjects.record` ({}) is not a GET route the policies inspect for `{p}`; declare it in a policy with a rule for that purpose",
+                config.subjects.record.as_deref().unwrap_or_default()
+            ));
+        }
         consents
             .load_erasures()
             .map_err(|e| format!("cannot read the suppression list (erased customers): {e}"))?;

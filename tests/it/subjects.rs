@@ -407,3 +407,52 @@ async fn the_cli_answers_access_and_erasure_requests_through_the_running_gateway
     assert!(ok && out.contains("the chain is intact"), "{out}");
     drop(crm);
 }
+
+/// A subject-request config that cannot work stops start-up, saying why.
+#[test]
+fn a_record_path_the_policies_do_not_inspect_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
+    let cfg = dir.path().join("consentry.yaml");
+    let write = |subjects: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: 127.0.0.1:0\nupstream: {{ url: http://127.0.0.1:9 }}\npolicies: policies\n\
+                 keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\n\
+                 clients:\n  - {{ name: m, api_key_sha256: {}, purposes: [marketing] }}\n{subjects}\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+    };
+    let serve = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    write(
+        "subjects: { record: \"/crm/v3/owners/{id}\", access_purpose: essential.legal_obligation }",
+    );
+    let (ok, err) = serve();
+    assert!(
+        !ok && err.contains("is not a GET route the policies inspect"),
+        "{err}"
+    );
+    write(
+        "subjects: { record: \"/crm/v3/objects/contacts/{id}\", access_purpose: analytics.nothing }",
+    );
+    let (ok, err) = serve();
+    assert!(
+        !ok && err.contains("which no policy has a rule for"),
+        "{err}"
+    );
+}
