@@ -17,13 +17,14 @@ wait_ports() {
 
 # ab PATH ROUNDS BASE_PORT BASE_LABEL OTHER_PORT OTHER_LABEL
 # Alternates which gateway goes first; prints the medians and other/base.
+# CONNS (default 32, as in the peer harness) sets wrk's connections.
 ab() {
   local p=$1 rounds=$2 base=$3 base_label=$4 other=$5 other_label=$6
   for r in $(seq "$rounds"); do
     if [ $((r % 2)) = 1 ]; then order="$base $other"; else order="$other $base"; fi
     declare -A rps=()
     for port in $order; do
-      rps[$port]=$(wrk -t1 -c32 -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port$p" | awk '/Requests\/sec/{print $2}')
+      rps[$port]=$(wrk -t1 -c"${CONNS:-32}" -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port$p" | awk '/Requests\/sec/{print $2}')
     done
     echo "${rps[$base]} ${rps[$other]}"
   done | python3 -c "

@@ -407,11 +407,7 @@ fn audit_query(cfg: &Config, q: &AuditQuery) -> anyhow::Result<ExitCode> {
             })
             .transpose()
     };
-    let key = cfg
-        .hash_key
-        .as_deref()
-        .and_then(crate::audit::pseudonym_key)
-        .context("the audit trail needs `keys.hash_key`")?;
+    let key = crate::audit::config_pseudonym_key(cfg)?;
     let subject = q
         .subject
         .as_deref()
@@ -636,11 +632,7 @@ fn start_audit(cfg: &Config) -> anyhow::Result<Option<Arc<crate::audit::writer::
             path.display()
         )
     })?;
-    let key = cfg
-        .hash_key
-        .as_deref()
-        .and_then(crate::audit::pseudonym_key)
-        .context("the audit trail needs `keys.hash_key`")?;
+    let key = crate::audit::config_pseudonym_key(cfg)?;
     Ok(Some(crate::audit::writer::Audit::start_with(
         store,
         key,

@@ -28,9 +28,7 @@ type Result<T> = std::result::Result<T, Problem>;
 
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| Problem::store("consent task failed"))
+    super::off_thread(|| Problem::store("consent task failed"), f).await
 }
 
 fn require_json(parts: &http::request::Parts) -> Result<()> {

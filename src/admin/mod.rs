@@ -288,18 +288,18 @@ impl Admin {
 }
 
 /// Records an administrative act in the audit trail (when there is one),
-/// before the act is acknowledged. The act itself is already done: if its
-/// event cannot be stored, the answer says so (503) rather than claiming a
-/// clean success.
+/// before the act is acknowledged; the event's sequence number. The act
+/// itself is already done: if its event cannot be stored, the answer says
+/// so (503) rather than claiming a clean success.
 pub async fn audit_act(
     admin: &Admin,
     kind: &str,
     decision: &str,
     subjects: &[(&str, String)],
     counts: Option<serde_json::Value>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let Some(audit) = admin.gateway().audit() else {
-        return Ok(());
+        return Ok(None);
     };
     let entries = subjects
         .iter()
@@ -309,7 +309,7 @@ pub async fn audit_act(
         })
         .collect();
     let event = crate::audit::Event::act(kind, "admin", decision, entries, counts);
-    audit.record(event).await.map(|_| ()).map_err(|e| {
+    audit.record(event).await.map(Some).map_err(|e| {
         tracing::error!(error = %e, kind, "an administrative act was carried out, but its audit event was not stored");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -318,6 +318,15 @@ pub async fn audit_act(
             "the change was made, but its audit event could not be stored; check the audit store",
         )
     })
+}
+
+/// Runs blocking work (stores, the trail) off the async threads; a task
+/// that panicked is `failure`.
+pub async fn off_thread<T: Send + 'static>(
+    failure: impl FnOnce() -> Problem,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| failure())
 }
 
 fn not_allowed(allow: &'static str) -> Problem {

@@ -17,7 +17,7 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Admin, Problem, json, read_body};
+use super::{Admin, Problem, json, off_thread, read_body};
 use crate::consent::model::check_subject;
 use crate::keys::service::subject_owner;
 use crate::proxy::body::Body;
@@ -47,19 +47,20 @@ pub async fn access(
     let with_record = may_see_record && req.uri().query() != Some("record=false");
     let cfg = admin.gateway().config().clone();
     let s = subject.to_owned();
-    let mut report =
-        tokio::task::spawn_blocking(move || crate::audit::report::access_report(&cfg, &s))
-            .await
-            .map_err(|_| failed("the report could not be made"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "access report failed");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "report-unavailable",
-                    "Access report unavailable",
-                    "the store or the audit trail could not be read",
-                )
-            })?;
+    let mut report = off_thread(
+        || failed("the report could not be made"),
+        move || crate::audit::report::access_report(&cfg, &s),
+    )
+    .await?
+    .map_err(|e| {
+        tracing::error!(error = %e, "access report failed");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "report-unavailable",
+            "Access report unavailable",
+            "the store or the audit trail could not be read",
+        )
+    })?;
     if with_record {
         report["crm_record"] = match admin.gateway().subject_record(subject).await {
             Ok(Some(r)) => r,
@@ -102,20 +103,24 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
     let receipt = crate::config::hex(&id);
     let consents = std::sync::Arc::clone(gw.consents());
     let s = subject.to_owned();
-    let (erased, again) = tokio::task::spawn_blocking(move || consents.erase(&s, &receipt))
-        .await
-        .map_err(|_| failed("the erasure could not be stored"))?
-        .map_err(Problem::store)?;
+    let (erased, again) = off_thread(
+        || failed("the erasure could not be stored"),
+        move || consents.erase(&s, &receipt),
+    )
+    .await?
+    .map_err(Problem::store)?;
 
     // 2. The data key.
     let data_key = match gw.keys().cloned() {
         None => "not configured",
         Some(k) => {
             let owner = subject_owner(subject);
-            let destroyed = tokio::task::spawn_blocking(move || k.destroy(&owner))
-                .await
-                .map_err(|_| failed("the data key could not be destroyed"))?
-                .map_err(|e| {
+            let destroyed = off_thread(
+                || failed("the data key could not be destroyed"),
+                move || k.destroy(&owner),
+            )
+            .await?
+            .map_err(|e| {
                     tracing::error!(error = %e, "data key could not be destroyed (erasure)");
                     Problem::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +152,7 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
         "data_key": data_key,
         "crm_delete": if forward.is_some() { "requested" } else { "off" },
     });
-    super::audit_act(
+    let erasure_seq = super::audit_act(
         admin,
         "erasure",
         "erased",
@@ -169,24 +174,16 @@ pub async fn erase(admin: &Admin, subject: &str, req: Request<Incoming>) -> Resu
     };
 
     let mut unlinked = serde_json::Value::Null;
-    if unlink && let (Some(path), Some(audit)) = (cfg.audit.clone(), gw.audit()) {
+    if unlink
+        && let (Some(path), Some(audit), Some(seq)) = (cfg.audit.clone(), gw.audit(), erasure_seq)
+    {
         let p = audit.pseudonym(subject);
-        // Every event before the erasure's own (which must stay findable).
-        let n = tokio::task::spawn_blocking(move || {
-            let last = crate::audit::query::query(&path, &crate::audit::query::Filter {
-                subject: Some(p.clone()),
-                kind: Some("erasure".into()),
-                ..Default::default()
-            }, 0, usize::MAX)?
-            .last()
-            .map(|(s, _)| *s)
-            .ok_or_else(|| {
-                crate::audit::AuditError::Store("the erasure's own event is not in the trail".into())
-            })?;
-            crate::audit::store::unlink(&path, &p, last)
-        })
-        .await
-        .map_err(|_| failed("the audit trail could not be unlinked"))?
+        // Every event before the erasure's own (which stays findable).
+        let n = off_thread(
+            || failed("the audit trail could not be unlinked"),
+            move || crate::audit::store::unlink(&path, &p, seq),
+        )
+        .await?
         .map_err(|e| {
             tracing::error!(error = %e, "pseudonym unlinking failed");
             Problem::new(

@@ -159,6 +159,15 @@ pub fn pseudonym_key(hash_key: &HashKey) -> Option<HashKey> {
     HashKey::new(&derived)
 }
 
+/// The trail's pseudonym key, from the config's `keys.hash_key` (which the
+/// config requires whenever there is a trail).
+pub fn config_pseudonym_key(cfg: &crate::config::Config) -> Result<HashKey, AuditError> {
+    cfg.hash_key
+        .as_deref()
+        .and_then(pseudonym_key)
+        .ok_or_else(|| AuditError::Store("the audit trail needs `keys.hash_key`".into()))
+}
+
 /// The pseudonym of `subject` in the audit trail.
 pub fn pseudonym(key: &HashKey, subject: &str) -> String {
     let mut out = Vec::with_capacity(32);

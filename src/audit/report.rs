@@ -5,7 +5,7 @@
 //! running gateway (`consentry subject access ID`, and the admin API, which
 //! adds the CRM's current record).
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use super::query::Filter;
 use crate::config::Config;
@@ -45,11 +45,7 @@ pub fn access_report(cfg: &Config, subject: &str) -> anyhow::Result<serde_json::
     let mut accesses = Vec::new();
     let mut pseudonym = None;
     if let Some(path) = cfg.audit.as_ref().filter(|p| p.exists()) {
-        let key = cfg
-            .hash_key
-            .as_deref()
-            .and_then(crate::audit::pseudonym_key)
-            .context("the audit trail needs `keys.hash_key`")?;
+        let key = crate::audit::config_pseudonym_key(cfg)?;
         let p = crate::audit::pseudonym(&key, subject);
         let filter = Filter {
             subject: Some(p.clone()),

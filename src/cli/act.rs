@@ -23,11 +23,7 @@ pub fn record(
         return Ok(());
     };
     let done = || -> anyhow::Result<()> {
-        let key = cfg
-            .hash_key
-            .as_deref()
-            .and_then(crate::audit::pseudonym_key)
-            .context("the audit trail needs `keys.hash_key`")?;
+        let key = crate::audit::config_pseudonym_key(cfg)?;
         let entries = subjects
             .iter()
             .map(|(id, what)| SubjectEntry {

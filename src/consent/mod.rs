@@ -127,15 +127,6 @@ impl Consents {
         })
     }
 
-    /// A customer's erasure, if they are on the list. Blocking.
-    pub fn erasure(&self, subject: &str) -> Result<Option<Erased>, StoreError> {
-        Ok(self
-            .store
-            .erasures()?
-            .into_iter()
-            .find(|e| e.subject == subject))
-    }
-
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }

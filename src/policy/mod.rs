@@ -237,11 +237,12 @@ impl Resource {
             .is_some_and(|s| !s.hubspot_filters.is_empty())
     }
 
-    /// The subject a write to `path` (normalised) names, if the resource
-    /// says where (`path_subject`) and it is a well-formed subject id.
-    /// Percent-escapes are decoded. The path must carry the id the consent
-    /// store knows the customer by.
-    pub fn write_subject(&self, path: &str) -> Option<String> {
+    /// The subject `path` (normalised) names, if the resource says where
+    /// (`path_subject`) and it is a well-formed subject id: whose consent a
+    /// write needs, whose key it uses, and whether the path is an erased
+    /// customer's. Percent-escapes are decoded. The path must carry the id
+    /// the consent store knows the customer by.
+    pub fn subject_in_path(&self, path: &str) -> Option<String> {
         let seg = path.strip_prefix('/')?.split('/').nth(self.path_subject?)?;
         let id = percent_encoding::percent_decode_str(seg)
             .decode_utf8()

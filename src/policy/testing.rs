@@ -184,7 +184,7 @@ pub fn write(
     // As the gateway does: a write naming its subject in the path needs the
     // subject's consent before it is sent.
     if let Some(check) = resource.write_consent(&rule, method) {
-        let allowed = resource.write_subject(&normal).is_some_and(|s| {
+        let allowed = resource.subject_in_path(&normal).is_some_and(|s| {
             consent
                 .get(&s)
                 .map_or_else(SubjectConsents::default, |c| (**c).clone())

@@ -45,7 +45,7 @@ pub async fn check_subject(
         purpose: purpose.to_string(),
         write: true,
     };
-    let subject = resource.write_subject(path).ok_or_else(refused)?;
+    let subject = resource.subject_in_path(path).ok_or_else(refused)?;
     // Cached: no store, no blocking thread.
     if let Some(s) = consents.cached(&subject) {
         let allowed = s.allows(purpose, check.basis, consents.now());

@@ -56,7 +56,7 @@ pub async fn write_vault(
     path: &str,
 ) -> Result<(Vault, Option<Pending>), Refusal> {
     let categories = &program.deterministic;
-    let owner = match resource.write_subject(path) {
+    let owner = match resource.subject_in_path(path) {
         Some(s) => Some(subject_owner(&s)),
         None if resource.path_subject.is_some() => {
             // The path names the customer, but not as a usable id.

@@ -296,7 +296,9 @@ impl Gateway {
         // An erased customer's path is closed, whatever the method: nothing
         // of theirs is served, and nothing is written about them again.
         if self.consents.any_erased()
-            && let Some(id) = plan.resource().and_then(|r| r.write_subject(&target.path))
+            && let Some(id) = plan
+                .resource()
+                .and_then(|r| r.subject_in_path(&target.path))
             && self.consents.is_erased(&id)
         {
             return Err(Refusal::RecordErased);

@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 
+use super::body::{ReadError, read_limited};
 use super::gate::RecordGate;
 use super::reject::Refusal;
-use super::route::{self, Plan};
+use super::route::{self, Plan, Target};
 use super::{Gateway, encrypt, forward, respond};
 
 /// What the CRM answered to a subject request.
@@ -26,25 +27,21 @@ impl Gateway {
     /// Sends `method path` to the CRM, with no body; the answer read whole
     /// (within the response body limit).
     pub async fn crm(&self, method: Method, path: &str) -> Result<CrmAnswer, Refusal> {
+        let (parts, target) = request_to(method, path)?;
+        self.crm_at(&parts, &target).await
+    }
+
+    async fn crm_at(&self, parts: &Parts, target: &Target) -> Result<CrmAnswer, Refusal> {
         let cfg = self.config();
-        let (parts, ()) = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(())
-            .map_err(|_| Refusal::Internal)?
-            .into_parts();
-        let target = route::target(&parts.uri)?;
-        let id = self.ids.next();
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-        let empty = super::body::empty();
         let req = forward::request(
             &cfg.upstream,
             &cfg.identity,
-            &parts,
-            &target,
+            parts,
+            target,
             false,
-            empty,
-            &id,
+            super::body::empty(),
+            &self.ids.next(),
             peer,
         )?;
         let resp = self.upstream.send(req).await.map_err(|e| match e {
@@ -55,27 +52,13 @@ impl Gateway {
         let status = resp.status();
         let limit = cfg.limits.response_body;
         let idle = cfg.upstream.body_idle_timeout;
-        let mut body = resp.into_body();
-        let mut buf = Vec::new();
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => return Err(Refusal::UpstreamTimeout),
-                Ok(None) => break,
-                Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
-                Ok(Some(Ok(f))) => {
-                    if let Some(d) = f.data_ref() {
-                        if (buf.len() + d.len()) as u64 > limit {
-                            return Err(Refusal::ResponseTooLarge);
-                        }
-                        buf.extend_from_slice(d);
-                    }
-                }
-            }
-        }
-        Ok(CrmAnswer {
-            status,
-            body: Bytes::from(buf),
-        })
+        let body = read_limited(resp.into_body(), limit, idle)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => Refusal::ResponseTooLarge,
+                ReadError::Unreadable => Refusal::UpstreamFailed,
+            })?;
+        Ok(CrmAnswer { status, body })
     }
 
     /// The customer's record as the CRM holds it now, rendered under the
@@ -97,12 +80,7 @@ impl Gateway {
             ));
         }
         let policies = self.policies.load_full();
-        let (parts, ()) = http::Request::builder()
-            .uri(path.as_str())
-            .body(())
-            .map_err(|_| Refusal::Internal)?
-            .into_parts();
-        let target = route::target(&parts.uri)?;
+        let (parts, target) = request_to(Method::GET, &path)?;
         let plan = route::plan(
             &policies,
             self.config().unmatched,
@@ -110,7 +88,7 @@ impl Gateway {
             &target,
             &purpose,
         )?;
-        let answer = self.crm(Method::GET, &path).await?;
+        let answer = self.crm_at(&parts, &target).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(Some(
                 serde_json::json!({"path": path, "status": 404, "record": null}),
@@ -148,4 +126,16 @@ impl Gateway {
             "record": record,
         })))
     }
+}
+
+/// A bodiless request's head and its normalised target.
+fn request_to(method: Method, path: &str) -> Result<(Parts, Target), Refusal> {
+    let (parts, ()) = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(())
+        .map_err(|_| Refusal::Internal)?
+        .into_parts();
+    let target = route::target(&parts.uri)?;
+    Ok((parts, target))
 }

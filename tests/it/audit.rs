@@ -143,17 +143,8 @@ async fn the_cli_verifies_the_chain_and_names_the_first_bad_event() {
         get(&gw.url(ONE), SUPPORT).await;
     }
     let verify = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["audit", "verify", "--config"])
-            .arg(gw.dir().join("consentry.yaml"))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let ran = run_cli(&gw.dir().join("consentry.yaml"), &["audit", "verify"]);
+        (ran.ok, ran.text())
     };
     let (ok, text) = verify();
     assert!(
@@ -262,18 +253,10 @@ async fn auditors_query_by_customer_client_and_decision() {
     get(&gw.url(ONE), SUPPORT).await; // 7 shown
     get(&gw.url(ONE), "no-such-key-0123456789").await; // refused
     let query = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["audit", "query", "--config"])
-            .arg(gw.dir().join("consentry.yaml"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let args: Vec<&str> = ["audit", "query"].iter().chain(args).copied().collect();
+        let ran = run_cli(&gw.dir().join("consentry.yaml"), &args);
+        assert!(ran.ok, "{}", ran.err);
+        ran.out
     };
     let lines = |s: String| -> Vec<serde_json::Value> {
         s.lines()
@@ -326,17 +309,9 @@ async fn a_subject_access_report_holds_consent_accesses_and_erasure() {
     let shred = admin(&gw, "DELETE", "/v1/subjects/2/key", "application/json", "").await;
     assert_eq!(shred.status, 200);
     let report = |id: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["subject", "access", id, "--config"])
-            .arg(gw.dir().join("consentry.yaml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        let ran = run_cli(&gw.dir().join("consentry.yaml"), &["subject", "access", id]);
+        assert!(ran.ok, "{}", ran.err);
+        serde_json::from_str::<serde_json::Value>(&ran.out).unwrap()
     };
     let one = report("1");
     assert_eq!(one["consent_history"][0]["purpose"], "marketing");

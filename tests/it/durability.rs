@@ -7,22 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use consentry::demo::crm::Crm;
-
 use crate::harness::*;
 
 const ONE: &str = "/crm/v3/objects/contacts/7";
-
-async fn sample_crm() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(consentry::demo::crm::serve(
-        Crm::new(),
-        l,
-        std::future::pending(),
-    ));
-    url
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -47,7 +34,7 @@ fn recorded_ids(trail: &std::path::Path) -> std::collections::HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
-    let crm = sample_crm().await;
+    let (_crm, crm) = sample_crm().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
@@ -126,17 +113,8 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
     assert!(delivered.len() > 50, "too little load: {}", delivered.len());
 
     let trail = dir.path().join("audit.db");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-        .args(["audit", "verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let verified = run_cli(&cfg, &["audit", "verify"]);
+    assert!(verified.ok, "{}", verified.text());
     let recorded = recorded_ids(&trail);
     // The first event says what started serving: the policies' fingerprint.
     let conn = rusqlite::Connection::open(&trail).unwrap();

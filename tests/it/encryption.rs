@@ -37,19 +37,6 @@ fn new_contact(email: &str) -> String {
     .to_string()
 }
 
-/// The sample CRM on a loopback port.
-async fn crm() -> (Arc<Crm>, String) {
-    let crm = Crm::new();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(consentry::demo::crm::serve(
-        Arc::clone(&crm),
-        l,
-        std::future::pending(),
-    ));
-    (crm, url)
-}
-
 async fn gateway(crm_url: &str) -> TestGateway {
     TestGateway::builder()
         .upstream(crm_url)
@@ -105,7 +92,7 @@ fn assert_no_secrets(bytes: &[u8]) {
 
 #[tokio::test]
 async fn the_crm_stores_tokens_and_each_purpose_reads_what_it_may() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let got = create(&gw, SUPPORT, &new_contact(SECRETS[0])).await;
     assert_eq!(got.status, 201, "{}", got.text());
@@ -174,7 +161,7 @@ async fn the_crm_stores_tokens_and_each_purpose_reads_what_it_may() {
 
 #[tokio::test]
 async fn an_update_stores_tokens_under_the_customers_own_key() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let got = create(&gw, SUPPORT, &new_contact("u@example.org")).await;
     let id = got.json()["id"].as_str().unwrap().to_owned();
@@ -210,7 +197,7 @@ async fn an_update_stores_tokens_under_the_customers_own_key() {
 
 #[tokio::test]
 async fn tokens_moved_or_altered_never_pass_as_values() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let a = create(&gw, SUPPORT, &new_contact("a@example.org"))
         .await
@@ -258,7 +245,7 @@ async fn tokens_moved_or_altered_never_pass_as_values() {
 
 #[tokio::test]
 async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let a = create(&gw, SUPPORT, &new_contact("r@example.org"))
         .await
@@ -319,7 +306,7 @@ async fn rotation_keeps_tokens_readable_and_retires_the_old_version() {
 
 #[tokio::test]
 async fn a_shredded_customer_stays_unreadable_after_a_restart() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("consentry.db");
     let ring = write_master_key(dir.path());
@@ -386,7 +373,7 @@ async fn a_shredded_customer_stays_unreadable_after_a_restart() {
 
 #[tokio::test]
 async fn equality_searches_on_encrypted_fields_find_the_record() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let email = "search.me+crm@example.org";
     let a = create(&gw, SUPPORT, &new_contact(email)).await.json();
@@ -461,7 +448,7 @@ async fn a_create_answered_without_an_id_is_refused() {
 
 #[tokio::test]
 async fn tokens_and_full_text_searches_are_refused_as_input() {
-    let (crm, url) = crm().await;
+    let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
     let a = create(&gw, SUPPORT, &new_contact("z@example.org"))
         .await
@@ -546,18 +533,8 @@ fn the_cli_rotates_retires_and_shreds_with_the_gateway_stopped() {
         keys.for_write(&subject_owner("8")).unwrap();
     }
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(args)
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let ran = run_cli(&cfg, args);
+        (ran.ok, ran.text())
     };
     let (ok, text) = cli(&["keys", "retire", "--version", "1"]);
     assert!(

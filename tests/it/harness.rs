@@ -526,7 +526,7 @@ log: {{ access: false }}
         }
         let audit = cfg.audit.as_ref().map(|path| {
             let store = consentry::audit::open_signed(path).unwrap();
-            let key = consentry::audit::pseudonym_key(cfg.hash_key.as_deref().unwrap()).unwrap();
+            let key = consentry::audit::config_pseudonym_key(&cfg).unwrap();
             consentry::audit::writer::Audit::start_with(store, key, cfg.audit_retention).unwrap()
         });
         let mut gw = Gateway::new(cfg, set, consents, keys).unwrap();
@@ -686,6 +686,49 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 }
 
 /// Writes a new master key ring to `dir/master.key` (0600); returns its text.
+/// What `consentry ARGS --config CONFIG` did.
+pub struct Ran {
+    pub ok: bool,
+    pub out: String,
+    pub err: String,
+}
+
+impl Ran {
+    /// Stdout and stderr together, for messages wherever they went.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.out, self.err)
+    }
+}
+
+/// Runs the CLI with `args` against `config`. Blocking: from an async test
+/// whose gateway must keep serving, call it through `spawn_blocking`.
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> Ran {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    Ran {
+        ok: out.status.success(),
+        out: String::from_utf8_lossy(&out.stdout).into_owned(),
+        err: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// consentry's sample CRM (it stores what it receives) on a loopback port.
+pub async fn sample_crm() -> (Arc<consentry::demo::crm::Crm>, String) {
+    let crm = consentry::demo::crm::Crm::new();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(consentry::demo::crm::serve(
+        Arc::clone(&crm),
+        l,
+        std::future::pending(),
+    ));
+    (crm, url)
+}
+
 pub fn write_master_key(dir: &std::path::Path) -> String {
     let ring = consentry::keys::master::MasterKeys::generate().unwrap();
     ring.write_new_file(&dir.join("master.key")).unwrap();

@@ -2,9 +2,6 @@
 //! forwarded delete, the receipt, unlinking), access reports with the CRM's
 //! record, and what the auditor token may and may not do.
 
-use std::sync::Arc;
-
-use consentry::demo::crm::Crm;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -12,18 +9,6 @@ use crate::harness::*;
 const CONTACTS: &str = "/crm/v3/objects/contacts";
 const ONE: &str = "/crm/v3/objects/contacts/7";
 const SUBJECTS: &str = "subjects: { record: \"/crm/v3/objects/contacts/{id}\", access_purpose: essential.legal_obligation, forward_erasure: true }";
-
-async fn sample_crm() -> (Arc<Crm>, String) {
-    let crm = Crm::new();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(consentry::demo::crm::serve(
-        Arc::clone(&crm),
-        l,
-        std::future::pending(),
-    ));
-    (crm, url)
-}
 
 async fn as_auditor(gw: &TestGateway, method: &str, path: &str) -> Got {
     let auth = format!("Bearer {AUDITOR_TOKEN}");
@@ -365,18 +350,8 @@ async fn the_cli_answers_access_and_erasure_requests_through_the_running_gateway
     let cli = |args: &'static [&'static str]| {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-                .args(args)
-                .arg("--config")
-                .arg(&cfg)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            (
-                out.status.success(),
-                text,
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
+            let ran = run_cli(&cfg, args);
+            (ran.ok, ran.out, ran.err)
         })
     };
     let (ok, out, err) = cli(&["subject", "access", "7", "--record"]).await.unwrap();
@@ -429,15 +404,8 @@ fn a_record_path_the_policies_do_not_inspect_stops_start_up() {
         .unwrap();
     };
     let serve = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let ran = run_cli(&cfg, &["serve"]);
+        (ran.ok, ran.err)
     };
     write(
         "subjects: { record: \"/crm/v3/owners/{id}\", access_purpose: essential.legal_obligation }",
