@@ -894,25 +894,6 @@ async fn a_write_for_a_customer_without_consent_never_reaches_the_crm() {
     assert_eq!(gw.crm.count(), 1);
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the child process).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child process when the test ends, also on a failed assertion.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill(); // SIGKILL: no shutdown, no flush
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn an_acknowledged_change_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();

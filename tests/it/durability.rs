@@ -11,14 +11,6 @@ use crate::harness::*;
 
 const ONE: &str = "/crm/v3/objects/contacts/7";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Every request id in the trail.
 fn recorded_ids(trail: &std::path::Path) -> std::collections::HashSet<String> {
     let conn = rusqlite::Connection::open(trail).unwrap();
@@ -52,7 +44,7 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
         ),
     )
     .unwrap();
-    let mut child = Child(
+    let mut child = Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
             .args(["serve", "--config"])
             .arg(&cfg)
@@ -148,16 +140,6 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
         delivered.len(),
         recorded.len()
     );
-}
-
-/// The gateway process, killed if the test fails before it does.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A tmpfs of its own for the trail (needs root, as in CI); removed on drop.

@@ -716,6 +716,25 @@ pub fn run_cli(config: &std::path::Path, args: &[&str]) -> Ran {
     }
 }
 
+/// A free port on 127.0.0.1 (bound, then released for the child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child process when the test ends, also on a failed assertion.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill(); // SIGKILL: no shutdown, no flush
+        let _ = self.0.wait();
+    }
+}
+
 /// consentry's sample CRM (it stores what it receives) on a loopback port.
 pub async fn sample_crm() -> (Arc<consentry::demo::crm::Crm>, String) {
     let crm = consentry::demo::crm::Crm::new();
