@@ -563,6 +563,25 @@ fn init_logging(cfg: &Config) {
     };
 }
 
+/// SIGHUP reloads the config and policies (`reload`).
+fn reload_on_hangup(gw: &Arc<Gateway>) {
+    #[cfg(unix)]
+    {
+        let gw = Arc::clone(gw);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("SIGHUP cannot be watched; reload through the admin API");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                // The outcome is logged, counted and audited by `reload`.
+                let _ = crate::reload::reload(&gw, "sighup").await;
+            }
+        });
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -707,6 +726,7 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         gw.record_start().await.map_err(anyhow::Error::msg)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
+        reload_on_hangup(&gw);
         tracing::info!(%addr, resources, workers, "consentry listening");
         let mut rx = rx;
         let gw_task = tokio::spawn(server::serve(listener, gw, async move {
@@ -750,8 +770,13 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     let (consents, keys) = open_stores(&cfg)?;
     demo::seed_consents(&consents, &set).map_err(anyhow::Error::msg)?;
     let admin_cfg = cfg.admin.clone();
-    let gw = Arc::new(gateway(cfg, set, consents, keys)?);
+    let gw = Arc::new(
+        gateway(cfg, set, consents, keys)?.with_loader(crate::reload::Loader::new(|p| {
+            config::load_with_env(p, demo::env)
+        })),
+    );
     gw.record_start().await.map_err(anyhow::Error::msg)?;
+    reload_on_hangup(&gw);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let admin_addr = admin_cfg.as_ref().map(|a| a.listen);
     let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;

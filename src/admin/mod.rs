@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! GET  /healthz                              liveness (no token)
+//! GET  /readyz                               readiness: store, audit, CRM (no token)
+//! GET  /metrics                              Prometheus text                     [auditor]
+//! POST /v1/policies/reload                   re-read config and policies; swap if valid
 //! POST /v1/consents                          record a change, or an array of them
 //! POST /v1/consents/import                   bulk CSV or JSON, all or nothing
 //! GET  /v1/consents/export?format=jsonl|csv  every statement, oldest first
@@ -27,6 +30,7 @@
 pub mod audit;
 pub mod consent;
 pub mod keys;
+pub mod serving;
 pub mod subjects;
 
 use std::future::Future;
@@ -186,7 +190,19 @@ impl Admin {
                 _ => Err(not_allowed("GET")),
             };
         }
+        if path == "/readyz" {
+            return match *req.method() {
+                Method::GET | Method::HEAD => Ok(serving::readyz(self).await),
+                _ => Err(not_allowed("GET")),
+            };
+        }
         let role = self.authorise(&req)?;
+        if path == "/metrics" {
+            return match *req.method() {
+                Method::GET | Method::HEAD => Ok(serving::metrics(self)),
+                _ => Err(not_allowed("GET")),
+            };
+        }
         let segs: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
         let m = req.method().clone();
         // What auditors may do: read the trail and access reports.
@@ -222,6 +238,8 @@ impl Admin {
                 subjects::erase(self, &decode_segment(id)?, req).await
             }
             ["v1", "audit", "prune"] if m == Method::POST => audit::prune(self).await,
+            ["v1", "policies", "reload"] if m == Method::POST => serving::reload(self, req).await,
+            ["v1", "policies", "reload"] => Err(not_allowed("POST")),
             ["v1", "subjects", _, "erase"] | ["v1", "audit", "prune"] => Err(not_allowed("POST")),
             ["v1", "audit", "events" | "verify" | "checkpoints"]
             | ["v1", "subjects", _, "access"] => Err(not_allowed("GET")),

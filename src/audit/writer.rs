@@ -20,6 +20,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 type Done = tokio::sync::oneshot::Sender<Result<u64, AuditError>>;
 
+type Observed = Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>;
+
 /// Automatic pruning runs this often (when a retention is configured).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -41,6 +43,10 @@ struct Job {
 #[derive(Debug)]
 pub struct Audit {
     tx: SyncSender<Msg>,
+    /// Queue depth and commit times go here once the gateway sets it.
+    metrics: Observed,
+    /// Whether the last commit succeeded (`/readyz`).
+    healthy: Arc<std::sync::atomic::AtomicBool>,
     pseudonyms: HashKey,
     retention: Option<Duration>,
 }
@@ -65,15 +71,31 @@ impl Audit {
         retention: Option<Duration>,
     ) -> Result<Arc<Audit>, AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let metrics: Observed = Arc::default();
+        let observed = Arc::clone(&metrics);
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let health = Arc::clone(&healthy);
         std::thread::Builder::new()
             .name("consentry-audit".into())
-            .spawn(move || run(store, rx, retention))
+            .spawn(move || run(store, rx, retention, &observed, &health))
             .map_err(|e| AuditError::Store(format!("cannot start the writer: {e}")))?;
         Ok(Arc::new(Audit {
             tx,
+            metrics,
+            healthy,
             pseudonyms,
             retention,
         }))
+    }
+
+    /// Reports queue depth and commit times to `metrics` from now on.
+    pub fn observe(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Whether the last commit succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The configured retention, if any.
@@ -113,7 +135,11 @@ impl Audit {
             done,
         };
         match self.tx.try_send(Msg::Event(job)) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(m) = self.metrics.get() {
+                    m.audit_queue.inc();
+                }
+            }
             Err(TrySendError::Full(_)) => return Err(AuditError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
         }
@@ -157,7 +183,13 @@ fn prune(store: &mut AuditStore, retention: Option<Duration>) -> Result<Pruned, 
     r
 }
 
-fn run(mut store: AuditStore, rx: Receiver<Msg>, retention: Option<Duration>) {
+fn run(
+    mut store: AuditStore,
+    rx: Receiver<Msg>,
+    retention: Option<Duration>,
+    metrics: &Observed,
+    healthy: &std::sync::atomic::AtomicBool,
+) {
     let wait = if retention.is_some() {
         PRUNE_EVERY
     } else {
@@ -199,7 +231,14 @@ fn run(mut store: AuditStore, rx: Receiver<Msg>, retention: Option<Duration>) {
                 commits: &j.commits,
             })
             .collect();
+        let started = std::time::Instant::now();
         let result = store.append(&events);
+        if let Some(m) = metrics.get() {
+            m.audit_commit.observe(started.elapsed().as_secs_f64());
+            m.audit_batch.observe(events.len() as f64);
+            m.audit_queue.dec_by(events.len() as i64);
+        }
+        healthy.store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, events = batch.len(), "audit events could not be stored; their responses are refused");
         }

@@ -92,6 +92,11 @@ impl Consents {
         Ok(set.len())
     }
 
+    /// Whether the store can take a write now (`/readyz`). Blocking.
+    pub fn ready(&self) -> Result<(), String> {
+        self.store.ready().map_err(|e| e.to_string())
+    }
+
     /// Whether anyone is on the suppression list.
     #[inline]
     pub fn any_erased(&self) -> bool {

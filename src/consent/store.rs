@@ -71,6 +71,11 @@ pub trait ConsentStore: Send + Sync + fmt::Debug {
 
     /// The whole suppression list.
     fn erasures(&self) -> Result<Vec<Erased>, StoreError>;
+
+    /// Whether the store can take a write now (for `/readyz`).
+    fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// When a stored statement took effect.

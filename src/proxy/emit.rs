@@ -1,5 +1,5 @@
-//! The one place an outcome leaves the data path: the access log line now,
-//! metrics and the audit event in later versions.
+//! The one place an outcome leaves the data path: the access log line and
+//! the metrics (the audit event is recorded before the response leaves).
 //!
 //! Logs name the route template, policy, resource, client and purpose, never
 //! the raw path, query, headers or any body content: those can carry
@@ -17,6 +17,7 @@ pub struct Emitter {
     /// The audit trail, for the final event of a streamed response (its
     /// first event was committed before its first byte).
     pub audit: Option<std::sync::Arc<crate::audit::writer::Audit>>,
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Emitter {
@@ -38,6 +39,9 @@ impl Emitter {
 
     pub fn emit(&self, ctx: &Context) {
         let ms = ctx.started.elapsed().as_secs_f64() * 1e3;
+        if let Some(m) = &self.metrics {
+            m.request(ctx);
+        }
         let s = &ctx.stats;
         if s.undecryptable > 0 {
             self.undecryptable

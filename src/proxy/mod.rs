@@ -54,11 +54,27 @@ use gate::RecordGate;
 use reject::Refusal;
 use route::Plan;
 
+/// What a reload replaces while the gateway serves: the policies and the
+/// clients. A request loads it once and keeps that version to its end.
+#[derive(Debug)]
+pub struct Live {
+    pub policies: Arc<PolicySet>,
+    pub clients: Arc<crate::config::Clients>,
+    /// 1 at start, one more per applied reload.
+    pub version: u64,
+}
+
 /// The gateway: configuration, the current policies and the CRM client.
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
-    policies: Arc<ArcSwap<PolicySet>>,
+    live: ArcSwap<Live>,
+    /// One reload at a time.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// Reads the config file again on reload (the demo's fills in its own
+    /// environment).
+    pub(crate) loader: crate::reload::Loader,
+    metrics: Arc<crate::metrics::Metrics>,
     upstream: Upstream,
     ids: RequestIds,
     emitter: Arc<Emitter>,
@@ -76,26 +92,50 @@ impl Gateway {
         consents: Arc<Consents>,
         keys: Option<Arc<Keys>>,
     ) -> Result<Gateway, String> {
-        Gateway::shared(
+        let upstream = Upstream::new(&config.upstream)?;
+        check_policies(&config, &policies, keys.as_deref())?;
+        consents
+            .load_erasures()
+            .map_err(|e| format!("cannot read the suppression list (erased customers): {e}"))?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let emitter = Arc::new(Emitter {
+            access: config.log.access,
+            metrics: Some(Arc::clone(&metrics)),
+            ..Emitter::default()
+        });
+        let live = Live {
+            policies: Arc::new(policies),
+            clients: Arc::clone(&config.clients),
+            version: 1,
+        };
+        Ok(Gateway {
             config,
-            Arc::new(ArcSwap::from_pointee(policies)),
+            live: ArcSwap::from_pointee(live),
+            reloading: tokio::sync::Mutex::new(()),
+            loader: crate::reload::Loader::default(),
+            metrics,
+            upstream,
+            ids: RequestIds::new(),
+            emitter,
             consents,
             keys,
-        )
+            audit: None,
+        })
     }
+}
 
-    /// A gateway that shares its policies with others (one per worker thread,
-    /// each with its own CRM connection pool).
-    pub fn shared(
-        config: Config,
-        policies: Arc<ArcSwap<PolicySet>>,
-        consents: Arc<Consents>,
-        keys: Option<Arc<Keys>>,
-    ) -> Result<Gateway, String> {
-        let upstream = Upstream::new(&config.upstream)?;
-        warm_keys(&policies.load(), keys.as_deref())?;
+/// What policies must satisfy under `config`, at start and on every reload:
+/// keys for what they encrypt, a rule for the access purpose, and the
+/// subject record path inspected for it.
+pub(crate) fn check_policies(
+    config: &Config,
+    policies: &PolicySet,
+    keys: Option<&Keys>,
+) -> Result<(), String> {
+    {
+        warm_keys(policies, keys)?;
         if let Some(p) = &config.subjects.access_purpose
-            && !policies.load().resources().iter().any(|r| {
+            && !policies.resources().iter().any(|r| {
                 r.rules
                     .iter()
                     .any(|rule| crate::policy::taxonomy::is_within(p, &rule.purpose))
@@ -111,7 +151,7 @@ impl Gateway {
             &config.subjects.access_purpose,
             config.subjects.record_path("probe"),
         ) && !matches!(
-            policies.load().decide(&http::Method::GET, &path, p),
+            policies.decide(&http::Method::GET, &path, p),
             crate::policy::Decision::Inspect { .. }
         ) {
             return Err(format!(
@@ -119,30 +159,24 @@ impl Gateway {
                 config.subjects.record.as_deref().unwrap_or_default()
             ));
         }
-        consents
-            .load_erasures()
-            .map_err(|e| format!("cannot read the suppression list (erased customers): {e}"))?;
-        let emitter = Arc::new(Emitter {
-            access: config.log.access,
-            ..Emitter::default()
-        });
-        Ok(Gateway {
-            config,
-            policies,
-            upstream,
-            ids: RequestIds::new(),
-            emitter,
-            consents,
-            keys,
-            audit: None,
-        })
+        Ok(())
+    }
+}
+
+impl Gateway {
+    /// Reads the config file with `loader` on reload.
+    pub fn with_loader(mut self, loader: crate::reload::Loader) -> Gateway {
+        self.loader = loader;
+        self
     }
 
     /// Records every request in `audit`, before its response is released.
     pub fn with_audit(mut self, audit: Arc<Audit>) -> Gateway {
+        audit.observe(Arc::clone(&self.metrics));
         self.emitter = Arc::new(Emitter {
             access: self.emitter.access,
             audit: Some(Arc::clone(&audit)),
+            metrics: Some(Arc::clone(&self.metrics)),
             ..Emitter::default()
         });
         self.audit = Some(audit);
@@ -157,36 +191,16 @@ impl Gateway {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
-        let mut h = <sha2::Sha256 as sha2::Digest>::new();
-        let mut files: Vec<_> = std::fs::read_dir(&self.config.policies_dir)
-            .map_err(|e| format!("cannot read the policy folder: {e}"))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-        for f in &files {
-            let bytes =
-                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            let name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            sha2::Digest::update(&mut h, (name.len() as u64).to_be_bytes());
-            sha2::Digest::update(&mut h, name.as_bytes());
-            sha2::Digest::update(&mut h, (bytes.len() as u64).to_be_bytes());
-            sha2::Digest::update(&mut h, &bytes);
-        }
-        let fingerprint = crate::config::hex(&sha2::Digest::finalize(h));
+        let (files, fingerprint) = policies_fingerprint(&self.config.policies_dir)?;
         let master = self
             .keys
             .as_ref()
             .and_then(|k| k.ring_versions().ok())
             .map(|(_, c)| c);
         let counts = serde_json::json!({
-            "policy_files": files.len(),
+            "policy_files": files,
             "policies_sha256": fingerprint,
-            "resources": self.policies.load().resources().len(),
+            "resources": self.live.load().policies.resources().len(),
             "master_key_version": master,
         });
         let event = Event::act("gateway", "consentry", "started", Vec::new(), Some(counts));
@@ -222,15 +236,64 @@ impl Gateway {
 
     /// The policies requests start with now.
     pub fn policies(&self) -> Arc<PolicySet> {
-        self.policies.load_full()
+        Arc::clone(&self.live.load().policies)
     }
 
-    /// Replaces the policies; requests in flight keep the version they
-    /// started with. Refused if they encrypt and no keys are configured.
+    /// The policies and clients requests start with now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Replaces the policies and clients; requests in flight keep the
+    /// version they started with. Refused (nothing replaced) if the
+    /// policies do not satisfy the config (`check_policies`).
+    pub fn set_live(
+        &self,
+        policies: PolicySet,
+        clients: Arc<crate::config::Clients>,
+    ) -> Result<u64, String> {
+        check_policies(&self.config, &policies, self.keys.as_deref())?;
+        let version = self.live.load().version + 1;
+        self.live.store(Arc::new(Live {
+            policies: Arc::new(policies),
+            clients,
+            version,
+        }));
+        Ok(version)
+    }
+
+    /// Replaces the policies, keeping the clients (`set_live`).
     pub fn set_policies(&self, policies: PolicySet) -> Result<(), String> {
-        warm_keys(&policies, self.keys.as_deref())?;
-        self.policies.store(Arc::new(policies));
-        Ok(())
+        let clients = Arc::clone(&self.live.load().clients);
+        self.set_live(policies, clients).map(|_| ())
+    }
+
+    /// Whether the CRM accepts a TCP connection now (`/readyz`).
+    pub async fn upstream_reachable(&self) -> Result<(), String> {
+        let up = &self.config.upstream;
+        let host = up
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = up
+            .authority
+            .port_u16()
+            .unwrap_or(if up.scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
+        let wait = up.connect_timeout.min(std::time::Duration::from_secs(2));
+        match tokio::time::timeout(wait, tokio::net::TcpStream::connect((host, port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot connect to the CRM: {e}")),
+            Err(_) => Err(format!("no connection to the CRM within {wait:?}")),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// Handles one request, whatever happens: every outcome is emitted once.
@@ -242,8 +305,8 @@ impl Gateway {
             .and_then(RequestId::parse)
             .unwrap_or_else(|| self.ids.next());
         let mut ctx = Context::new(id, peer, req.method().clone(), SystemTime::now());
-        let policies = self.policies.load_full();
-        let mut resp = match self.process(&mut ctx, &policies, req).await {
+        let live = self.live.load_full();
+        let mut resp = match self.process(&mut ctx, &live, req).await {
             Ok(resp) => resp,
             Err(refusal) => {
                 ctx.outcome = Outcome::Refused;
@@ -276,14 +339,15 @@ impl Gateway {
     async fn process(
         &self,
         ctx: &mut Context,
-        policies: &PolicySet,
+        live: &Live,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Refusal> {
         let cfg = &self.config;
+        let policies = &*live.policies;
         let (parts, body) = req.into_parts();
         identify::screen(&parts)?;
         let (client, purpose) =
-            identify::caller(&cfg.clients, &cfg.identity, policies, &parts.headers)?;
+            identify::caller(&live.clients, &cfg.identity, policies, &parts.headers)?;
         ctx.client = Some(client);
         ctx.purpose = Some(Arc::clone(&purpose));
         let target = route::target(&parts.uri)?;
@@ -436,6 +500,32 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The policy folder's fingerprint: how many files, and SHA-256 over their
+/// names and bytes (in name order). Audited at start and on each reload.
+pub(crate) fn policies_fingerprint(dir: &std::path::Path) -> Result<(usize, String), String> {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the policy folder: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        sha2::Digest::update(&mut h, (name.len() as u64).to_be_bytes());
+        sha2::Digest::update(&mut h, name.as_bytes());
+        sha2::Digest::update(&mut h, (bytes.len() as u64).to_be_bytes());
+        sha2::Digest::update(&mut h, &bytes);
+    }
+    let fingerprint = crate::config::hex(&sha2::Digest::finalize(h));
+    Ok((files.len(), fingerprint))
 }
 
 /// Makes sure every key the policies' deterministic categories need exists

@@ -79,7 +79,7 @@ impl Gateway {
                 serde_json::json!({"path": path, "erased": true, "record": null}),
             ));
         }
-        let policies = self.policies.load_full();
+        let policies = self.policies();
         let (parts, target) = request_to(Method::GET, &path)?;
         let plan = route::plan(
             &policies,

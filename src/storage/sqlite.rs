@@ -273,6 +273,16 @@ fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
 const COLUMNS: &str = "id, subject, purpose, status, at_ms, source, expires_ms, proof, recorded_ms";
 
 impl ConsentStore for SqliteStore {
+    fn ready(&self) -> Result<(), StoreError> {
+        let conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError("writer lock poisoned".into()))?;
+        // Takes the write lock and lets it go: a read-only or locked file fails here.
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(err("take the write lock"))
+    }
+
     fn apply(&self, events: &[ConsentEvent], recorded: Millis) -> Result<Applied, StoreError> {
         let mut conn = self
             .writer

@@ -1,0 +1,229 @@
+//! Reload (SIGHUP, or `POST /v1/policies/reload`): the config file and the
+//! policy folder are read and checked as at start; only if everything
+//! passes are the policies and the clients swapped, in one atomic store.
+//! A request in flight keeps the version it started with; a bad file never
+//! replaces a good one: the error (file, line, fix) is logged, counted and
+//! answered, and the old version keeps serving.
+//!
+//! What a reload changes: the policies and `clients` (API keys, purposes).
+//! Everything else (listeners, TLS, upstream, storage, keys, limits) is
+//! bound at start; a reload that finds those changed applies the rest and
+//! names the sections that need a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::audit::Event;
+use crate::config::{self, Config};
+use crate::diag::Report;
+use crate::policy::PolicySet;
+use crate::proxy::Gateway;
+
+type LoadFn = dyn Fn(&Path) -> Result<(Config, PolicySet, Report), Report> + Send + Sync;
+
+/// How the config file is read again (`config::load`, or the demo's
+/// environment).
+#[derive(Clone)]
+pub struct Loader(Arc<LoadFn>);
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader(Arc::new(|p: &Path| config::load(p)))
+    }
+}
+
+impl Loader {
+    pub fn new(
+        f: impl Fn(&Path) -> Result<(Config, PolicySet, Report), Report> + Send + Sync + 'static,
+    ) -> Loader {
+        Loader(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loader")
+    }
+}
+
+/// What an applied reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// The policy version now serving (1 at start).
+    pub version: u64,
+    pub resources: usize,
+    pub clients: usize,
+    pub policy_files: usize,
+    pub policies_sha256: String,
+    /// Config sections that changed but only take effect at a restart.
+    pub restart_required: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Why a reload was refused (nothing was replaced).
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Every problem found, with file and line.
+    pub detail: String,
+}
+
+/// Reads, checks and applies the config and policies; records the act in
+/// the audit trail (applied or refused) and in the metrics.
+pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
+    let _one = gw.reloading.lock().await;
+    let loader = gw.loader.clone();
+    let file = gw.config().file.clone();
+    let old_text = std::fs::read_to_string(&file).ok();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let new_text = std::fs::read_to_string(&file).ok();
+        let loaded = (loader.0)(&file);
+        let fingerprint = loaded
+            .as_ref()
+            .ok()
+            .map(|(cfg, _, _)| crate::proxy::policies_fingerprint(&cfg.policies_dir));
+        (loaded, new_text, fingerprint)
+    })
+    .await;
+    let result = match loaded {
+        Err(_) => Err("the reload task failed".to_owned()),
+        Ok((Err(report), _, _)) => Err(format!(
+            "{report}\n{} error(s); the serving version is unchanged",
+            report.errors()
+        )),
+        Ok((Ok((cfg, set, warnings)), new_text, fingerprint)) => apply(
+            gw,
+            cfg,
+            set,
+            &warnings,
+            old_text.as_deref(),
+            new_text.as_deref(),
+            fingerprint,
+        ),
+    };
+    let metrics = gw.metrics();
+    match &result {
+        Ok(r) => {
+            metrics.reload(true, r.version);
+            tracing::info!(
+                version = r.version,
+                resources = r.resources,
+                policies_sha256 = r.policies_sha256.as_str(),
+                by = who,
+                "reloaded: the new policies serve new requests"
+            );
+            for s in &r.restart_required {
+                tracing::warn!(
+                    section = s.as_str(),
+                    "changed in the config file, but takes effect only at a restart"
+                );
+            }
+        }
+        Err(e) => {
+            metrics.reload(false, 0);
+            tracing::error!(
+                by = who,
+                "reload refused; the serving version is unchanged:\n{e}"
+            );
+        }
+    }
+    record(gw, who, &result).await;
+    result.map_err(|detail| Refused { detail })
+}
+
+fn apply(
+    gw: &Gateway,
+    cfg: Config,
+    set: PolicySet,
+    warnings: &Report,
+    old_text: Option<&str>,
+    new_text: Option<&str>,
+    fingerprint: Option<Result<(usize, String), String>>,
+) -> Result<Reloaded, String> {
+    let (policy_files, policies_sha256) =
+        fingerprint.unwrap_or_else(|| Err("no policy folder".into()))?;
+    let restart_required = match (old_text, new_text) {
+        (Some(a), Some(b)) => changed_sections(a, b),
+        _ => Vec::new(),
+    };
+    if cfg.policies_dir != gw.config().policies_dir {
+        return Err(format!(
+            "`policies` now names {}, but the folder is bound at start; restart to change it",
+            cfg.policies_dir.display()
+        ));
+    }
+    let resources = set.resources().len();
+    let clients = Arc::clone(&cfg.clients);
+    let n = clients.len();
+    let version = gw.set_live(set, clients)?;
+    Ok(Reloaded {
+        version,
+        resources,
+        clients: n,
+        policy_files,
+        policies_sha256,
+        restart_required,
+        warnings: warnings.warnings().map(|w| w.to_string()).collect(),
+    })
+}
+
+/// Top-level sections of the config file, other than `clients` and
+/// `policies`, whose text differs between `old` and `new`.
+fn changed_sections(old: &str, new: &str) -> Vec<String> {
+    let parse = |t: &str| -> serde_json::Map<String, serde_json::Value> {
+        serde_saphyr::from_str::<serde_json::Value>(t)
+            .ok()
+            .and_then(|v| match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let (a, b) = (parse(old), parse(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !matches!(k.as_str(), "clients" | "policies"))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// The reload in the audit trail: applied (with the policies' fingerprint)
+/// or refused. A trail that cannot take it is logged: the reload itself
+/// has already happened or not.
+async fn record(gw: &Gateway, who: &str, result: &Result<Reloaded, String>) {
+    let Some(audit) = gw.audit() else {
+        return;
+    };
+    let (decision, counts) = match result {
+        Ok(r) => (
+            "applied",
+            serde_json::json!({
+                "version": r.version,
+                "resources": r.resources,
+                "clients": r.clients,
+                "policy_files": r.policy_files,
+                "policies_sha256": r.policies_sha256,
+            }),
+        ),
+        Err(_) => ("refused", serde_json::json!({})),
+    };
+    let event = Event::act("reload", who, decision, Vec::new(), Some(counts));
+    if let Err(e) = audit.record(event).await {
+        tracing::error!(error = %e, "the reload's audit event was not stored");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_other_than_clients_and_policies_are_named() {
+        let old = "listen: 127.0.0.1:1\nclients: [a]\nlimits: {x: 1}\npolicies: p\n";
+        let new = "listen: 127.0.0.1:2\nclients: [b]\nlimits: {x: 1}\npolicies: p\nlog: {}\n";
+        assert_eq!(changed_sections(old, new), vec!["listen", "log"]);
+        assert!(changed_sections(old, old).is_empty());
+    }
+}
