@@ -716,6 +716,12 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Certificate and key problems stop start-up, before anything listens.
+    if let Some(t) = &cfg.tls {
+        crate::tls::server_config(t)
+            .map_err(|e| anyhow::anyhow!("{e} (tls:); nothing was started"))?;
+    }
+    let tls = if cfg.tls.is_some() { "https" } else { "http" };
     rt.block_on(async move {
         let listener = bind(cfg.listen, "listen").await?;
         let addr = listener.local_addr()?;
@@ -727,14 +733,16 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         reload_on_hangup(&gw);
-        tracing::info!(%addr, resources, workers, "consentry listening");
+        tracing::info!(%addr, resources, workers, scheme = tls, "consentry listening");
         let mut rx = rx;
         let gw_task = tokio::spawn(server::serve(listener, gw, async move {
             let _ = rx.changed().await;
         }));
         shutdown_signal().await;
         let _ = tx.send(true);
-        let _ = gw_task.await;
+        if let Ok(Err(e)) = gw_task.await {
+            bail!("{e}");
+        }
         if let Some(t) = admin_task {
             let _ = t.await;
         }

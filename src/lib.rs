@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transform;

@@ -39,12 +39,6 @@ struct ConsentLabels {
     kind: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CategoryLabels {
-    category: Arc<str>,
-    action: &'static str,
-}
-
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -58,7 +52,6 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Histograms<RouteLabels>,
     fields: Family<Kind, Counter>,
-    categories: Family<CategoryLabels, Counter>,
     consent: Family<ConsentLabels, Counter>,
     upstream_errors: Family<Kind, Counter>,
     undecryptable: Counter,
@@ -107,12 +100,6 @@ impl Metrics {
             "fields",
             "Values the policies changed, by what was done (masked, hashed, redacted, removed, detected, opened, sealed)",
             fields.clone(),
-        );
-        let categories = Family::<CategoryLabels, Counter>::default();
-        registry.register(
-            "category_actions",
-            "Values of each data category a response changed, by action (masked, hashed, redacted, removed)",
-            categories.clone(),
         );
         let consent = Family::<ConsentLabels, Counter>::default();
         registry.register(
@@ -186,7 +173,6 @@ impl Metrics {
             requests,
             duration,
             fields,
-            categories,
             consent,
             upstream_errors,
             undecryptable,
@@ -274,16 +260,6 @@ impl Metrics {
         }
     }
 
-    /// Values of `category` a response changed with `action`.
-    pub fn category(&self, category: &Arc<str>, action: &'static str, n: u64) {
-        self.categories
-            .get_or_create(&CategoryLabels {
-                category: Arc::clone(category),
-                action,
-            })
-            .inc_by(n);
-    }
-
     pub fn reload(&self, applied: bool, version: u64) {
         let kind = if applied { "applied" } else { "refused" };
         self.reloads.get_or_create(&Kind { kind }).inc();
@@ -352,19 +328,12 @@ mod tests {
         let m = Metrics::new();
         m.reload(true, 2);
         m.reload(false, 2);
-        m.category(&Arc::from("user.contact.email"), "masked", 3);
         let text = m.render();
         assert!(
             text.contains("consentry_reloads_total{kind=\"applied\"} 1"),
             "{text}"
         );
         assert!(text.contains("consentry_policy_version 2"), "{text}");
-        assert!(
-            text.contains(
-                "consentry_category_actions_total{category=\"user.contact.email\",action=\"masked\"} 3"
-            ),
-            "{text}"
-        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

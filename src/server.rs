@@ -1,40 +1,45 @@
-//! The listener: accepts connections, serves HTTP/1.1 and HTTP/2 (prior
-//! knowledge) with the configured limits, and drains on shutdown.
+//! The listener: accepts connections (TLS when configured, with ALPN
+//! choosing HTTP/2 or HTTP/1.1; HTTP/2 by prior knowledge in clear), serves
+//! them with the configured limits, and drains on shutdown.
 //!
 //! `serve` takes a bound listener and a shutdown future, so tests bind port 0
 //! and stop the server without signals or sleeps.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use std::net::SocketAddr;
-
-use http::{Request, Response};
-use hyper::body::Incoming;
-
+use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::proxy::body::Body;
+use crate::tls::ClientCertificate;
 
-/// How long in-flight requests may take to finish after shutdown begins.
+/// How long in-flight requests on the admin listener may take to finish
+/// after shutdown begins.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let limits = gateway.config().limits.clone();
+/// HTTP/2 connections are pinged this often; one that does not answer
+/// within the same time is closed.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// The HTTP/1.1 and HTTP/2 settings both listeners use.
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // hyper enforces the header read timeout only with a timer.
+        // hyper enforces the header read timeout only with a timer. It also
+        // runs while a keep-alive connection waits for its next request, so
+        // it is the HTTP/1.1 idle timeout too.
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.header_bytes.max(8192))
@@ -42,29 +47,92 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
-    accept(listener, &builder, shutdown, "listen", move |req, peer| {
-        let gw = Arc::clone(&gateway);
-        async move { gw.handle(req, peer).await }
-    })
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE);
+    builder
+}
+
+/// What a listener does with each connection besides HTTP.
+#[derive(Clone, Default)]
+pub struct Listener {
+    /// TLS handshake first (and client certificates).
+    pub tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    /// Connections open at once at most; more are closed at accept.
+    pub max_connections: Option<usize>,
+    /// Counted here: open connections, refusals, TLS failures.
+    pub metrics: Option<Arc<Metrics>>,
+    /// In-flight requests get this long to finish after shutdown begins.
+    pub drain: Option<Duration>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then drains.
+/// Refuses to start if the TLS files do not load.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let cfg = gateway.config();
+    let limits = cfg.limits.clone();
+    let tls = match &cfg.tls {
+        Some(t) => Some((
+            tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
+            t.handshake_timeout,
+        )),
+        None => None,
+    };
+    let options = Listener {
+        tls,
+        max_connections: Some(limits.max_connections),
+        metrics: Some(Arc::clone(gateway.metrics())),
+        drain: Some(limits.shutdown_drain),
+    };
+    let builder = builder(&limits);
+    accept(
+        listener,
+        &builder,
+        shutdown,
+        "listen",
+        options,
+        move |req, peer| {
+            let gw = Arc::clone(&gateway);
+            async move { gw.handle(req, peer).await }
+        },
+    )
     .await;
+    Ok(())
 }
 
 /// The accept loop both listeners share (the data plane and the admin API):
 /// each connection is served by `handle` under `builder`'s limits until
-/// `shutdown` resolves; then connections in flight get `DRAIN` to finish.
+/// `shutdown` resolves; then connections in flight get the drain time to
+/// finish, and are closed after it.
 pub async fn accept<F, Fut>(
     listener: TcpListener,
     builder: &auto::Builder<TokioExecutor>,
     shutdown: impl Future<Output = ()>,
     what: &'static str,
+    options: Listener,
     handle: F,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = options
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -79,24 +147,92 @@ pub async fn accept<F, Fut>(
             },
             () = &mut shutdown => break,
         };
+        let permit = match &open {
+            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    // Dropping the stream closes it: cheaper than an answer,
+                    // and the client sees a reset it can retry elsewhere.
+                    if let Some(m) = &options.metrics {
+                        m.connection_refused();
+                    }
+                    tracing::warn!(
+                        listener = what,
+                        "connection refused: `limits.max_connections` are open"
+                    );
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
-        let h = handle.clone();
-        let svc = service_fn(move |req| {
-            let fut = h(req, peer);
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let counted = options.metrics.as_ref().map(|m| m.connection());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let handle = handle.clone();
+        let tls = options.tls.clone();
+        let metrics = options.metrics.clone();
         tokio::spawn(async move {
-            // Client resets and timeouts end here; they are not our errors.
-            let _ = conn.await;
+            let _permit = permit;
+            let _counted = counted;
+            match tls {
+                None => serve_connection(stream, None, peer, &builder, watcher, handle).await,
+                Some((acceptor, limit)) => {
+                    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            if let Some(m) = &metrics {
+                                m.tls_failure();
+                            }
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            if let Some(m) = &metrics {
+                                m.tls_failure();
+                            }
+                            return;
+                        }
+                    };
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| ClientCertificate(Arc::new(crate::tls::certificate_names(c))));
+                    serve_connection(tls, cert, peer, &builder, watcher, handle).await
+                }
+            }
         });
     }
     drop(listener);
+    let drain = options.drain.unwrap_or(DRAIN);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
+        () = tokio::time::sleep(drain) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
     }
+}
+
+async fn serve_connection<S, F, Fut>(
+    stream: S,
+    cert: Option<ClientCertificate>,
+    peer: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handle: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        let fut = handle(req, peer);
+        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    // Client resets and timeouts end here; they are not our errors.
+    let _ = watcher.watch(conn.into_owned()).await;
 }

@@ -415,9 +415,20 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Futu
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
-    crate::server::accept(listener, &builder, shutdown, "admin", move |req, _peer| {
-        let a = Arc::clone(&admin);
-        async move { a.handle(req).await }
-    })
+    let options = crate::server::Listener {
+        max_connections: Some(256),
+        ..Default::default()
+    };
+    crate::server::accept(
+        listener,
+        &builder,
+        shutdown,
+        "admin",
+        options,
+        move |req, _peer| {
+            let a = Arc::clone(&admin);
+            async move { a.handle(req).await }
+        },
+    )
     .await;
 }

@@ -55,6 +55,20 @@ pub struct Config {
     pub audit_retention: Option<Duration>,
     /// Subject requests: the CRM record they read and delete.
     pub subjects: Subjects,
+    /// TLS on the data listener (`tls:`); plain HTTP without it.
+    pub tls: Option<Tls>,
+}
+
+/// TLS on the data listener.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates must chain to these CAs.
+    pub client_ca: Option<PathBuf>,
+    /// Without a client certificate, the handshake fails.
+    pub client_auth_required: bool,
+    pub handshake_timeout: Duration,
 }
 
 /// Subject requests' view of the CRM (`subjects:`).
@@ -129,6 +143,8 @@ pub struct Upstream {
     pub authority: http::uri::Authority,
     pub prefix: String,
     pub ca_file: Option<PathBuf>,
+    /// Certificate and key presented to the CRM (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Credentials and other headers set on every upstream request (marked sensitive).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub forwarded_headers: bool,
@@ -140,7 +156,9 @@ pub struct Upstream {
 /// A caller of the gateway.
 pub struct Client {
     pub name: Arc<str>,
-    key_sha256: [u8; 32],
+    key_sha256: Option<[u8; 32]>,
+    /// The name in its TLS client certificate that identifies it.
+    pub certificate: Option<Arc<str>>,
     pub purposes: Vec<Arc<str>>,
 }
 
@@ -167,11 +185,23 @@ impl Clients {
         let digest: [u8; 32] = sha2::Sha256::digest(presented).into();
         let mut found = None;
         for c in &self.list {
-            if bool::from(c.key_sha256.ct_eq(&digest)) {
+            if let Some(k) = &c.key_sha256
+                && bool::from(k.ct_eq(&digest))
+            {
                 found = Some(c);
             }
         }
         found
+    }
+
+    /// The client whose `certificate` is one of `names` (a verified client
+    /// certificate's subject CN and alternative names).
+    pub fn by_certificate(&self, names: &[String]) -> Option<&Client> {
+        self.list.iter().find(|c| {
+            c.certificate
+                .as_deref()
+                .is_some_and(|want| names.iter().any(|n| n == want))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -238,6 +268,9 @@ pub struct Limits {
     pub max_headers: usize,
     pub header_read_timeout: Duration,
     pub json_depth: usize,
+    pub max_connections: usize,
+    pub max_streams: u32,
+    pub shutdown_drain: Duration,
 }
 
 impl Default for Limits {
@@ -252,6 +285,9 @@ impl Default for Limits {
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             json_depth: 64,
+            max_connections: 10_000,
+            max_streams: 256,
+            shutdown_drain: Duration::from_secs(10),
         }
     }
 }
@@ -554,6 +590,16 @@ impl Builder<'_> {
                 Some("set `keys.hash_key` (16+ random bytes, e.g. from an environment variable), or `storage.audit: off`"),
             );
         }
+        let tls = src.tls.as_ref().map(|t| self.tls(t));
+        if tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+            && let Some(c) = src.clients.iter().find_map(|c| c.certificate.as_ref())
+        {
+            self.err(
+                at(c),
+                "a client identified by its certificate, but no `tls.client_ca` verifies client certificates",
+                Some("set `tls.cert`, `tls.key` and `tls.client_ca`, or give the client an `api_key_sha256`"),
+            );
+        }
         if self.r.has_errors() {
             return None;
         }
@@ -576,7 +622,55 @@ impl Builder<'_> {
             subjects,
             admin,
             audit,
+            tls,
         })
+    }
+
+    /// A path relative to the config file that must name a file.
+    fn existing(&mut self, s: &Spanned<String>, what: &str) -> PathBuf {
+        let p = self.relative(&s.value);
+        if !p.is_file() {
+            self.err(
+                at(s),
+                format!("{what} {} does not exist", p.display()),
+                None,
+            );
+        }
+        p
+    }
+
+    fn tls(&mut self, t: &source::TlsSource) -> Tls {
+        let client_ca = t
+            .client_ca
+            .as_ref()
+            .map(|c| self.existing(c, "client CA file"));
+        let client_auth_required = match &t.client_auth {
+            None => true,
+            Some(s) if s.value == "required" => true,
+            Some(s) if s.value == "optional" => false,
+            Some(s) => {
+                self.err(
+                    at(s),
+                    format!("unknown `client_auth` `{}`", s.value),
+                    Some("write `required` or `optional`"),
+                );
+                true
+            }
+        };
+        if let (Some(s), None) = (&t.client_auth, &client_ca) {
+            self.err(
+                at(s),
+                "`client_auth` without `client_ca`",
+                Some("name the CA that client certificates must chain to"),
+            );
+        }
+        Tls {
+            cert: self.existing(&t.cert, "certificate file"),
+            key: self.existing(&t.key, "key file"),
+            client_ca,
+            client_auth_required,
+            handshake_timeout: self.duration(&t.handshake_timeout, Duration::from_secs(10)),
+        }
     }
 
     fn subjects(&mut self, s: &source::SubjectsSource) -> Subjects {
@@ -749,12 +843,31 @@ impl Builder<'_> {
                 ),
             }
         }
+        let client_cert = match (&u.client_cert, &u.client_key) {
+            (Some(c), Some(k)) => {
+                let (c, k) = (
+                    self.existing(c, "client certificate"),
+                    self.existing(k, "client key"),
+                );
+                Some((c, k))
+            }
+            (None, None) => None,
+            (Some(c), None) | (None, Some(c)) => {
+                self.err(
+                    at(c),
+                    "`client_cert` and `client_key` go together",
+                    Some("give both, or neither"),
+                );
+                None
+            }
+        };
         let t = u.timeouts.as_ref();
         Some(Upstream {
             scheme,
             authority,
             prefix,
             ca_file,
+            client_cert,
             headers,
             forwarded_headers: u.forwarded_headers.unwrap_or(true),
             connect_timeout: self
@@ -852,7 +965,27 @@ impl Builder<'_> {
                     None,
                 );
             }
-            let hex_digits = c.api_key_sha256.value.trim().to_ascii_lowercase();
+            let certificate = c
+                .certificate
+                .as_ref()
+                .map(|s| Arc::<str>::from(s.value.trim()));
+            let Some(api_key) = &c.api_key_sha256 else {
+                if certificate.is_none() {
+                    self.err(
+                        at(&c.name),
+                        format!("client `{}` has neither `api_key_sha256` nor `certificate`", c.name.value),
+                        Some("give it an API key (`consentry client new-key`) or the name in its TLS client certificate"),
+                    );
+                }
+                out.list.push(Client {
+                    name: c.name.value.as_str().into(),
+                    key_sha256: None,
+                    certificate,
+                    purposes: c.purposes.iter().map(|p| p.value.as_str().into()).collect(),
+                });
+                continue;
+            };
+            let hex_digits = api_key.value.trim().to_ascii_lowercase();
             let bytes: Option<Vec<u8>> = (hex_digits.len() == 64 && hex_digits.is_ascii())
                 .then(|| {
                     (0..32)
@@ -861,17 +994,13 @@ impl Builder<'_> {
                 })
                 .flatten();
             let Some(bytes) = bytes else {
-                self.err(at(&c.api_key_sha256), "`api_key_sha256` must be 64 hex digits", Some(
+                self.err(at(api_key), "`api_key_sha256` must be 64 hex digits", Some(
                     "store the SHA-256 of the key, never the key: `consentry client new-key` prints both",
                 ));
                 continue;
             };
             if !hashes.insert(bytes.clone()) {
-                self.err(
-                    at(&c.api_key_sha256),
-                    "two clients share this API key",
-                    None,
-                );
+                self.err(at(api_key), "two clients share this API key", None);
             }
             if c.purposes.is_empty() {
                 self.err(
@@ -884,7 +1013,8 @@ impl Builder<'_> {
             key.copy_from_slice(&bytes);
             out.list.push(Client {
                 name: c.name.value.as_str().into(),
-                key_sha256: key,
+                key_sha256: Some(key),
+                certificate,
                 purposes: c.purposes.iter().map(|p| p.value.as_str().into()).collect(),
             });
         }
@@ -924,6 +1054,15 @@ impl Builder<'_> {
                 .json_depth
                 .as_ref()
                 .map_or(d.json_depth, |m| (m.value as usize).clamp(2, 512)),
+            max_connections: l
+                .max_connections
+                .as_ref()
+                .map_or(d.max_connections, |m| (m.value as usize).max(1)),
+            max_streams: l
+                .max_streams
+                .as_ref()
+                .map_or(d.max_streams, |m| m.value.max(1)),
+            shutdown_drain: self.duration(&l.shutdown_drain, d.shutdown_drain),
         }
     }
 

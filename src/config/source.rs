@@ -34,6 +34,28 @@ pub struct ConfigFile {
     /// Subject requests (access reports, erasure) and the CRM record they use.
     #[serde(default)]
     pub subjects: Option<SubjectsSource>,
+    /// TLS on the data listener, and client certificates.
+    #[serde(default)]
+    pub tls: Option<TlsSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSource {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: Spanned<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+    /// CA certificate(s) (PEM) that client certificates must chain to.
+    #[serde(default)]
+    pub client_ca: Option<Spanned<String>>,
+    /// `required` (default with `client_ca`) or `optional` (clients without
+    /// a certificate identify with an API key).
+    #[serde(default)]
+    pub client_auth: Option<Spanned<String>>,
+    /// How long a TLS handshake may take (default 10s).
+    #[serde(default)]
+    pub handshake_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +112,12 @@ pub struct UpstreamSource {
     /// Extra CA certificate(s) (PEM) to trust besides the system roots.
     #[serde(default)]
     pub ca_file: Option<Spanned<String>>,
+    /// Client certificate (PEM) presented to the CRM (mutual TLS).
+    #[serde(default)]
+    pub client_cert: Option<Spanned<String>>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key: Option<Spanned<String>>,
     /// Headers added to every upstream request (credentials); `${VAR}` allowed.
     #[serde(default)]
     pub headers: Vec<HeaderSource>,
@@ -143,7 +171,12 @@ pub struct KeysSource {
 pub struct ClientSource {
     pub name: Spanned<String>,
     /// SHA-256 of the client's API key, hex (`consentry client new-key` prints one).
-    pub api_key_sha256: Spanned<String>,
+    #[serde(default)]
+    pub api_key_sha256: Option<Spanned<String>>,
+    /// A name in the client's TLS certificate (subject CN, or a DNS, URI or
+    /// email subject alternative name): that certificate identifies it.
+    #[serde(default)]
+    pub certificate: Option<Spanned<String>>,
     /// Data uses this client may declare.
     pub purposes: Vec<Spanned<String>>,
 }
@@ -188,6 +221,15 @@ pub struct LimitsSource {
     pub header_read_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub json_depth: Option<Spanned<u32>>,
+    /// Client connections open at once (default 10000); more are closed.
+    #[serde(default)]
+    pub max_connections: Option<Spanned<u32>>,
+    /// Concurrent HTTP/2 streams per connection (default 256).
+    #[serde(default)]
+    pub max_streams: Option<Spanned<u32>>,
+    /// On SIGTERM, requests in flight get this long to finish (default 10s).
+    #[serde(default)]
+    pub shutdown_drain: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -340,8 +340,15 @@ impl Upstream {
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let tls = match &cfg.client_cert {
+            Some((cert, key)) => {
+                let (chain, key) = crate::tls::client_identity(cert, key)?;
+                tls.with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("upstream client certificate: {e}"))?
+            }
+            None => tls.with_no_client_auth(),
+        };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

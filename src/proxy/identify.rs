@@ -41,16 +41,25 @@ pub fn caller(
     identity: &Identity,
     policies: &PolicySet,
     headers: &HeaderMap,
+    certificate: Option<&crate::tls::ClientCertificate>,
 ) -> Result<(Arc<str>, Arc<str>), Refusal> {
-    let mut keys = headers.get_all(&identity.api_key_header).iter();
-    let key = match (keys.next(), keys.next()) {
-        (Some(k), None) => k,
-        (None, _) => return Err(Refusal::ApiKeyMissing),
-        (Some(_), Some(_)) => return Err(Refusal::ApiKeyUnknown),
+    // A verified client certificate that names a client identifies it;
+    // otherwise the API key does.
+    let by_cert = certificate.and_then(|c| clients.by_certificate(&c.0));
+    let client = match by_cert {
+        Some(c) => c,
+        None => {
+            let mut keys = headers.get_all(&identity.api_key_header).iter();
+            let key = match (keys.next(), keys.next()) {
+                (Some(k), None) => k,
+                (None, _) => return Err(Refusal::ApiKeyMissing),
+                (Some(_), Some(_)) => return Err(Refusal::ApiKeyUnknown),
+            };
+            clients
+                .identify(key.as_bytes())
+                .ok_or(Refusal::ApiKeyUnknown)?
+        }
     };
-    let client = clients
-        .identify(key.as_bytes())
-        .ok_or(Refusal::ApiKeyUnknown)?;
     let mut declared = headers.get_all(&identity.purpose_header).iter();
     let purpose: Arc<str> = match (declared.next(), declared.next()) {
         (Some(_), Some(_)) => return Err(Refusal::PurposeRepeated),

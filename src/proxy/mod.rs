@@ -346,8 +346,13 @@ impl Gateway {
         let policies = &*live.policies;
         let (parts, body) = req.into_parts();
         identify::screen(&parts)?;
-        let (client, purpose) =
-            identify::caller(&live.clients, &cfg.identity, policies, &parts.headers)?;
+        let (client, purpose) = identify::caller(
+            &live.clients,
+            &cfg.identity,
+            policies,
+            &parts.headers,
+            parts.extensions.get::<crate::tls::ClientCertificate>(),
+        )?;
         ctx.client = Some(client);
         ctx.purpose = Some(Arc::clone(&purpose));
         let target = route::target(&parts.uri)?;

@@ -268,6 +268,7 @@ pub struct Builder {
     admin: bool,
     grants: Vec<(String, String)>,
     master_key: Option<String>,
+    clients: String,
 }
 
 impl TestGateway {
@@ -282,6 +283,7 @@ impl TestGateway {
             clock: None,
             admin: false,
             grants: Vec::new(),
+            clients: String::new(),
             // The example policy encrypts: every gateway has a key ring.
             master_key: Some(
                 consentry::keys::master::MasterKeys::generate()
@@ -401,6 +403,14 @@ impl Builder {
     }
 
     /// Appends top-level YAML to the config (e.g. a `limits:` block).
+    /// One more entry of `clients:` (YAML of a list item, without the dash).
+    pub fn client(mut self, yaml: &str) -> Builder {
+        self.clients.push_str("  - ");
+        self.clients.push_str(yaml);
+        self.clients.push('\n');
+        self
+    }
+
     pub fn config(mut self, yaml: &str) -> Builder {
         self.extra_config.push_str(yaml);
         self.extra_config.push('\n');
@@ -438,7 +448,7 @@ keys:
   - name: multi
     api_key_sha256: {x}
     purposes: [essential.service, marketing]
-log: {{ access: false }}
+{clients}log: {{ access: false }}
 {extra}
 "#,
             crm = self
@@ -449,6 +459,7 @@ log: {{ access: false }}
             m = config::api_key_hash(MARKETING),
             x = config::api_key_hash(MULTI),
             extra = self.extra_config,
+            clients = self.clients,
             master = match &self.master_key {
                 Some(ring) => {
                     use std::os::unix::fs::OpenOptionsExt as _;
@@ -539,10 +550,14 @@ log: {{ access: false }}
         let (tx, rx) = oneshot::channel::<()>();
         let (admin_tx, admin_rx) = tokio::sync::watch::channel(false);
         let gw = Arc::clone(&gateway);
-        let task = tokio::spawn(consentry::server::serve(listener, gw, async move {
-            let _ = rx.await;
-            let _ = admin_tx.send(true);
-        }));
+        let task = tokio::spawn(async move {
+            consentry::server::serve(listener, gw, async move {
+                let _ = rx.await;
+                let _ = admin_tx.send(true);
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        });
         let (admin, admin_task) = if self.admin {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let a = l.local_addr().unwrap();

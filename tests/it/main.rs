@@ -10,6 +10,7 @@ mod encryption;
 mod failclosed;
 mod policies;
 mod proxy;
+mod serving;
 mod streaming;
 mod subjects;
 mod tls;

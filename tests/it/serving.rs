@@ -1,0 +1,482 @@
+//! Production serving: TLS with client certificates (made here with
+//! rcgen), HTTP/2 over ALPN, reload under load, metrics, connection limits
+//! and graceful shutdown. Everything through real listeners.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::harness::*;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    /// A client certificate from the CA, CN `desk-cert`.
+    client: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    /// A client certificate nobody issued (self-signed), CN `desk-cert`.
+    rogue: (CertificateDer<'static>, PrivateKeyDer<'static>),
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+fn key_der(k: &KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der()))
+}
+
+/// A CA; the gateway's certificate for localhost and 127.0.0.1 with its key
+/// (written as files); a client certificate from the CA and a rogue one.
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("gateway.pem"), server_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("gateway.key"), server_key.serialize_pem()).unwrap();
+    let client = |signed: bool| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "desk-cert");
+        let cert = if signed {
+            p.signed_by(&key, &issuer).unwrap()
+        } else {
+            p.self_signed(&key).unwrap()
+        };
+        (cert.der().clone(), key_der(&key))
+    };
+    Pki {
+        ca_pem: ca_cert.pem(),
+        client: client(true),
+        rogue: client(false),
+        dir,
+    }
+}
+
+type TlsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Empty<bytes::Bytes>,
+>;
+
+/// An HTTPS client trusting the test CA, offering `alpn` (h2 and/or
+/// http/1.1), presenting `cert` if given.
+fn tls_client(
+    pki: &Pki,
+    cert: Option<&(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    h2: bool,
+) -> TlsClient {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some((c, k)) => b
+            .with_client_auth_cert(vec![c.clone()], k.clone_key())
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let connector = if h2 {
+        connector.enable_http2().build()
+    } else {
+        connector.enable_http1().build()
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    if h2 {
+        client.http2_only(true);
+    }
+    client.build(connector)
+}
+
+async fn tls_get(
+    client: &TlsClient,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, http::Version, String), String> {
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let (status, version) = (resp.status().as_u16(), resp.version());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        version,
+        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+    ))
+}
+
+async fn tls_gateway(pki: &Pki, client_auth: &str) -> TestGateway {
+    let gw = TestGateway::builder()
+        .client("{ name: cert-desk, certificate: desk-cert, purposes: [essential.service] }")
+        .config(&format!(
+            "tls: {{ cert: {}, key: {}, client_ca: {}, client_auth: {client_auth} }}",
+            pki.path("gateway.pem"),
+            pki.path("gateway.key"),
+            pki.path("ca.pem"),
+        ))
+        .start()
+        .await;
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    gw
+}
+
+#[tokio::test]
+async fn tls_with_client_certificates_and_alpn() {
+    let pki = pki();
+    let gw = tls_gateway(&pki, "optional").await;
+    let url = format!(
+        "https://localhost:{}/crm/v3/objects/contacts/1",
+        gw.addr.port()
+    );
+
+    // A certificate from the CA names the client: no API key, HTTP/2 by ALPN.
+    let with_cert = tls_client(&pki, Some(&pki.client), true);
+    let (status, version, body) = tls_get(&with_cert, &url, &[]).await.unwrap();
+    assert_eq!((status, version), (200, http::Version::HTTP_2), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The support rule applied: phones masked to their last four digits.
+    let phone = v["properties"]["phone"].as_str().unwrap();
+    assert!(phone.starts_with('*'), "{phone}");
+
+    // `optional`: without a certificate, the API key identifies (HTTP/1.1).
+    let plain = tls_client(&pki, None, false);
+    let (status, version, _) = tls_get(&plain, &url, &[("x-api-key", SUPPORT)])
+        .await
+        .unwrap();
+    assert_eq!((status, version), (200, http::Version::HTTP_11));
+    let (status, _, body) = tls_get(&plain, &url, &[]).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("api-key-missing"), "{body}");
+
+    // A certificate nobody issued ends the handshake.
+    let rogue = tls_client(&pki, Some(&pki.rogue), true);
+    assert!(tls_get(&rogue, &url, &[]).await.is_err());
+    let metrics = gw.gateway.metrics().render();
+    assert!(
+        metrics.contains("consentry_tls_handshake_failures_total 1"),
+        "{metrics}"
+    );
+    gw.stop().await;
+
+    // `required` (the default with a CA): no certificate, no handshake.
+    let gw = tls_gateway(&pki, "required").await;
+    let url = format!(
+        "https://localhost:{}/crm/v3/objects/contacts/1",
+        gw.addr.port()
+    );
+    let plain = tls_client(&pki, None, false);
+    assert!(
+        tls_get(&plain, &url, &[("x-api-key", SUPPORT)])
+            .await
+            .is_err()
+    );
+    let with_cert = tls_client(&pki, Some(&pki.client), false);
+    let (status, _, _) = tls_get(&with_cert, &url, &[]).await.unwrap();
+    assert_eq!(status, 200);
+    // Plain HTTP on the TLS port gets no answer.
+    let plain_http = try_send("GET", &url.replace("https", "http"), &[], b"").await;
+    assert!(plain_http.is_none_or(|g| g.status != 200));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn tls_files_that_do_not_load_are_named() {
+    let pki = pki();
+    std::fs::write(pki.dir.path().join("empty.pem"), "").unwrap();
+    let t = consentry::config::Tls {
+        cert: pki.dir.path().join("empty.pem"),
+        key: pki.dir.path().join("gateway.key"),
+        client_ca: None,
+        client_auth_required: true,
+        handshake_timeout: Duration::from_secs(1),
+    };
+    let e = consentry::tls::server_config(&t).unwrap_err();
+    assert!(e.contains("empty.pem"), "{e}");
+    let t = consentry::config::Tls {
+        cert: pki.dir.path().join("gateway.pem"),
+        key: pki.dir.path().join("ca.pem"),
+        ..t
+    };
+    let e = consentry::tls::server_config(&t).unwrap_err();
+    assert!(e.contains("ca.pem"), "{e}");
+    assert!(!e.contains("BEGIN"), "no file contents in errors: {e}");
+}
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Every sample line of the Prometheus text format: `name{labels} value`.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let name_ok = series
+                .split('{')
+                .next()
+                .unwrap()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            assert!(name_ok, "{l}");
+            if let Some(labels) = series.split_once('{').map(|(_, l)| l) {
+                assert!(labels.ends_with('}'), "{l}");
+            }
+            (series.to_owned(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
+    let gw = TestGateway::builder().admin().start().await;
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    let url = gw.url("/crm/v3/objects/contacts/1");
+    let policy = gw.dir().join("policies/hubspot-contacts.yaml");
+    let original = std::fs::read_to_string(&policy).unwrap();
+    let stricter = original.replace(
+        "    redact: [user.financial, user.government_id]\n",
+        "    redact: [user.financial, user.government_id, user.name]\n",
+    );
+    assert_ne!(original, stricter);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (stop, sent, failed, url) = (
+            Arc::clone(&stop),
+            Arc::clone(&sent),
+            Arc::clone(&failed),
+            url.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let g = get(&url, SUPPORT).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if g.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = if i % 2 == 0 { &stricter } else { &original };
+        std::fs::write(&policy, text).unwrap();
+        let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["version"], i + 2);
+    }
+    // Last reload was `original`; make the stricter one serve, under load.
+    std::fs::write(&policy, &stricter).unwrap();
+    assert_eq!(
+        admin(&gw, "POST", "/v1/policies/reload", "", "")
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 50, "the load ran: {sent} requests");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during reloads"
+    );
+    let v = get(&url, SUPPORT).await.json();
+    assert_eq!(
+        v["properties"]["firstname"], "[REDACTED]",
+        "the new policy serves"
+    );
+
+    // A broken policy is refused with file and line, and the old one serves.
+    std::fs::write(
+        &policy,
+        stricter.replace("user.contact.email", "user.contact.emali"),
+    )
+    .unwrap();
+    let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("hubspot-contacts.yaml:"), "{detail}");
+    assert!(
+        detail.contains("did you mean `user.contact.email`"),
+        "{detail}"
+    );
+    let v = get(&url, SUPPORT).await.json();
+    assert_eq!(v["properties"]["firstname"], "[REDACTED]");
+    assert!(v["properties"]["email"].as_str().unwrap().contains('@'));
+
+    // Metrics: parsed, and they agree with what happened.
+    let m = admin(&gw, "GET", "/metrics", "", "").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    let samples = parse_metrics(&text);
+    assert!(samples.len() > 10);
+    assert_eq!(
+        metric(&text, "consentry_reloads_total{kind=\"applied\"}"),
+        7.0
+    );
+    assert_eq!(
+        metric(&text, "consentry_reloads_total{kind=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text, "consentry_policy_version "), 8.0);
+    let served = metric(
+        &text,
+        "consentry_requests_total{route=\"/crm/v3/objects/contacts/{id}\",decision=\"served\",status=\"200\"}",
+    );
+    assert_eq!(served as u64, sent + 2);
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_request_duration_seconds_count{route=\"/crm/v3/objects/contacts/{id}\"}"
+        ) as u64,
+        sent + 2
+    );
+    assert!(metric(&text, "consentry_fields_total{kind=\"masked\"}") >= served);
+    // Without a token, no metrics.
+    let anon = send("GET", &gw.admin_url("/metrics"), &[], b"").await;
+    assert_eq!(anon.status, 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_names_what_is_missing() {
+    let gw = TestGateway::builder().admin().start().await;
+    let r = send("GET", &gw.admin_url("/readyz"), &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["upstream"], "ok");
+    assert_eq!(r.json()["store"], "ok");
+    gw.stop().await;
+
+    // A CRM that is not there: not ready, and the answer says why.
+    let port = free_port();
+    let gw = TestGateway::builder()
+        .admin()
+        .upstream(&format!("http://127.0.0.1:{port}"))
+        .start()
+        .await;
+    let r = send("GET", &gw.admin_url("/readyz"), &[], b"").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["upstream"]["error"].is_string(), "{}", r.text());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let gw = TestGateway::builder()
+        .config("limits: { max_connections: 2 }")
+        .start()
+        .await;
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    let a = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let _ = c
+            .write_all(b"GET /crm/v3/objects/contacts/1 HTTP/1.1\r\nhost: x\r\nx-api-key: test-support-key-000000000001\r\n\r\n")
+            .await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+        assert!(buf.is_empty(), "a third connection gets no answer");
+    }
+    let text = gw.gateway.metrics().render();
+    assert!(
+        text.contains("consentry_connections_refused_total 1"),
+        "{text}"
+    );
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&gw.url("/crm/v3/objects/contacts/1"), SUPPORT)
+            .await
+            .status,
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let gw = TestGateway::start().await;
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let body = contact(1);
+    let (head, tail) = body.split_at(body.len() / 2);
+    gw.crm.on(
+        "/crm/v3/objects/contacts/1",
+        Reply {
+            hold: Some(Arc::clone(&hold)),
+            ..Reply::json(head.to_owned())
+        }
+        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
+    );
+    let url = gw.url("/crm/v3/objects/contacts/1");
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { get(&url, SUPPORT).await });
+    while gw.crm.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(gw.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shutting down: no new connections, the one in flight still runs.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(!stopping.is_finished());
+    hold.notify_one();
+    let got = in_flight.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["id"], "1");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("drained once the last request finished")
+        .unwrap();
+}
