@@ -237,6 +237,18 @@ enum PolicyCommand {
     Test { dir: PathBuf },
     /// List the fideslang data categories and data uses policies may use.
     Vocabulary,
+    /// What the policies in DIR decide for one request, field by field,
+    /// and which rule decided it (JSON).
+    Explain {
+        dir: PathBuf,
+        /// The declared purpose (`X-Purpose`).
+        #[arg(long)]
+        purpose: String,
+        /// GET, POST, PATCH, ...
+        method: String,
+        /// The request path, e.g. /crm/v3/objects/contacts/7
+        path: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -809,6 +821,25 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
 
 fn policy_command(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PolicyCommand::Explain {
+            dir,
+            purpose,
+            method,
+            path,
+        } => {
+            let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| anyhow::anyhow!("`{method}` is not an HTTP method"))?;
+            let set = match policy::load_dir(&dir, &policy::Options::default()) {
+                Ok((set, _)) => set,
+                Err(report) => {
+                    println!("{report}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let v = policy::explain::explain(&set, &method, &path, &purpose);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCommand::Check { dir } => {
             let opts = policy::Options::default();
             match policy::load_dir(&dir, &opts) {

@@ -9,6 +9,7 @@
 
 pub mod collect;
 pub mod compile;
+pub mod explain;
 pub mod source;
 pub mod taxonomy;
 pub mod testing;
