@@ -965,6 +965,13 @@ impl Builder<'_> {
                     None,
                 );
             }
+            if c.purposes.is_empty() {
+                self.err(
+                    at(&c.name),
+                    format!("client `{}` has no purposes", c.name.value),
+                    Some("list the data uses it may declare"),
+                );
+            }
             let certificate = c
                 .certificate
                 .as_ref()
@@ -1001,13 +1008,6 @@ impl Builder<'_> {
             };
             if !hashes.insert(bytes.clone()) {
                 self.err(at(api_key), "two clients share this API key", None);
-            }
-            if c.purposes.is_empty() {
-                self.err(
-                    at(&c.name),
-                    format!("client `{}` has no purposes", c.name.value),
-                    Some("list the data uses it may declare"),
-                );
             }
             let mut key = [0u8; 32];
             key.copy_from_slice(&bytes);

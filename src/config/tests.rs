@@ -339,3 +339,45 @@ fn the_audit_trail_needs_the_hash_key_or_is_turned_off() {
     let (c, _, _) = load_str(&path, &text("storage: { audit: off }"), env).unwrap();
     assert!(c.audit.is_none());
 }
+
+#[test]
+fn clients_by_certificate_need_a_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    let text = |extra: &str| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+upstream: {{ url: "http://127.0.0.1:1" }}
+policies: .
+storage: {{ audit: off }}
+clients:
+  - name: desk
+    certificate: desk.example.com
+    purposes: [essential.service]
+  - name: nothing
+    purposes: [essential.service]
+{extra}"#
+        )
+    };
+    let s = load_str(&dir.path().join("c.yaml"), &text(""), env)
+        .unwrap_err()
+        .to_string();
+    assert!(s.contains("c.yaml:8") && s.contains("tls.client_ca"), "{s}");
+    assert!(
+        s.contains("c.yaml:10") && s.contains("neither `api_key_sha256` nor `certificate`"),
+        "{s}"
+    );
+    let s = load_str(
+        &dir.path().join("c.yaml"),
+        &text("tls: { cert: gw.pem, key: gw.key, client_auth: sometimes }"),
+        env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        s.contains("certificate file") && s.contains("gw.pem"),
+        "{s}"
+    );
+    assert!(s.contains("unknown `client_auth` `sometimes`"), "{s}");
+}
