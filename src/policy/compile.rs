@@ -310,13 +310,7 @@ impl Compiler<'_> {
         }
         let mode = match p.mode.as_ref().map(|m| m.value.as_str()) {
             None | Some("enforce") => Mode::Enforce,
-            Some("report") => {
-                let m = p.mode.as_ref().map_or(Location::UNKNOWN, at);
-                self.r.error(file, m, "`mode: report` (shadow mode) is not available yet", Some(
-                    "remove it: this version enforces every policy; report mode arrives with production serving".into(),
-                ));
-                Mode::Report
-            }
+            Some("report") => Mode::Report,
             Some(other) => {
                 let m = p.mode.as_ref().map_or(Location::UNKNOWN, at);
                 self.r.error(
@@ -1198,7 +1192,7 @@ fn detector_hint() -> String {
 /// redacted in a write: a `null` would overwrite what the CRM holds.
 fn collect_table(program: &Program, rule: &CheckedRule) -> ActionTable {
     let may = |a: Action| match a {
-        Action::Allow | Action::Mask(_) | Action::Hash => Action::Allow,
+        Action::Allow | Action::Mask(_) | Action::Hash | Action::Keep => Action::Allow,
         Action::Redact | Action::Remove | Action::Seal | Action::Token => Action::Remove,
     };
     ActionTable {

@@ -17,6 +17,7 @@ fn action(a: Action) -> String {
         Action::Token => "token".into(),
         Action::Redact => "redact".into(),
         Action::Remove => "remove".into(),
+        Action::Keep => "keep (unchanged)".into(),
     }
 }
 

@@ -39,8 +39,8 @@ pub const SENSITIVE_RESPONSE_HEADERS: &[&str] = &[
 pub enum Mode {
     /// Apply the decisions.
     Enforce,
-    /// Compute and count the decisions, but pass responses unchanged (shadow
-    /// mode). Refused by the compiler until the serving side supports it.
+    /// Compute and count the decisions, but pass requests and responses
+    /// unchanged (shadow mode); erased customers stay suppressed.
     Report,
 }
 
@@ -115,7 +115,7 @@ pub fn disclosure(program: &crate::transform::Program, table: &ActionTable) -> s
         std::collections::BTreeMap::new();
     for (f, action) in program.fields.iter().zip(&table.fields) {
         let group = match action {
-            Action::Allow | Action::Seal => "disclosed",
+            Action::Allow | Action::Seal | Action::Keep => "disclosed",
             Action::Mask(_) => "masked",
             Action::Hash => "hashed",
             Action::Token => "tokens",
@@ -217,6 +217,24 @@ pub enum Minimise {
     Remove,
     /// The request is refused (403).
     Refuse,
+}
+
+impl Rule {
+    /// Report mode's output rule: every value passes exactly as stored
+    /// (`Action::Keep`); only the suppression of erased customers applies.
+    pub fn keeping(program: &crate::transform::Program, purpose: Arc<str>) -> Rule {
+        let table = ActionTable::keep_all(program);
+        let disclosure = Arc::new(disclosure(program, &table));
+        Rule {
+            purpose,
+            basis: None,
+            consent: None,
+            table: Arc::new(table),
+            disclosure,
+            collect: None,
+            minimise: Minimise::Remove,
+        }
+    }
 }
 
 impl Resource {

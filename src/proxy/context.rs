@@ -82,6 +82,9 @@ pub enum Outcome {
     Refused,
     /// The response started streaming and was cut off.
     Aborted,
+    /// `mode: report`: passed unchanged; the counts say what enforcing
+    /// would have done, `problem` the refusal it would have made.
+    Reported,
 }
 
 impl Outcome {
@@ -92,6 +95,7 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Refused => "refused",
             Outcome::Aborted => "aborted",
+            Outcome::Reported => "reported",
         }
     }
 }

@@ -82,7 +82,7 @@ const INSPECTED_WRITE_DROPS: &[&str] = &[
     "content-encoding",
 ];
 
-const ACCEPT_ENCODING: &str = "gzip, br, zstd, deflate";
+pub(crate) const ACCEPT_ENCODING: &str = "gzip, br, zstd, deflate";
 
 /// Copies the headers that may pass: drops hop-by-hop ones, whatever the
 /// `Connection` header lists, the names in `drop_names`, the headers in

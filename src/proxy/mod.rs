@@ -372,11 +372,43 @@ impl Gateway {
         {
             return Err(Refusal::RecordErased);
         }
-        let inspected = matches!(plan, Plan::Inspect { .. });
-        if let Plan::Inspect { resource, rule } = &plan
-            && let Some(check) = resource.write_consent(rule, &parts.method)
-        {
-            collect::check_subject(&self.consents, resource, check, &purpose, &target.path).await?;
+        let reading = parts.method == Method::GET || parts.method == Method::HEAD;
+        // Report mode forwards the request as it came (a read as an
+        // inspected read: the answer must come whole and decodable).
+        let inspected = match &plan {
+            Plan::Inspect { .. } => true,
+            Plan::Report { .. } => reading,
+            Plan::Pass { .. } => false,
+        };
+        let mut would = None;
+        match &plan {
+            Plan::Inspect { resource, rule } => {
+                if let Some(check) = resource.write_consent(rule, &parts.method) {
+                    collect::check_subject(&self.consents, resource, check, &purpose, &target.path)
+                        .await?;
+                }
+            }
+            Plan::Report {
+                resource,
+                rule,
+                would: w,
+            } => {
+                would = *w;
+                if let Some(rule) = rule
+                    && let Some(check) = resource.write_consent(rule, &parts.method)
+                    && let Err(r) = collect::check_subject(
+                        &self.consents,
+                        resource,
+                        check,
+                        &purpose,
+                        &target.path,
+                    )
+                    .await
+                {
+                    would = Some(r.slug());
+                }
+            }
+            Plan::Pass { .. } => {}
         }
         let mut target = target;
         let mut pending = None;
@@ -433,7 +465,7 @@ impl Gateway {
             }
             _ => forward::body(&parts.method, body, cfg.limits.request_body)?,
         };
-        let up_req = forward::request(
+        let mut up_req = forward::request(
             &cfg.upstream,
             &cfg.identity,
             &parts,
@@ -443,6 +475,12 @@ impl Gateway {
             &ctx.id,
             ctx.peer,
         )?;
+        if matches!(plan, Plan::Report { .. }) {
+            up_req.headers_mut().insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static(forward::ACCEPT_ENCODING),
+            );
+        }
         let up_resp = match self.upstream.send(up_req).await {
             Ok(r) => r,
             Err(_) if too_large.is_some_and(|f| f.load(Ordering::Relaxed)) => {
@@ -496,6 +534,73 @@ impl Gateway {
                     head,
                     http10,
                     &self.emitter,
+                    None,
+                )
+                .await
+            }
+            Plan::Report { resource, rule, .. } => {
+                let status = up_resp.status().as_u16();
+                let keep = Arc::new(crate::policy::Rule::keeping(
+                    &resource.program,
+                    Arc::clone(&purpose),
+                ));
+                // What reached the client: every category, as stored.
+                ctx.disclosure = Some(Arc::clone(&keep.disclosure));
+                let mut analysis = match &rule {
+                    Some(rule) => {
+                        let consent =
+                            resource
+                                .consent_for(rule, &parts.method, status)
+                                .map(|check| {
+                                    ConsentGate::new(
+                                        check,
+                                        Arc::clone(&purpose),
+                                        self.consents.now(),
+                                        Arc::clone(&self.consents),
+                                    )
+                                });
+                        let keys = match &self.keys {
+                            Some(k) if resource.program.sealed => Some((
+                                Arc::clone(k),
+                                encrypt::read_vault(k, &resource.program).await?,
+                            )),
+                            _ => None,
+                        };
+                        let gate = RecordGate::new(consent, keys, None);
+                        respond::Analysis::new(
+                            &resource,
+                            rule,
+                            gate,
+                            &cfg.limits,
+                            Arc::clone(&purpose),
+                        )
+                    }
+                    None => respond::Analysis::new(
+                        &resource,
+                        &keep,
+                        RecordGate::new(None, None, None),
+                        &cfg.limits,
+                        Arc::clone(&purpose),
+                    ),
+                };
+                analysis.would_refuse(would);
+                // Erased customers stay suppressed in every mode.
+                let mut gate = RecordGate::new(None, None, None).suppress(&self.consents);
+                if self.audit.is_some() {
+                    gate = gate.collect_subjects();
+                }
+                respond::inspect(
+                    ctx,
+                    &resource,
+                    &keep,
+                    gate,
+                    up_resp,
+                    &cfg.limits,
+                    cfg.upstream.body_idle_timeout,
+                    parts.method == Method::HEAD,
+                    parts.version <= http::Version::HTTP_10,
+                    &self.emitter,
+                    Some(analysis),
                 )
                 .await
             }
@@ -612,7 +717,7 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
         categories: ctx
             .disclosure
             .as_ref()
-            .filter(|_| ctx.outcome == Outcome::Served || ctx.streaming)
+            .filter(|_| matches!(ctx.outcome, Outcome::Served | Outcome::Reported) || ctx.streaming)
             .cloned(),
     }
 }

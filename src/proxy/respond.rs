@@ -223,6 +223,125 @@ struct Pipeline {
     idle: Duration,
     decoded: Vec<u8>,
     done: bool,
+    /// Report mode: the rule's own reading, which only counts.
+    analysis: Option<Box<Analysis>>,
+}
+
+/// Report mode's second reading of a response: the rule's rewriter and the
+/// consent gate, on a copy of what the client gets unchanged. Its output is
+/// dropped; it counts what enforcing would have done and remembers the
+/// refusal enforcing would have made. Runs on blocking-pool threads (it
+/// may read the consent store).
+pub struct Analysis {
+    rewriter: Rewriter,
+    gate: RecordGate,
+    purpose: Arc<str>,
+    settle_at: usize,
+    /// The refusal enforcing would have made; reading stops there.
+    would: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Analysis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analysis")
+            .field("would", &self.would)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Analysis {
+    pub fn new(
+        resource: &Resource,
+        rule: &Rule,
+        gate: RecordGate,
+        limits: &Limits,
+        purpose: Arc<str>,
+    ) -> Analysis {
+        let tlimits = transform::Limits {
+            max_depth: limits.json_depth,
+            max_buffer: limits.record,
+        };
+        Analysis {
+            rewriter: Rewriter::new(
+                Arc::clone(&resource.program),
+                Arc::clone(&rule.table),
+                tlimits,
+            ),
+            gate,
+            purpose,
+            settle_at: SETTLE_AT.min(limits.record / 2),
+            would: None,
+        }
+    }
+
+    /// Records a refusal enforcing would have made before the answer (a
+    /// purpose not covered, a write without consent); nothing is read then.
+    pub fn would_refuse(&mut self, slug: Option<&'static str>) {
+        if slug.is_some() {
+            self.would = slug;
+        }
+    }
+
+    /// Reads `data`. Blocking.
+    fn push(&mut self, data: &[u8]) {
+        if self.would.is_some() {
+            return;
+        }
+        let piece = if self.gate.defers() {
+            FEED.min(self.settle_at).max(1)
+        } else {
+            FEED
+        };
+        let mut sink = Vec::new();
+        for p in data.chunks(piece) {
+            let r = self
+                .rewriter
+                .push(p, &mut self.gate, &mut sink)
+                .map_err(|e| from_transform(e, &self.purpose))
+                .and_then(|()| {
+                    if self.gate.defers()
+                        && self.rewriter.pending() > 0
+                        && self.rewriter.held() >= self.settle_at
+                    {
+                        settle_blocking(
+                            &mut self.rewriter,
+                            &mut self.gate,
+                            &mut sink,
+                            &self.purpose,
+                        )
+                    } else {
+                        Ok(())
+                    }
+                });
+            sink.clear();
+            if let Err(e) = r {
+                self.would = Some(e.slug());
+                return;
+            }
+        }
+    }
+
+    /// The end of the body. Blocking.
+    fn finish(&mut self) {
+        if self.would.is_some() {
+            return;
+        }
+        let mut sink = Vec::new();
+        let r = self
+            .rewriter
+            .finish(&mut self.gate, &mut sink)
+            .map_err(|e| from_transform(e, &self.purpose))
+            .and_then(|()| {
+                if self.rewriter.pending() > 0 {
+                    settle_blocking(&mut self.rewriter, &mut self.gate, &mut sink, &self.purpose)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = r {
+            self.would = Some(e.slug());
+        }
+    }
 }
 
 /// A consent lookup that takes longer fails the response closed (503).
@@ -245,6 +364,38 @@ const OFFLOAD_CHUNK: usize = 32 << 10;
 impl Pipeline {
     fn refusal(&self, e: TransformError) -> Refusal {
         from_transform(e, &self.purpose)
+    }
+
+    /// Hands `data` (or the end, with `None`) to report mode's analysis.
+    async fn analyse(&mut self, data: Option<&[u8]>) -> Result<(), Refusal> {
+        let Some(mut a) = self.analysis.take() else {
+            return Ok(());
+        };
+        if a.would.is_some() {
+            self.analysis = Some(a);
+            return Ok(());
+        }
+        let data = data.map(<[u8]>::to_vec);
+        let a = tokio::task::spawn_blocking(move || {
+            match data {
+                Some(d) => a.push(&d),
+                None => a.finish(),
+            }
+            a
+        })
+        .await
+        .map_err(|_| Refusal::Internal)?;
+        self.analysis = Some(a);
+        Ok(())
+    }
+
+    /// What enforcing would have done (report mode) or did: the counts,
+    /// and the refusal enforcing would have made.
+    fn outcome(&self) -> (Outcome, transform::Stats, Option<&'static str>) {
+        match &self.analysis {
+            Some(a) => (Outcome::Reported, a.rewriter.stats(), a.would),
+            None => (Outcome::Served, self.stats(), None),
+        }
     }
 
     /// The next output chunk; `None` at the end.
@@ -290,6 +441,7 @@ impl Pipeline {
                         .map_err(from_decode)?;
                     let tail = std::mem::take(&mut self.decoded);
                     self.feed(&tail, &mut out).await?;
+                    self.analyse(None).await?;
                     let (rw, gate) = self.parts()?;
                     let r = rw.finish(gate, &mut out);
                     r.map_err(|e| self.refusal(e))?;
@@ -352,6 +504,7 @@ impl Pipeline {
     }
 
     async fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Refusal> {
+        self.analyse(Some(data)).await?;
         self.fed += data.len() as u64;
         let piece_len = self.piece_len();
         for piece in data.chunks(piece_len) {
@@ -394,6 +547,7 @@ impl Pipeline {
 
     /// `feed` on a blocking-pool thread (which may also read the consent store).
     async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+        self.analyse(Some(&data)).await?;
         self.fed += data.len() as u64;
         // Before the gate is taken: without it the pieces would not be
         // bounded for waiting records.
@@ -445,7 +599,13 @@ pub async fn inspect(
     head: bool,
     http10: bool,
     emitter: &Arc<Emitter>,
+    analysis: Option<Analysis>,
 ) -> Result<Response<Body>, Refusal> {
+    let served = if analysis.is_some() {
+        Outcome::Reported
+    } else {
+        Outcome::Served
+    };
     let (parts, mut incoming) = resp.into_parts();
     // A create's key is bound to the id in the answer's body: an answer
     // without one cannot be released as a success.
@@ -476,7 +636,7 @@ pub async fn inspect(
         if binding {
             return Err(unbound());
         }
-        ctx.outcome = Outcome::Served;
+        ctx.outcome = served;
         return Ok(reply(body::empty(), None));
     }
     if !body::is_json(&parts.headers) {
@@ -488,7 +648,7 @@ pub async fn inspect(
                     if binding {
                         return Err(unbound());
                     }
-                    ctx.outcome = Outcome::Served;
+                    ctx.outcome = served;
                     return Ok(reply(body::empty(), Some(0)));
                 }
                 Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
@@ -526,6 +686,7 @@ pub async fn inspect(
         idle,
         decoded: Vec::new(),
         done: false,
+        analysis: analysis.map(Box::new),
     };
     // Check the first `stream_after` bytes of the body (all of it, for HEAD)
     // before answering.
@@ -555,11 +716,13 @@ pub async fn inspect(
         }
     }
     if pipe.done {
-        ctx.stats = pipe.stats();
+        let (outcome, stats, would) = pipe.outcome();
+        ctx.stats = stats;
         if let Some(g) = pipe.gate.as_mut() {
             ctx.subjects = g.take_seen();
         }
-        ctx.outcome = Outcome::Served;
+        ctx.outcome = outcome;
+        ctx.problem = would;
         ctx.bytes_out = held as u64;
         if empty_upstream && pipe.read == 0 {
             if binding {
@@ -665,7 +828,8 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
                         .as_mut()
                         .map(|g| g.take_seen())
                         .unwrap_or_default();
-                    finisher.end_with(Outcome::Served, pipe.stats(), None, seen);
+                    let (outcome, stats, would) = pipe.outcome();
+                    finisher.end_with(outcome, stats, would, seen);
                     return;
                 }
                 Err(r) => {

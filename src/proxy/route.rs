@@ -7,7 +7,7 @@ use http::Uri;
 use super::reject::Refusal;
 use crate::config::Unmatched;
 use crate::path;
-use crate::policy::{Decision, Denial, PolicySet, Resource, Rule};
+use crate::policy::{Decision, Denial, Mode, PolicySet, Resource, Routed, Rule};
 
 /// The request target, normalised: this is what the CRM receives.
 #[derive(Debug, Clone)]
@@ -42,6 +42,15 @@ pub enum Plan {
     /// Forward the body unread: a passthrough resource, or an unmatched
     /// route when `routes.unmatched: passthrough`.
     Pass { resource: Option<Arc<Resource>> },
+    /// A resource of a `mode: report` policy: forward the request as it
+    /// is, pass the answer unchanged, and compute what the rule would have
+    /// done (`rule`), or record the refusal enforcing would have made
+    /// (`would`, e.g. a purpose the policy does not cover).
+    Report {
+        resource: Arc<Resource>,
+        rule: Option<Arc<Rule>>,
+        would: Option<&'static str>,
+    },
 }
 
 impl Plan {
@@ -49,6 +58,7 @@ impl Plan {
         match self {
             Plan::Inspect { resource, .. } => Some(resource),
             Plan::Pass { resource } => resource.as_ref(),
+            Plan::Report { resource, .. } => Some(resource),
         }
     }
 }
@@ -61,6 +71,11 @@ pub fn plan(
     purpose: &str,
 ) -> Result<Plan, Refusal> {
     match policies.decide(method, &target.path, purpose) {
+        Decision::Inspect { resource, rule } if resource.mode == Mode::Report => Ok(Plan::Report {
+            resource,
+            rule: Some(rule),
+            would: None,
+        }),
         Decision::Inspect { resource, rule } => Ok(Plan::Inspect { resource, rule }),
         Decision::Pass { resource } => Ok(Plan::Pass {
             resource: Some(resource),
@@ -71,6 +86,15 @@ pub fn plan(
         Decision::Deny(Denial::Unmatched | Denial::WrongMethod) => Err(Refusal::RouteNotAllowed),
         Decision::Deny(Denial::CaseVariant) => Err(Refusal::PathCaseVariant),
         Decision::Deny(Denial::PurposeNotCovered { policy, resource }) => {
+            if let Routed::Found(r) = policies.route(method, &target.path)
+                && r.mode == Mode::Report
+            {
+                return Ok(Plan::Report {
+                    resource: Arc::clone(r),
+                    rule: None,
+                    would: Some("purpose-not-covered"),
+                });
+            }
             Err(Refusal::PurposeNotCovered {
                 policy: policy.to_string(),
                 resource: resource.to_string(),

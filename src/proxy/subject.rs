@@ -97,8 +97,15 @@ impl Gateway {
         if !answer.status.is_success() {
             return Err(Refusal::UpstreamFailed);
         }
+        // The report renders by the rule whatever the policy's mode: it is
+        // the gateway's own answer to the customer.
         let rendered = match plan {
-            Plan::Inspect { resource, rule } => {
+            Plan::Inspect { resource, rule }
+            | Plan::Report {
+                resource,
+                rule: Some(rule),
+                ..
+            } => {
                 let keys = match self.keys() {
                     Some(k) if resource.program.sealed => Some((
                         Arc::clone(k),
@@ -116,6 +123,7 @@ impl Gateway {
                 .map_err(|_| Refusal::Internal)??
             }
             Plan::Pass { .. } => answer.body.to_vec(),
+            Plan::Report { rule: None, .. } => return Err(Refusal::Internal),
         };
         let record: serde_json::Value =
             serde_json::from_slice(&rendered).map_err(|_| Refusal::NotJson)?;

@@ -54,6 +54,10 @@ pub fn render(
             out.extend_from_slice(raw);
             Applied::Unchanged
         }
+        Action::Keep => {
+            out.extend_from_slice(raw);
+            Applied::Unchanged
+        }
         // `Seal` and `Token` concern encrypted fields (the rewriter handles
         // those); anywhere else they show nothing.
         Action::Redact | Action::Remove | Action::Seal | Action::Token => {

@@ -30,13 +30,16 @@ pub enum Action {
     Redact,
     /// Delete the member (or array element) altogether.
     Remove,
+    /// Pass the value exactly as stored: no detectors, no decryption. Only
+    /// report mode's output table uses it (policies cannot write it).
+    Keep,
 }
 
 impl Action {
     /// Larger is more restrictive; used when several rules select one value.
     pub fn rank(self) -> u8 {
         match self {
-            Action::Allow => 0,
+            Action::Allow | Action::Keep => 0,
             Action::Seal => 1,
             Action::Mask(_) => 2,
             Action::Hash => 3,
@@ -55,6 +58,7 @@ impl Action {
             Action::Token => "token",
             Action::Redact => "redact",
             Action::Remove => "remove",
+            Action::Keep => "keep",
         }
     }
 }
@@ -285,6 +289,15 @@ pub struct ActionTable {
 }
 
 impl ActionTable {
+    /// Passes every value exactly as stored: report mode's output.
+    pub fn keep_all(program: &Program) -> ActionTable {
+        ActionTable {
+            fields: vec![Action::Keep; program.fields.len()],
+            detectors: [Action::Allow; Detector::COUNT],
+            unlisted: Action::Keep,
+        }
+    }
+
     /// Allows everything (tests and `report` mode baselines).
     pub fn allow_all(program: &Program) -> ActionTable {
         ActionTable {

@@ -480,3 +480,101 @@ async fn shutdown_lets_requests_in_flight_finish() {
         .expect("drained once the last request finished")
         .unwrap();
 }
+
+fn contacts(ids: impl IntoIterator<Item = u64>) -> String {
+    let recs: Vec<String> = ids.into_iter().map(contact).collect();
+    format!(
+        r#"{{"results":[{}],"paging":{{"next":{{"after":"x"}}}}}}"#,
+        recs.join(",")
+    )
+}
+
+#[tokio::test]
+async fn report_mode_passes_answers_unchanged_and_counts_what_enforcing_would_do() {
+    let policy = example_policy().replacen(
+        "name: hubspot-contacts\n",
+        "name: hubspot-contacts\nmode: report\n",
+        1,
+    );
+    let gw = TestGateway::builder()
+        .policy("hubspot-contacts.yaml", &policy)
+        .admin()
+        .start()
+        .await;
+    let one = contact(1);
+    let list = contacts(1..=5);
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(one.clone()));
+    gw.crm
+        .on("/crm/v3/objects/contacts/2", Reply::json(contact(2)));
+    gw.crm
+        .on("/crm/v3/objects/contacts", Reply::json(list.clone()));
+
+    // Marketing without consent: enforcing would refuse (403) the record
+    // and drop the five from the list; reporting passes them as they came.
+    let got = get(&gw.url("/crm/v3/objects/contacts/1"), MARKETING).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.text(), one, "the CRM's bytes, unchanged");
+    let got = get(&gw.url("/crm/v3/objects/contacts"), MARKETING).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), list);
+    // Support: phones would be masked; they pass as stored.
+    let got = get(&gw.url("/crm/v3/objects/contacts/1"), SUPPORT).await;
+    assert_eq!(got.text(), one);
+    // The client's credentials still never reach the CRM.
+    assert!(gw.crm.last().headers.get("x-api-key").is_none());
+
+    // What enforcing would have done: in the audit trail and the metrics.
+    let events = admin(&gw, "GET", "/v1/audit/events?decision=reported", "", "").await;
+    assert_eq!(events.status, 200, "{}", events.text());
+    let events = events.json();
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0]["problem"], "consent-required");
+    assert_eq!(events[1]["counts"]["records_dropped"], 5);
+    assert_eq!(events[2]["counts"]["masked"], 2, "{:?}", events[2]);
+    assert_eq!(events[0]["subjects"][0]["record"], "shown");
+    let text = gw.gateway.metrics().render();
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"record_dropped\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"request_refused\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_requests_total{route=\"/crm/v3/objects/contacts/{id}\",decision=\"reported\""
+        ),
+        2.0
+    );
+
+    // An erased customer stays suppressed in report mode too.
+    let r = admin(&gw, "POST", "/v1/subjects/2/erase", "", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        get(&gw.url("/crm/v3/objects/contacts/2"), SUPPORT)
+            .await
+            .status,
+        410
+    );
+    let v = get(&gw.url("/crm/v3/objects/contacts"), SUPPORT)
+        .await
+        .json();
+    let ids: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "3", "4", "5"]);
+    gw.stop().await;
+}

@@ -297,6 +297,25 @@ proptest! {
     }
 
     #[test]
+    fn report_modes_output_table_keeps_every_byte(j in tree(), seed in any::<u64>()) {
+        // Selected fields with detectors, and unlisted values that the
+        // policy would redact: `keep_all` still changes nothing.
+        let (doc, _) = render(&j, seed);
+        let env = Dfa::build(&[(Selector::parse("$").unwrap(), Mark::Record)]).unwrap();
+        let rec = Dfa::build(&[(Selector::parse("$..email").unwrap(), Mark::Field(0))]).unwrap();
+        let spec = FieldSpec {
+            selector: "$..email".into(),
+            category: 0,
+            scan: DetectorSet::all(),
+            seal: consentry::transform::Seal::No,
+        };
+        let prog = Program::new(env, rec, vec![spec], vec!["user".into()], Unlisted::Redact, Arc::new(Render::default()));
+        let table = ActionTable::keep_all(&prog);
+        let (out, _) = rewrite_all(&Arc::new(prog), &Arc::new(table), Limits::default(), &doc, keep).unwrap();
+        prop_assert_eq!(out, doc);
+    }
+
+    #[test]
     fn a_policy_that_selects_nothing_changes_nothing(j in tree(), seed in any::<u64>()) {
         let (doc, _) = render(&j, seed);
         let p = program("$.nothing.here", Action::Redact);

@@ -243,6 +243,10 @@ impl Rewriter {
                 Ok(done)
             }
             Action::Redact | Action::Remove => Ok(render(r.action, raw, &mut self.scratch, out)),
+            Action::Keep => {
+                out.extend_from_slice(raw);
+                Ok(Applied::Unchanged)
+            }
             action => {
                 let mut text = Vec::new();
                 let token = (raw.first() == Some(&b'"'))
@@ -370,6 +374,7 @@ impl Rewriter {
 fn transparent(action: Action, inner: usize, no_scan: bool) -> bool {
     match action {
         Action::Allow => inner > 0 || no_scan,
+        Action::Keep => true,
         Action::Seal => inner > 0,
         _ => false,
     }
