@@ -34,6 +34,12 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: Arc<str>,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsentLabels {
     purpose: Arc<str>,
     kind: &'static str,
@@ -52,6 +58,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Histograms<RouteLabels>,
     fields: Family<Kind, Counter>,
+    categories: Family<CategoryLabels, Counter>,
     consent: Family<ConsentLabels, Counter>,
     upstream_errors: Family<Kind, Counter>,
     undecryptable: Counter,
@@ -100,6 +107,12 @@ impl Metrics {
             "fields",
             "Values the policies changed, by what was done (masked, hashed, redacted, removed, detected, opened, sealed)",
             fields.clone(),
+        );
+        let categories = Family::<CategoryLabels, Counter>::default();
+        registry.register(
+            "category_values",
+            "Values of each data category the policies changed, by action (masked, hashed, redacted, removed)",
+            categories.clone(),
         );
         let consent = Family::<ConsentLabels, Counter>::default();
         registry.register(
@@ -173,6 +186,7 @@ impl Metrics {
             requests,
             duration,
             fields,
+            categories,
             consent,
             upstream_errors,
             undecryptable,
@@ -226,6 +240,18 @@ impl Metrics {
         ] {
             if n > 0 {
                 self.fields.get_or_create(&Kind { kind }).inc_by(n);
+            }
+        }
+        for (category, counts) in &ctx.changed {
+            for (action, n) in crate::transform::CATEGORY_ACTIONS.iter().zip(counts) {
+                if *n > 0 {
+                    self.categories
+                        .get_or_create(&CategoryLabels {
+                            category: Arc::clone(category),
+                            action,
+                        })
+                        .inc_by(u64::from(*n));
+                }
             }
         }
         if s.undecryptable > 0 {

@@ -120,6 +120,8 @@ pub struct Context {
     /// The refusal's problem type, when refused.
     pub problem: Option<&'static str>,
     pub stats: Stats,
+    /// Values changed per data category (`transform::CATEGORY_ACTIONS`).
+    pub changed: Vec<(Arc<str>, [u32; 4])>,
     /// Values of the request body written to the CRM as tokens.
     pub sealed: u64,
     /// The customers whose records the response held, and what became of
@@ -155,6 +157,7 @@ impl Context {
             outcome: Outcome::Pending,
             problem: None,
             stats: Stats::default(),
+            changed: Vec::new(),
             sealed: 0,
             subjects: Vec::new(),
             disclosure: None,

@@ -398,6 +398,20 @@ impl Pipeline {
         }
     }
 
+    /// Values changed per data category (by the analysis in report mode).
+    fn changed(&self) -> Vec<(Arc<str>, [u32; 4])> {
+        let rw = match &self.analysis {
+            Some(a) => Some(&a.rewriter),
+            None => self.rewriter.as_deref(),
+        };
+        rw.map(|rw| {
+            rw.category_counts()
+                .map(|(c, n)| (Arc::from(c), n))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// The next output chunk; `None` at the end.
     async fn next(&mut self) -> Result<Option<Bytes>, Refusal> {
         loop {
@@ -718,6 +732,7 @@ pub async fn inspect(
     if pipe.done {
         let (outcome, stats, would) = pipe.outcome();
         ctx.stats = stats;
+        ctx.changed = pipe.changed();
         if let Some(g) = pipe.gate.as_mut() {
             ctx.subjects = g.take_seen();
         }
@@ -756,6 +771,7 @@ pub async fn inspect(
         ctx: Some(ctx.clone()),
         emitter: Arc::clone(emitter),
         sent: held as u64,
+        changed: Vec::new(),
     };
     Ok(reply(streaming(first, pipe, finisher), None))
 }
@@ -765,6 +781,7 @@ struct Finisher {
     ctx: Option<Context>,
     emitter: Arc<Emitter>,
     sent: u64,
+    changed: Vec<(Arc<str>, [u32; 4])>,
 }
 
 impl Finisher {
@@ -785,6 +802,7 @@ impl Finisher {
             ctx.problem = problem;
             ctx.bytes_out = self.sent;
             ctx.streaming = false;
+            ctx.changed = std::mem::take(&mut self.changed);
             ctx.subjects.extend(subjects);
             self.emitter.finish_stream(&ctx);
         }
@@ -829,6 +847,7 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
                         .map(|g| g.take_seen())
                         .unwrap_or_default();
                     let (outcome, stats, would) = pipe.outcome();
+                    finisher.changed = pipe.changed();
                     finisher.end_with(outcome, stats, would, seen);
                     return;
                 }

@@ -22,8 +22,8 @@ pub use program::{
     Action, ActionTable, FieldSpec, HashKey, Mask, Program, Render, Resolved, Seal, Unlisted,
 };
 pub use rewrite::{
-    Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError, rewrite_all,
-    rewrite_into, rewrite_with,
+    CATEGORY_ACTIONS, Gate, Limits, RecordOutcome, Rewriter, Stats, Subject, TransformError,
+    rewrite_all, rewrite_into, rewrite_with,
 };
 pub use selector::{Selector, SelectorError};
 

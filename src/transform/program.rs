@@ -137,6 +137,9 @@ pub struct Resolved {
     pub action: Action,
     pub scan: DetectorSet,
     pub sealed: Option<u32>,
+    /// The field whose action won (its category is counted); `None` for
+    /// values no selector reaches.
+    pub field: Option<u32>,
 }
 
 /// Values no selector reaches.
@@ -314,11 +317,13 @@ impl ActionTable {
         let mut action = None::<Action>;
         let mut scan = DetectorSet::EMPTY;
         let mut sealed = None;
+        let mut field = None;
         for m in marks {
             if let Mark::Field(f) = *m {
                 let a = self.fields[f as usize];
                 if action.is_none_or(|b| a.rank() > b.rank()) {
                     action = Some(a);
+                    field = Some(f);
                 }
                 let spec = &program.fields[f as usize];
                 scan = scan.union(spec.scan);
@@ -337,6 +342,7 @@ impl ActionTable {
             action,
             scan,
             sealed,
+            field,
         }
     }
 }

@@ -380,7 +380,23 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
         ) as u64,
         sent + 2
     );
-    assert!(metric(&text, "consentry_fields_total{kind=\"masked\"}") >= served);
+    let masked = metric(&text, "consentry_fields_total{kind=\"masked\"}");
+    assert!(masked >= served, "{text}");
+    // By category: the phones are what the support rule masks.
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_category_values_total{category=\"user.contact.phone_number\",action=\"masked\"}"
+        ),
+        masked
+    );
+    assert!(
+        metric(
+            &text,
+            "consentry_category_values_total{category=\"user.name.first\",action=\"redacted\"}"
+        ) >= 2.0,
+        "the stricter policy redacted first names: {text}"
+    );
     // Without a token, no metrics.
     let anon = send("GET", &gw.admin_url("/metrics"), &[], b"").await;
     assert_eq!(anon.status, 401);

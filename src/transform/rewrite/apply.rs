@@ -99,6 +99,7 @@ impl Rewriter {
                                 copy(win, self.base, &mut self.cursor, a, out);
                                 self.cursor = b;
                                 self.stats.removed += 1;
+                                self.count_category(resolved.field, 3);
                             }
                             Removal::NotMember => {
                                 let redact = Resolved {
@@ -173,9 +174,18 @@ impl Rewriter {
         };
         match done {
             Applied::Unchanged => {}
-            Applied::Masked => self.stats.masked += 1,
-            Applied::Hashed => self.stats.hashed += 1,
-            Applied::Redacted => self.stats.redacted += 1,
+            Applied::Masked => {
+                self.stats.masked += 1;
+                self.count_category(r.field, 0);
+            }
+            Applied::Hashed => {
+                self.stats.hashed += 1;
+                self.count_category(r.field, 1);
+            }
+            Applied::Redacted => {
+                self.stats.redacted += 1;
+                self.count_category(r.field, 2);
+            }
             Applied::Scanned(n) => self.stats.detected += n as u64,
         }
         self.cursor = edit.value_end;
@@ -332,6 +342,7 @@ impl Rewriter {
                     copy(win, self.base, &mut self.cursor, a, out);
                     self.cursor = b;
                     self.stats.removed += 1;
+                    self.count_category(resolved.field, 3);
                     continue;
                 }
                 // The record's own root cannot be deleted from inside it.

@@ -269,7 +269,13 @@ pub struct Rewriter {
     key_buf: Vec<u8>,
     finished: bool,
     stats: Stats,
+    /// Per category (`Program::categories`), values masked, hashed,
+    /// redacted and removed; empty until the first one.
+    by_category: Vec<[u32; 4]>,
 }
+
+/// Index of `Rewriter::category_counts`' columns.
+pub const CATEGORY_ACTIONS: [&str; 4] = ["masked", "hashed", "redacted", "removed"];
 
 impl Rewriter {
     pub fn new(prog: Arc<Program>, table: Arc<ActionTable>, limits: Limits) -> Rewriter {
@@ -305,7 +311,33 @@ impl Rewriter {
             key_buf: Vec::new(),
             finished: false,
             stats: Stats::default(),
+            by_category: Vec::new(),
         }
+    }
+
+    /// Counts one value of `field`'s category changed by action `column`
+    /// (`CATEGORY_ACTIONS`).
+    #[inline]
+    pub(super) fn count_category(&mut self, field: Option<u32>, column: usize) {
+        let Some(f) = field else { return };
+        let Some(spec) = self.prog.fields.get(f as usize) else {
+            return;
+        };
+        let c = spec.category as usize;
+        if self.by_category.len() <= c {
+            self.by_category
+                .resize(self.prog.categories.len().max(c + 1), [0; 4]);
+        }
+        self.by_category[c][column] += 1;
+    }
+
+    /// Values changed per category: (category, counts by `CATEGORY_ACTIONS`).
+    pub fn category_counts(&self) -> impl Iterator<Item = (&str, [u32; 4])> {
+        self.by_category
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.iter().any(|&k| k > 0))
+            .filter_map(|(i, n)| Some((self.prog.categories.get(i)?.as_str(), *n)))
     }
 
     /// Scans the next chunk of the body, asks `gate` about each completed
