@@ -6,6 +6,7 @@
 //! GET  /readyz                               readiness: store, audit, CRM (no token)
 //! GET  /metrics                              Prometheus text                     [auditor]
 //! POST /v1/policies/reload                   re-read config and policies; swap if valid
+//! GET  /v1/policies/explain?method=&path=&purpose=  the decision, field by field  [auditor]
 //! POST /v1/consents                          record a change, or an array of them
 //! POST /v1/consents/import                   bulk CSV or JSON, all or nothing
 //! GET  /v1/consents/export?format=jsonl|csv  every statement, oldest first
@@ -211,12 +212,14 @@ impl Admin {
                 Some(segs[2])
             }
             ["v1", "subjects", _, "access"] if m == Method::GET => Some("access"),
+            ["v1", "policies", "explain"] if m == Method::GET => Some("explain"),
             _ => None,
         };
         match (read, &segs[..]) {
             (Some("events"), _) => return audit::events(self, &req).await,
             (Some("verify"), _) => return audit::verify(self).await,
             (Some("checkpoints"), _) => return audit::checkpoints(self).await,
+            (Some("explain"), _) => return serving::explain(self, &req),
             (Some("access"), ["v1", "subjects", id, "access"]) => {
                 // The CRM's record, in clear, is for the admin token only:
                 // auditors see who accessed what, not the data itself.
@@ -240,6 +243,7 @@ impl Admin {
             ["v1", "audit", "prune"] if m == Method::POST => audit::prune(self).await,
             ["v1", "policies", "reload"] if m == Method::POST => serving::reload(self, req).await,
             ["v1", "policies", "reload"] => Err(not_allowed("POST")),
+            ["v1", "policies", "explain"] => Err(not_allowed("GET")),
             ["v1", "subjects", _, "erase"] | ["v1", "audit", "prune"] => Err(not_allowed("POST")),
             ["v1", "audit", "events" | "verify" | "checkpoints"]
             | ["v1", "subjects", _, "access"] => Err(not_allowed("GET")),

@@ -65,6 +65,31 @@ pub fn metrics(admin: &Admin) -> Response<Body> {
     resp
 }
 
+/// `GET /v1/policies/explain?method=GET&path=/...&purpose=P`: what the
+/// serving policies decide for that request, field by field, and which
+/// rule decides it (`consentry policy explain`, on the live version).
+pub fn explain(admin: &Admin, req: &Request<Incoming>) -> Result<Response<Body>> {
+    let q = req.uri().query();
+    let param = |name: &str| {
+        super::consent::query_param(q, name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Problem::invalid_request(format!(
+                    "`{name}` is required: ?method=GET&path=/crm/...&purpose=marketing"
+                ))
+            })
+    };
+    let (method, path, purpose) = (param("method")?, param("path")?, param("purpose")?);
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Problem::invalid_request(format!("`{method}` is not an HTTP method")))?;
+    let path = crate::path::normalise(&path)
+        .map_err(|e| Problem::invalid_request(format!("the path cannot be served: {e}")))?;
+    let live = admin.gateway().live();
+    let mut v = crate::policy::explain::explain(&live.policies, &method, &path, &purpose);
+    v["policy_version"] = live.version.into();
+    Ok(json(StatusCode::OK, &v))
+}
+
 /// `POST /v1/policies/reload`: 200 with what was applied, or 422 naming
 /// every problem (file and line); the serving version is then unchanged.
 pub async fn reload(admin: &Admin, _req: Request<Incoming>) -> Result<Response<Body>> {

@@ -573,6 +573,34 @@ async fn report_mode_passes_answers_unchanged_and_counts_what_enforcing_would_do
         2.0
     );
 
+    // The serving version explains itself, field by field.
+    let e = admin(
+        &gw,
+        "GET",
+        "/v1/policies/explain?method=GET&path=/crm/v3/objects/contacts/7&purpose=marketing",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    let e = e.json();
+    assert_eq!(e["mode"], "report");
+    assert_eq!(e["rule"]["purpose"], "marketing");
+    let phone = e["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["selector"] == "$.properties.phone")
+        .unwrap()
+        .clone();
+    assert_eq!(phone["action"], "remove");
+    assert_eq!(
+        admin(&gw, "GET", "/v1/policies/explain?method=GET", "", "")
+            .await
+            .status,
+        400
+    );
+
     // An erased customer stays suppressed in report mode too.
     let r = admin(&gw, "POST", "/v1/subjects/2/erase", "", "").await;
     assert_eq!(r.status, 200, "{}", r.text());

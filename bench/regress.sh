@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A change against an earlier build, whole proxy: the peers' policy through
+# two gateways, BASE_BIN (an earlier release binary) and this checkout's,
+# interleaved wrk rounds against one nginx upstream (target A of
+# ../shared/bench). Prints, per path, the median of new / base.
+#   BASE_BIN=/path/to/old/consentry AUDIT=off bench/regress.sh [ROUNDS]
+# AUDIT: off (default) or on (each gateway its own trail).
+# Build a base with: git worktree add /tmp/base REV &&
+#   CARGO_TARGET_DIR=/tmp/base-target cargo build --release --manifest-path /tmp/base/Cargo.toml
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+R=${1:-6}
+BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
+KEY=bench-key-0123456789abcdef
+run=/tmp/consentry-regress-bench
+: "${BASE_BIN:?set BASE_BIN to the binary of an earlier build}"
+[ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
+cargo build --release --manifest-path "$root/Cargo.toml" -q
+bin="$root/target/release/consentry"
+rm -rf "$run"; mkdir -p "$run/base" "$run/new" "$BENCH_DIR/run/A_tmp"
+pids=()
+. "$here/lib.sh"
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+for who in base new; do
+  port=18094; [ "$who" = new ] && port=18095
+  audit=off; [ "${AUDIT:-off}" = on ] && audit="$run/$who/audit.db"
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s|^policies: .*|policies: $here/policies|" \
+      "$here/consentry-peer.yaml" > "$run/$who/consentry.yaml"
+  printf 'storage: { sqlite: %s/%s/consentry.db, audit: %s }\n' "$run" "$who" "$audit" >> "$run/$who/consentry.yaml"
+done
+start_nginx_a "$run"
+"$BASE_BIN" serve --config "$run/base/consentry.yaml" 2> "$run/base.err" & pids+=($!)
+"$bin" serve --config "$run/new/consentry.yaml" 2> "$run/new.err" & pids+=($!)
+wait_ports 18080 18094 18095
+for p in /api/contacts/1 /api/contacts; do
+  ab "$p" "$R" 18094 "base" 18095 "new"
+done
