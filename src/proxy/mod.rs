@@ -475,6 +475,12 @@ impl Gateway {
             &ctx.id,
             ctx.peer,
         )?;
+        if cfg.tls.is_some() && cfg.upstream.forwarded_headers {
+            up_req.headers_mut().insert(
+                forward::X_FORWARDED_PROTO,
+                http::HeaderValue::from_static("https"),
+            );
+        }
         if matches!(plan, Plan::Report { .. }) {
             up_req.headers_mut().insert(
                 http::header::ACCEPT_ENCODING,

@@ -262,6 +262,7 @@ pub struct Builder {
     extra_config: String,
     upstream: Option<String>,
     ca_file: Option<std::path::PathBuf>,
+    upstream_lines: String,
     store: Option<Arc<dyn ConsentStore>>,
     store_file: Option<std::path::PathBuf>,
     clock: Option<Arc<ManualClock>>,
@@ -278,6 +279,7 @@ impl TestGateway {
             extra_config: String::new(),
             upstream: None,
             ca_file: None,
+            upstream_lines: String::new(),
             store: None,
             store_file: None,
             clock: None,
@@ -354,6 +356,12 @@ impl Builder {
     /// Trusts this CA (PEM) for the upstream, besides the system roots.
     pub fn upstream_ca(mut self, path: &std::path::Path) -> Builder {
         self.ca_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// More keys of the `upstream:` section (YAML, indented by two).
+    pub fn upstream_config(mut self, lines: &str) -> Builder {
+        self.upstream_lines.push_str(lines);
         self
     }
 
@@ -479,7 +487,8 @@ keys:
                 .ca_file
                 .as_ref()
                 .map(|p| format!("  ca_file: {}\n", p.display()))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &self.upstream_lines,
         );
         let path = dir.path().join("consentry.yaml");
         // Written too, for tests that run the CLI against this gateway's files.

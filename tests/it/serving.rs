@@ -171,6 +171,7 @@ async fn tls_with_client_certificates_and_alpn() {
     let with_cert = tls_client(&pki, Some(&pki.client), true);
     let (status, version, body) = tls_get(&with_cert, &url, &[]).await.unwrap();
     assert_eq!((status, version), (200, http::Version::HTTP_2), "{body}");
+    assert_eq!(gw.crm.last().headers["x-forwarded-proto"], "https");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     // The support rule applied: phones masked to their last four digits.
     let phone = v["properties"]["phone"].as_str().unwrap();
@@ -620,5 +621,166 @@ async fn report_mode_passes_answers_unchanged_and_counts_what_enforcing_would_do
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["1", "3", "4", "5"]);
+    gw.stop().await;
+}
+
+/// A CRM over TLS that speaks HTTP/2 and HTTP/1.1 (ALPN), requires a client
+/// certificate from the test CA, and remembers each request's HTTP version.
+async fn mtls_crm(pki: &Pki) -> (u16, Arc<std::sync::Mutex<Vec<http::Version>>>) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = CertificateDer::pem_file_iter(pki.dir.path().join("gateway.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.dir.path().join("gateway.key")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let versions = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        seen.lock().unwrap().push(req.version());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                consentry::demo::crm::Crm::default().answer(
+                                    req.method(),
+                                    req.uri().path(),
+                                    req.uri().query(),
+                                    b"",
+                                ),
+                            )
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, versions)
+}
+
+#[tokio::test]
+async fn the_crm_over_http2_with_a_client_certificate() {
+    let pki = pki();
+    // The gateway's own client certificate for the CRM, from the CA.
+    let (cert_der, key_der) = &pki.client;
+    std::fs::write(
+        pki.dir.path().join("to-crm.pem"),
+        pem_of("CERTIFICATE", cert_der.as_ref()),
+    )
+    .unwrap();
+    std::fs::write(
+        pki.dir.path().join("to-crm.key"),
+        pem_of("PRIVATE KEY", key_der.secret_der()),
+    )
+    .unwrap();
+    let (port, versions) = mtls_crm(&pki).await;
+    let url = format!("https://localhost:{port}");
+    let gw = TestGateway::builder()
+        .upstream(&url)
+        .upstream_ca(&pki.dir.path().join("ca.pem"))
+        .upstream_config(&format!(
+            "  client_cert: {}\n  client_key: {}\n",
+            pki.path("to-crm.pem"),
+            pki.path("to-crm.key")
+        ))
+        .start()
+        .await;
+    let got = get(&gw.url("/crm/v3/objects/contacts/7"), SUPPORT).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(*versions.lock().unwrap(), vec![http::Version::HTTP_2]);
+    gw.stop().await;
+
+    // Without the client certificate the CRM refuses the handshake.
+    let gw = TestGateway::builder()
+        .upstream(&url)
+        .upstream_ca(&pki.dir.path().join("ca.pem"))
+        .start()
+        .await;
+    let got = get(&gw.url("/crm/v3/objects/contacts/7"), SUPPORT).await;
+    assert_eq!(got.status, 502, "{}", got.text());
+    gw.stop().await;
+}
+
+fn pem_of(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(line).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+#[tokio::test]
+async fn http2_in_clear_by_prior_knowledge_gets_the_same_policy_and_limits() {
+    let gw = TestGateway::builder()
+        .config("limits: { request_body: 1KiB }")
+        .start()
+        .await;
+    gw.crm
+        .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::get(gw.url("/crm/v3/objects/contacts/1"))
+        .header("x-api-key", SUPPORT)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["properties"]["phone"].as_str().unwrap().starts_with('*'));
+    // The body limit holds on HTTP/2 too.
+    let req = http::Request::post(gw.url("/crm/v3/objects/contacts"))
+        .header("x-api-key", SUPPORT)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b' ';
+            4096
+        ])))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    // Without a key: refused, as on HTTP/1.1.
+    let req = http::Request::get(gw.url("/crm/v3/objects/contacts/1"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), 401);
     gw.stop().await;
 }
