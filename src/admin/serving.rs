@@ -60,7 +60,9 @@ pub fn metrics(admin: &Admin) -> Response<Body> {
     let mut resp = Response::new(crate::proxy::body::full(text));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
     );
     resp
 }

@@ -149,7 +149,21 @@ Subject requests (GDPR Art. 15 and 17):
   cargo run --release -- subject erase 8 --unlink
   curl -s -H 'X-Api-Key: {SUPPORT_KEY}' '{g}/crm/v3/objects/contacts?limit=10'   # no contact 8
   cargo run --release -- audit query --subject 8       # only the erasure names them now
-  cargo run --release -- audit verify                  # the chain still checks out"#
+  cargo run --release -- audit verify                  # the chain still checks out
+
+Operating it (README, "Running it in production"):
+
+  curl -s http://{a}/readyz                            # store, audit trail, CRM
+  curl -s -H "Authorization: Bearer {AUDITOR_TOKEN_HINT}" http://{a}/metrics | grep '^consentry_requests_total'
+
+  # what marketing's rule does to contact 7, field by field
+  curl -s -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" 'http://{a}/v1/policies/explain?method=GET&path=/crm/v3/objects/contacts/7&purpose=marketing'
+
+  # edit policies/hubspot-contacts.yaml (say, `mode: report` under `name:`
+  # to pass answers unchanged and only count), then reload: a broken file
+  # is refused with file and line, and the old version keeps serving
+  curl -s -X POST -H "Authorization: Bearer {ADMIN_TOKEN_HINT}" http://{a}/v1/policies/reload
+  kill -HUP $(pgrep -f 'consentry demo')                # the same by signal"#
         ),
     };
     format!(

@@ -5,7 +5,7 @@
 
 use http::Method;
 
-use super::{Decision, PolicySet};
+use super::{Decision, Denial, PolicySet};
 use crate::transform::{Action, Detector, Seal};
 
 fn action(a: Action) -> String {
@@ -26,7 +26,14 @@ pub fn explain(set: &PolicySet, method: &Method, path: &str, purpose: &str) -> s
     match set.decide(method, path, purpose) {
         Decision::Deny(d) => serde_json::json!({
             "decision": "refuse",
-            "reason": format!("{d:?}"),
+            "reason": match d {
+                Denial::Unmatched => "no policy declares this route (`routes.unmatched` decides: deny by default)".to_owned(),
+                Denial::WrongMethod => "the route is declared, but not for this method".to_owned(),
+                Denial::CaseVariant => "the path differs from a declared route only in letter case".to_owned(),
+                Denial::PurposeNotCovered { policy, resource } => format!(
+                    "policy `{policy}` has no rule for this purpose (resource `{resource}`)"
+                ),
+            },
         }),
         Decision::Pass { resource } => serde_json::json!({
             "decision": "pass",

@@ -357,6 +357,13 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
     // Metrics: parsed, and they agree with what happened.
     let m = admin(&gw, "GET", "/metrics", "", "").await;
     assert_eq!(m.status, 200);
+    assert!(
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    assert!(m.text().ends_with("# EOF\n"));
     let text = m.text();
     let samples = parse_metrics(&text);
     assert!(samples.len() > 10);
