@@ -34,6 +34,7 @@ fn event(i: u64) -> Event {
             "disclosed": ["user.contact.email", "user.name"],
             "masked": ["user.contact.phone_number"],
         }))),
+        policy_version: Some(1),
     }
 }
 

@@ -734,7 +734,7 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e} (tls:); nothing was started"))?;
     }
     let tls = if cfg.tls.is_some() { "https" } else { "http" };
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = bind(cfg.listen, "listen").await?;
         let addr = listener.local_addr()?;
         let resources = set.resources().len();
@@ -759,7 +759,11 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
             let _ = t.await;
         }
         Ok(())
-    })
+    });
+    // Connections still open after the drain deadline are closed here,
+    // and blocking work gets a moment, not for ever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
 }
 
 /// The demo's sample CRM, keeping what is created through it beside the

@@ -5,7 +5,6 @@
 //! are route templates, never raw paths (those can hold customer ids).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,16 +32,25 @@ struct Kind {
     kind: &'static str,
 }
 
+/// `mode`: `enforce`, or `report` for what report mode counted (and did not do).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabels {
+    kind: &'static str,
+    mode: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: Arc<str>,
     action: &'static str,
+    mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsentLabels {
     purpose: Arc<str>,
     kind: &'static str,
+    mode: &'static str,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -57,7 +65,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Histograms<RouteLabels>,
-    fields: Family<Kind, Counter>,
+    fields: Family<FieldLabels, Counter>,
     categories: Family<CategoryLabels, Counter>,
     consent: Family<ConsentLabels, Counter>,
     upstream_errors: Family<Kind, Counter>,
@@ -71,8 +79,6 @@ pub struct Metrics {
     pub audit_queue: Gauge,
     pub audit_commit: Histogram,
     pub audit_batch: Histogram,
-    /// Requests in flight (for `/readyz` and graceful shutdown logs).
-    in_flight: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,7 +108,7 @@ impl Metrics {
             "Time from request to response head (to the last byte for streamed responses)",
             duration.clone(),
         );
-        let fields = Family::<Kind, Counter>::default();
+        let fields = Family::<FieldLabels, Counter>::default();
         registry.register(
             "fields",
             "Values the policies changed, by what was done (masked, hashed, redacted, removed, detected, opened, sealed)",
@@ -198,7 +204,6 @@ impl Metrics {
             audit_queue,
             audit_commit,
             audit_batch,
-            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -229,6 +234,11 @@ impl Metrics {
             .get_or_create(&RouteLabels { route })
             .observe(ctx.started.elapsed().as_secs_f64());
         let s = &ctx.stats;
+        let mode = if ctx.outcome == Outcome::Reported {
+            "report"
+        } else {
+            "enforce"
+        };
         for (kind, n) in [
             ("masked", s.masked),
             ("hashed", s.hashed),
@@ -239,7 +249,9 @@ impl Metrics {
             ("sealed", ctx.sealed),
         ] {
             if n > 0 {
-                self.fields.get_or_create(&Kind { kind }).inc_by(n);
+                self.fields
+                    .get_or_create(&FieldLabels { kind, mode })
+                    .inc_by(n);
             }
         }
         for (category, counts) in &ctx.changed {
@@ -249,6 +261,7 @@ impl Metrics {
                         .get_or_create(&CategoryLabels {
                             category: Arc::clone(category),
                             action,
+                            mode,
                         })
                         .inc_by(u64::from(*n));
                 }
@@ -264,6 +277,7 @@ impl Metrics {
                         .get_or_create(&ConsentLabels {
                             purpose: Arc::clone(purpose),
                             kind,
+                            mode,
                         })
                         .inc_by(n);
                 }
@@ -278,6 +292,8 @@ impl Metrics {
             Some("upstream-unavailable") => Some("unavailable"),
             Some("upstream-timeout") => Some("timeout"),
             Some("upstream-failed") => Some("failed"),
+            // A client that went away is not the CRM's failure.
+            Some("client-gone") => None,
             _ if ctx.outcome == Outcome::Aborted => Some("aborted"),
             _ => None,
         };
@@ -313,16 +329,6 @@ impl Metrics {
     pub fn tls_failure(&self) {
         self.tls_failures.inc();
     }
-
-    /// A request started; the guard counts it finished.
-    pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
-    }
-
-    pub fn requests_in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
 }
 
 /// Counts an open connection until dropped.
@@ -332,16 +338,6 @@ pub struct ConnectionGuard(Arc<Metrics>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.dec();
-    }
-}
-
-/// Counts a request in flight until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<Metrics>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

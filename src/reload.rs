@@ -67,13 +67,14 @@ pub struct Refused {
     pub detail: String,
 }
 
-/// Reads, checks and applies the config and policies; records the act in
-/// the audit trail (applied or refused) and in the metrics.
+/// Reads, checks and applies the config and policies, and records the act
+/// in the audit trail and the metrics. An applied reload's audit event is
+/// committed before the new version serves: if it cannot be stored, the
+/// reload is refused and the old version keeps serving.
 pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
     let _one = gw.reloading.lock().await;
     let loader = gw.loader.clone();
     let file = gw.config().file.clone();
-    let old_text = std::fs::read_to_string(&file).ok();
     let loaded = tokio::task::spawn_blocking(move || {
         let new_text = std::fs::read_to_string(&file).ok();
         let loaded = (loader.0)(&file);
@@ -84,21 +85,32 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
         (loaded, new_text, fingerprint)
     })
     .await;
-    let result = match loaded {
+    let checked = match loaded {
         Err(_) => Err("the reload task failed".to_owned()),
         Ok((Err(report), _, _)) => Err(format!(
             "{report}\n{} error(s); the serving version is unchanged",
             report.errors()
         )),
-        Ok((Ok((cfg, set, warnings)), new_text, fingerprint)) => apply(
-            gw,
-            cfg,
-            set,
-            &warnings,
-            old_text.as_deref(),
-            new_text.as_deref(),
-            fingerprint,
-        ),
+        Ok((Ok((cfg, set, warnings)), new_text, fingerprint)) => {
+            check(gw, cfg, set, &warnings, new_text.as_deref(), fingerprint)
+        }
+    };
+    let result = match checked {
+        Ok((plan, set, clients)) => match record(gw, who, Ok(&plan)).await {
+            Ok(()) => gw
+                .set_live(set, clients)
+                .map(|version| Reloaded { version, ..plan }),
+            Err(e) => Err(format!(
+                "the reload's audit event could not be stored ({e}); the serving version is unchanged"
+            )),
+        },
+        Err(e) => {
+            // The refusal is recorded too (a trail that cannot take it is logged).
+            if let Err(a) = record(gw, who, Err(&e)).await {
+                tracing::error!(error = %a, "the refused reload's audit event was not stored");
+            }
+            Err(e)
+        }
     };
     let metrics = gw.metrics();
     match &result {
@@ -126,22 +138,24 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
             );
         }
     }
-    record(gw, who, &result).await;
     result.map_err(|detail| Refused { detail })
 }
 
-fn apply(
+/// Everything a reload checks before anything changes: the policy folder
+/// bound at start, the keys the running gateway holds, the policies against
+/// the config (`check_policies`). What would be applied, with the next version.
+fn check(
     gw: &Gateway,
     cfg: Config,
     set: PolicySet,
     warnings: &Report,
-    old_text: Option<&str>,
     new_text: Option<&str>,
     fingerprint: Option<Result<(usize, String), String>>,
-) -> Result<Reloaded, String> {
+) -> Result<(Reloaded, PolicySet, Arc<crate::config::Clients>), String> {
     let (policy_files, policies_sha256) =
         fingerprint.unwrap_or_else(|| Err("no policy folder".into()))?;
-    let restart_required = match (old_text, new_text) {
+    // Against the file the gateway started with: what changed since.
+    let restart_required = match (gw.started_with(), new_text) {
         (Some(a), Some(b)) => changed_sections(a, b),
         _ => Vec::new(),
     };
@@ -151,19 +165,25 @@ fn apply(
             cfg.policies_dir.display()
         ));
     }
-    let resources = set.resources().len();
+    // Policies compiled with other keys would hash and seal with keys the
+    // running gateway (and its audit pseudonyms) does not use.
+    if restart_required.iter().any(|s| s == "keys") {
+        return Err(
+            "the `keys` section changed; keys are bound at start: restart to change them (`keys rotate` rotates the master key online)".into(),
+        );
+    }
+    crate::proxy::check_policies(gw.config(), &set, gw.keys().map(|k| &**k))?;
     let clients = Arc::clone(&cfg.clients);
-    let n = clients.len();
-    let version = gw.set_live(set, clients)?;
-    Ok(Reloaded {
-        version,
-        resources,
-        clients: n,
+    let plan = Reloaded {
+        version: gw.live().version + 1,
+        resources: set.resources().len(),
+        clients: clients.len(),
         policy_files,
         policies_sha256,
         restart_required,
         warnings: warnings.warnings().map(|w| w.to_string()).collect(),
-    })
+    };
+    Ok((plan, set, clients))
 }
 
 /// Top-level sections of the config file, other than `clients` and
@@ -189,12 +209,15 @@ fn changed_sections(old: &str, new: &str) -> Vec<String> {
         .collect()
 }
 
-/// The reload in the audit trail: applied (with the policies' fingerprint)
-/// or refused. A trail that cannot take it is logged: the reload itself
-/// has already happened or not.
-async fn record(gw: &Gateway, who: &str, result: &Result<Reloaded, String>) {
+/// The reload in the audit trail: to be applied (with the policies'
+/// fingerprint and the version it will serve as) or refused.
+async fn record(
+    gw: &Gateway,
+    who: &str,
+    result: Result<&Reloaded, &String>,
+) -> Result<(), crate::audit::AuditError> {
     let Some(audit) = gw.audit() else {
-        return;
+        return Ok(());
     };
     let (decision, counts) = match result {
         Ok(r) => (
@@ -210,9 +233,7 @@ async fn record(gw: &Gateway, who: &str, result: &Result<Reloaded, String>) {
         Err(_) => ("refused", serde_json::json!({})),
     };
     let event = Event::act("reload", who, decision, Vec::new(), Some(counts));
-    if let Err(e) = audit.record(event).await {
-        tracing::error!(error = %e, "the reload's audit event was not stored");
-    }
+    audit.record(event).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -85,18 +85,16 @@ pub fn client_identity(
     Ok((certs(cert, "upstream client certificate")?, key(key_file)?))
 }
 
-/// The names of a verified end-entity certificate: subject common names,
-/// then DNS, URI and email alternative names.
+/// The names of a verified end-entity certificate: its DNS, URI and email
+/// alternative names; the subject's common name only when it has none (as
+/// RFC 6125 has it: a CA that lets holders pick a CN beside vetted
+/// alternative names must not let that CN name a client).
 pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = parsed
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect();
+    let mut names = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
@@ -106,6 +104,13 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
                 _ => {}
             }
         }
+    }
+    if names.is_empty() {
+        names = parsed
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+            .collect();
     }
     names
 }
@@ -123,8 +128,14 @@ mod tests {
             .push(rcgen::DnType::CommonName, "support-desk");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let names = certificate_names(cert.der());
-        assert_eq!(names, vec!["support-desk", "desk.example.com"]);
+        // With alternative names, the CN does not count.
+        assert_eq!(certificate_names(cert.der()), vec!["desk.example.com"]);
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "support-desk");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(certificate_names(cert.der()), vec!["support-desk"]);
         assert!(certificate_names(&CertificateDer::from(vec![1, 2, 3])).is_empty());
     }
 }

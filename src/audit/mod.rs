@@ -65,6 +65,10 @@ pub struct Event {
     /// customer entry says whether that applied to their record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categories: Option<std::sync::Arc<serde_json::Value>>,
+    /// The policy version that decided a request (1 at start, one more
+    /// per applied reload, itself an event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
 }
 
 impl Event {
@@ -91,6 +95,7 @@ impl Event {
             subjects,
             counts,
             categories: None,
+            policy_version: None,
         }
     }
 }

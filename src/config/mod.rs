@@ -957,6 +957,7 @@ impl Builder<'_> {
         let mut out = Clients::default();
         let mut names = std::collections::HashSet::new();
         let mut hashes = std::collections::HashSet::new();
+        let mut certificates = std::collections::HashSet::new();
         for c in list {
             if !names.insert(c.name.value.clone()) {
                 self.err(
@@ -970,6 +971,15 @@ impl Builder<'_> {
                     at(&c.name),
                     format!("client `{}` has no purposes", c.name.value),
                     Some("list the data uses it may declare"),
+                );
+            }
+            if let Some(cert) = &c.certificate
+                && !certificates.insert(cert.value.trim().to_owned())
+            {
+                self.err(
+                    at(cert),
+                    format!("two clients name certificate `{}`", cert.value.trim()),
+                    Some("a certificate identifies one client"),
                 );
             }
             let certificate = c

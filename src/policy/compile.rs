@@ -325,6 +325,15 @@ impl Compiler<'_> {
         let render = self.render(file, p);
         let encrypt = self.encrypt(file, p);
         let rules: Vec<CheckedRule> = self.rules(file, &p.rules, &encrypt);
+        if mode == Mode::Report && !p.encrypt.is_empty() {
+            let m = p.mode.as_ref().map_or(Location::UNKNOWN, at);
+            self.r.warning(
+                file,
+                m,
+                "in report mode, writes reach the CRM as they came: the categories under `encrypt` are stored in clear until the policy enforces",
+                Some("enforce (remove `mode: report`) before writes carry values that must be stored encrypted".into()),
+            );
+        }
         if p.rules.is_empty() && !p.resources.is_empty() {
             self.r.warning(
                 file,

@@ -23,7 +23,21 @@ fn action(a: Action) -> String {
 
 /// The decision for `method path` under `purpose`, as JSON.
 pub fn explain(set: &PolicySet, method: &Method, path: &str, purpose: &str) -> serde_json::Value {
-    match set.decide(method, path, purpose) {
+    let decision = set.decide(method, path, purpose);
+    if let Decision::Deny(Denial::PurposeNotCovered { .. }) = &decision
+        && let super::Routed::Found(r) = set.route(method, path)
+        && r.mode == super::Mode::Report
+    {
+        return serde_json::json!({
+            "decision": "pass (report mode)",
+            "policy": &*r.policy,
+            "resource": &*r.name,
+            "route": &*r.template,
+            "mode": "report",
+            "would": "refuse: this policy has no rule for this purpose",
+        });
+    }
+    match decision {
         Decision::Deny(d) => serde_json::json!({
             "decision": "refuse",
             "reason": match d {

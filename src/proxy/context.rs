@@ -130,6 +130,8 @@ pub struct Context {
     /// The rule's categories by action (`policy::disclosure`), once a rule applies.
     pub disclosure: Option<Arc<serde_json::Value>>,
     pub bytes_out: u64,
+    /// The policy version the request started with.
+    pub policy_version: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
 }
@@ -162,6 +164,7 @@ impl Context {
             subjects: Vec::new(),
             disclosure: None,
             bytes_out: 0,
+            policy_version: 0,
             streaming: false,
         }
     }

@@ -71,6 +71,9 @@ pub struct Gateway {
     live: ArcSwap<Live>,
     /// One reload at a time.
     pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// The config file as the gateway started with it: a reload names the
+    /// sections changed since, which only a restart applies.
+    started_with: Option<String>,
     /// Reads the config file again on reload (the demo's fills in its own
     /// environment).
     pub(crate) loader: crate::reload::Loader,
@@ -108,10 +111,12 @@ impl Gateway {
             clients: Arc::clone(&config.clients),
             version: 1,
         };
+        let started_with = std::fs::read_to_string(&config.file).ok();
         Ok(Gateway {
             config,
             live: ArcSwap::from_pointee(live),
             reloading: tokio::sync::Mutex::new(()),
+            started_with,
             loader: crate::reload::Loader::default(),
             metrics,
             upstream,
@@ -252,20 +257,34 @@ impl Gateway {
         policies: PolicySet,
         clients: Arc<crate::config::Clients>,
     ) -> Result<u64, String> {
-        check_policies(&self.config, &policies, self.keys.as_deref())?;
-        let version = self.live.load().version + 1;
-        self.live.store(Arc::new(Live {
-            policies: Arc::new(policies),
-            clients,
-            version,
-        }));
-        Ok(version)
+        self.swap(policies, Some(clients))
     }
 
     /// Replaces the policies, keeping the clients (`set_live`).
     pub fn set_policies(&self, policies: PolicySet) -> Result<(), String> {
-        let clients = Arc::clone(&self.live.load().clients);
-        self.set_live(policies, clients).map(|_| ())
+        self.swap(policies, None).map(|_| ())
+    }
+
+    /// One atomic read-modify-write of the live version (concurrent swaps
+    /// never lose each other's clients or versions).
+    fn swap(
+        &self,
+        policies: PolicySet,
+        clients: Option<Arc<crate::config::Clients>>,
+    ) -> Result<u64, String> {
+        check_policies(&self.config, &policies, self.keys.as_deref())?;
+        let policies = Arc::new(policies);
+        let prev = self.live.rcu(|cur| Live {
+            policies: Arc::clone(&policies),
+            clients: clients.clone().unwrap_or_else(|| Arc::clone(&cur.clients)),
+            version: cur.version + 1,
+        });
+        Ok(prev.version + 1)
+    }
+
+    /// The config file's text at start, if it could be read.
+    pub fn started_with(&self) -> Option<&str> {
+        self.started_with.as_deref()
     }
 
     /// Whether the CRM accepts a TCP connection now (`/readyz`).
@@ -306,6 +325,7 @@ impl Gateway {
             .unwrap_or_else(|| self.ids.next());
         let mut ctx = Context::new(id, peer, req.method().clone(), SystemTime::now());
         let live = self.live.load_full();
+        ctx.policy_version = live.version;
         let mut resp = match self.process(&mut ctx, &live, req).await {
             Ok(resp) => resp,
             Err(refusal) => {
@@ -725,5 +745,6 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
             .as_ref()
             .filter(|_| matches!(ctx.outcome, Outcome::Served | Outcome::Reported) || ctx.streaming)
             .cloned(),
+        policy_version: Some(ctx.policy_version),
     }
 }

@@ -225,6 +225,11 @@ struct Pipeline {
     done: bool,
     /// Report mode: the rule's own reading, which only counts.
     analysis: Option<Box<Analysis>>,
+    /// Report mode (the analysis may have been given up: `lost`).
+    reported: bool,
+    /// Why report mode's analysis was given up (a consent lookup that
+    /// took too long): the answer still goes out, as report mode promises.
+    lost: Option<&'static str>,
 }
 
 /// Report mode's second reading of a response: the rule's rewriter and the
@@ -376,25 +381,34 @@ impl Pipeline {
             return Ok(());
         }
         let data = data.map(<[u8]>::to_vec);
-        let a = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             match data {
                 Some(d) => a.push(&d),
                 None => a.finish(),
             }
             a
-        })
-        .await
-        .map_err(|_| Refusal::Internal)?;
-        self.analysis = Some(a);
+        });
+        // Its consent lookups get the time enforcing would give them.
+        match tokio::time::timeout(LOOKUP_TIMEOUT, task).await {
+            Ok(Ok(a)) => self.analysis = Some(a),
+            Ok(Err(_)) => return Err(Refusal::Internal),
+            Err(_) => {
+                tracing::warn!(
+                    "report mode: a consent lookup timed out; the answer is not analysed further"
+                );
+                self.lost = Some(Refusal::ConsentUnavailable.slug());
+            }
+        }
         Ok(())
     }
 
     /// What enforcing would have done (report mode) or did: the counts,
     /// and the refusal enforcing would have made.
     fn outcome(&self) -> (Outcome, transform::Stats, Option<&'static str>) {
-        match &self.analysis {
-            Some(a) => (Outcome::Reported, a.rewriter.stats(), a.would),
-            None => (Outcome::Served, self.stats(), None),
+        match (&self.analysis, self.reported) {
+            (Some(a), _) => (Outcome::Reported, a.rewriter.stats(), a.would),
+            (None, true) => (Outcome::Reported, transform::Stats::default(), self.lost),
+            (None, false) => (Outcome::Served, self.stats(), None),
         }
     }
 
@@ -651,6 +665,7 @@ pub async fn inspect(
             return Err(unbound());
         }
         ctx.outcome = served;
+        ctx.problem = analysis.as_ref().and_then(|a| a.would);
         return Ok(reply(body::empty(), None));
     }
     if !body::is_json(&parts.headers) {
@@ -663,6 +678,7 @@ pub async fn inspect(
                         return Err(unbound());
                     }
                     ctx.outcome = served;
+                    ctx.problem = analysis.as_ref().and_then(|a| a.would);
                     return Ok(reply(body::empty(), Some(0)));
                 }
                 Ok(Some(Err(_))) => return Err(Refusal::UpstreamFailed),
@@ -700,7 +716,9 @@ pub async fn inspect(
         idle,
         decoded: Vec::new(),
         done: false,
+        reported: analysis.is_some(),
         analysis: analysis.map(Box::new),
+        lost: None,
     };
     // Check the first `stream_after` bytes of the body (all of it, for HEAD)
     // before answering.

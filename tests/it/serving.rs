@@ -354,6 +354,62 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
     assert_eq!(v["properties"]["firstname"], "[REDACTED]");
     assert!(v["properties"]["email"].as_str().unwrap().contains('@'));
 
+    // Sections bound at start are named, not applied; keys refuse.
+    std::fs::write(&policy, &stricter).unwrap();
+    let config = gw.dir().join("consentry.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("response: 5s", "response: 6s")).unwrap();
+    let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["restart_required"],
+        serde_json::json!(["upstream"])
+    );
+    std::fs::write(
+        &config,
+        text.replace(
+            "test-hash-key-0123456789abcdef",
+            "another-hash-key-0123456789",
+        ),
+    )
+    .unwrap();
+    let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("`keys` section changed"), "{}", r.text());
+    std::fs::write(&config, &text).unwrap();
+
+    // Every reload is in the audit trail, and each request names the
+    // policy version that decided it.
+    let ev = admin(&gw, "GET", "/v1/audit/events?kind=reload&limit=100", "", "").await;
+    let ev = ev.json();
+    let ev = ev["events"].as_array().unwrap();
+    let applied: Vec<u64> = ev
+        .iter()
+        .filter(|e| e["decision"] == "applied")
+        .map(|e| e["counts"]["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(applied, (2..=9).collect::<Vec<u64>>());
+    assert_eq!(ev.iter().filter(|e| e["decision"] == "refused").count(), 2);
+    let last = admin(
+        &gw,
+        "GET",
+        "/v1/audit/events?kind=request&limit=1000",
+        "",
+        "",
+    )
+    .await;
+    let last = last.json();
+    let versions: Vec<u64> = last["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["policy_version"].as_u64().unwrap())
+        .collect();
+    assert!(
+        versions.contains(&1) && versions.contains(&8),
+        "{versions:?}"
+    );
+
     // Metrics: parsed, and they agree with what happened.
     let m = admin(&gw, "GET", "/metrics", "", "").await;
     assert_eq!(m.status, 200);
@@ -369,13 +425,13 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
     assert!(samples.len() > 10);
     assert_eq!(
         metric(&text, "consentry_reloads_total{kind=\"applied\"}"),
-        7.0
+        8.0
     );
     assert_eq!(
         metric(&text, "consentry_reloads_total{kind=\"refused\"}"),
-        1.0
+        2.0
     );
-    assert_eq!(metric(&text, "consentry_policy_version "), 8.0);
+    assert_eq!(metric(&text, "consentry_policy_version "), 9.0);
     let served = metric(
         &text,
         "consentry_requests_total{route=\"/crm/v3/objects/contacts/{id}\",decision=\"served\",status=\"200\"}",
@@ -388,20 +444,23 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
         ) as u64,
         sent + 2
     );
-    let masked = metric(&text, "consentry_fields_total{kind=\"masked\"}");
+    let masked = metric(
+        &text,
+        "consentry_fields_total{kind=\"masked\",mode=\"enforce\"}",
+    );
     assert!(masked >= served, "{text}");
     // By category: the phones are what the support rule masks.
     assert_eq!(
         metric(
             &text,
-            "consentry_category_values_total{category=\"user.contact.phone_number\",action=\"masked\"}"
+            "consentry_category_values_total{category=\"user.contact.phone_number\",action=\"masked\",mode=\"enforce\"}"
         ),
         masked
     );
     assert!(
         metric(
             &text,
-            "consentry_category_values_total{category=\"user.name.first\",action=\"redacted\"}"
+            "consentry_category_values_total{category=\"user.name.first\",action=\"redacted\",mode=\"enforce\"}"
         ) >= 2.0,
         "the stricter policy redacted first names: {text}"
     );
@@ -562,14 +621,14 @@ async fn report_mode_passes_answers_unchanged_and_counts_what_enforcing_would_do
     assert_eq!(
         metric(
             &text,
-            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"record_dropped\"}"
+            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"record_dropped\",mode=\"report\"}"
         ),
         5.0
     );
     assert_eq!(
         metric(
             &text,
-            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"request_refused\"}"
+            "consentry_consent_refusals_total{purpose=\"marketing\",kind=\"request_refused\",mode=\"report\"}"
         ),
         1.0
     );
