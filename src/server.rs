@@ -65,6 +65,9 @@ pub struct Listener {
     pub metrics: Option<Arc<Metrics>>,
     /// In-flight requests get this long to finish after shutdown begins.
     pub drain: Option<Duration>,
+    /// A connection with no request in flight and no bytes moving for
+    /// this long is closed (HTTP/2 clients that keep answering pings too).
+    pub idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -97,6 +100,7 @@ pub async fn serve(
         max_connections: Some(limits.max_connections),
         metrics: Some(Arc::clone(gateway.metrics())),
         drain: Some(limits.shutdown_drain),
+        idle: Some(limits.idle_timeout),
     };
     let builder = builder(&limits);
     accept(
@@ -172,11 +176,12 @@ pub async fn accept<F, Fut>(
         let handle = handle.clone();
         let tls = options.tls.clone();
         let metrics = options.metrics.clone();
+        let idle = options.idle;
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
             match tls {
-                None => serve_connection(stream, None, peer, &builder, watcher, handle).await,
+                None => serve_connection(stream, None, peer, &builder, watcher, idle, handle).await,
                 Some((acceptor, limit)) => {
                     let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -200,7 +205,7 @@ pub async fn accept<F, Fut>(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| ClientCertificate(Arc::new(crate::tls::certificate_names(c))));
-                    serve_connection(tls, cert, peer, &builder, watcher, handle).await
+                    serve_connection(tls, cert, peer, &builder, watcher, idle, handle).await
                 }
             }
         });
@@ -219,20 +224,169 @@ async fn serve_connection<S, F, Fut>(
     peer: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    idle: Option<Duration>,
     handle: F,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let activity = Arc::new(Activity::new());
+    let busy = Arc::clone(&activity);
     let svc = service_fn(move |mut req: Request<Incoming>| {
         if let Some(c) = &cert {
             req.extensions_mut().insert(c.clone());
         }
+        let guard = Busy::new(&busy);
         let fut = handle(req, peer);
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            drop(guard);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let io = Tracked {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     // Client resets and timeouts end here; they are not our errors.
-    let _ = watcher.watch(conn.into_owned()).await;
+    let conn = watcher.watch(conn.into_owned());
+    let Some(idle) = idle else {
+        let _ = conn.await;
+        return;
+    };
+    tokio::pin!(conn);
+    loop {
+        let wait = idle
+            .saturating_sub(activity.quiet_for())
+            .max(Duration::from_millis(50));
+        tokio::select! {
+            _ = &mut conn => return,
+            () = tokio::time::sleep(wait) => {
+                if activity.in_flight() == 0 && activity.quiet_for() >= idle {
+                    // Dropping the connection closes it.
+                    tracing::debug!(%peer, "idle connection closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, and how many of its requests are
+/// being answered.
+struct Activity {
+    epoch: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Counts a request as being answered until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: &Arc<Activity>) -> Busy {
+        a.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(Arc::clone(a))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A connection's stream, noting when bytes move.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

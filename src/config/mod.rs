@@ -270,6 +270,7 @@ pub struct Limits {
     pub json_depth: usize,
     pub max_connections: usize,
     pub max_streams: u32,
+    pub idle_timeout: Duration,
     pub shutdown_drain: Duration,
 }
 
@@ -287,6 +288,7 @@ impl Default for Limits {
             json_depth: 64,
             max_connections: 10_000,
             max_streams: 256,
+            idle_timeout: Duration::from_secs(60),
             shutdown_drain: Duration::from_secs(10),
         }
     }
@@ -1072,6 +1074,7 @@ impl Builder<'_> {
                 .max_streams
                 .as_ref()
                 .map_or(d.max_streams, |m| m.value.max(1)),
+            idle_timeout: self.duration(&l.idle_timeout, d.idle_timeout),
             shutdown_drain: self.duration(&l.shutdown_drain, d.shutdown_drain),
         }
     }

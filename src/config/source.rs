@@ -227,6 +227,10 @@ pub struct LimitsSource {
     /// Concurrent HTTP/2 streams per connection (default 256).
     #[serde(default)]
     pub max_streams: Option<Spanned<u32>>,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed (default 60s).
+    #[serde(default)]
+    pub idle_timeout: Option<Spanned<String>>,
     /// On SIGTERM, requests in flight get this long to finish (default 10s).
     #[serde(default)]
     pub shutdown_drain: Option<Spanned<String>>,

@@ -850,3 +850,46 @@ async fn http2_in_clear_by_prior_knowledge_gets_the_same_policy_and_limits() {
     assert_eq!(client.request(req).await.unwrap().status(), 401);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_not_while_a_request_is_answered() {
+    let gw = TestGateway::builder()
+        .config("limits: { idle_timeout: 300ms }")
+        .start()
+        .await;
+    let body = contact(1);
+    let (head, tail) = body.split_at(body.len() / 2);
+    // The CRM pauses 700 ms mid-body: longer than the idle timeout.
+    gw.crm.on(
+        "/crm/v3/objects/contacts/1",
+        Reply {
+            delay: Some(Duration::from_millis(700)),
+            ..Reply::json(head.to_owned())
+        }
+        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
+    );
+    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::get(gw.url("/crm/v3/objects/contacts/1"))
+        .header("x-api-key", SUPPORT)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "a slow answer is not an idle connection"
+    );
+    let open = || {
+        metric(
+            &gw.gateway.metrics().render(),
+            "consentry_connections_open ",
+        )
+    };
+    assert_eq!(open(), 1.0);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(open(), 0.0, "the idle HTTP/2 connection was closed");
+    gw.stop().await;
+}
