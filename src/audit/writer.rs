@@ -12,7 +12,9 @@ use super::{AuditError, Event, entries, pseudonym};
 use crate::transform::HashKey;
 
 /// Events waiting for the writer at most; beyond it callers get `Busy` (503).
-const QUEUE: usize = 65_536;
+/// The channel allocates (and touches) every slot up front, ~100 bytes each:
+/// 16,384 is 1.6 MB, and at ~178,000 events/s less than 0.1 s of work.
+const QUEUE: usize = 16_384;
 /// Events per commit at most.
 const BATCH: usize = 4_096;
 /// A caller waits this long for its commit, then fails closed.
