@@ -1,6 +1,7 @@
 //! The rewriter on arbitrary bytes: never panics; what it accepts serde_json
-//! accepts too; no value under a selected key survives; and how the body is
-//! cut into chunks never changes the output.
+//! accepts too; no value under a selected key survives; how the body is cut
+//! into chunks never changes the output; report mode's `keep_all` table
+//! changes no byte.
 #![no_main]
 
 use std::sync::Arc;
@@ -69,5 +70,10 @@ fuzz_target!(|data: &[u8]| {
         (Ok((w, _)), Ok(())) => assert_eq!(w, &out, "chunking changed the output"),
         (Err(_), Err(_)) => {}
         (w, s) => panic!("whole {:?} vs split {:?}", w.as_ref().map(|_| ()), s),
+    }
+    // Report mode's output table keeps every byte of what it accepts.
+    let keep_all = Arc::new(ActionTable::keep_all(&prog));
+    if let Ok((kept, _)) = rewrite_all(&prog, &keep_all, Limits::default(), data, keep) {
+        assert_eq!(kept, data, "keep_all changed a byte");
     }
 });
