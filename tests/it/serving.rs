@@ -893,3 +893,177 @@ async fn idle_connections_are_closed_but_not_while_a_request_is_answered() {
     assert_eq!(open(), 0.0, "the idle HTTP/2 connection was closed");
     gw.stop().await;
 }
+
+/// The real binary: SIGHUP reloads, SIGTERM stops accepting and lets the
+/// request in flight finish, then the process exits cleanly.
+#[tokio::test]
+async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
+    let crm = FakeCrm::start().await;
+    crm.on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let body = contact(2);
+    let (head, tail) = body.split_at(body.len() / 2);
+    crm.on(
+        "/crm/v3/objects/contacts/2",
+        Reply {
+            hold: Some(Arc::clone(&hold)),
+            ..Reply::json(head.to_owned())
+        }
+        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let policy = dir.path().join("policies/p.yaml");
+    let original = example_policy();
+    std::fs::write(&policy, &original).unwrap();
+    write_master_key(dir.path());
+    let port = free_port();
+    let cfg = dir.path().join("consentry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\nupstream: {{ url: \"http://{}\" }}\npolicies: policies\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\n\
+             log: {{ access: false }}\n\
+             clients:\n  - {{ name: support, api_key_sha256: {}, purposes: [essential.service] }}\n",
+            crm.addr,
+            consentry::config::api_key_hash(SUPPORT)
+        ),
+    )
+    .unwrap();
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id().to_string();
+    let one = format!("http://127.0.0.1:{port}/crm/v3/objects/contacts/1");
+    let firstname = || async {
+        let g = try_send("GET", &one, &[("x-api-key", SUPPORT)], b"").await?;
+        (g.status == 200).then(|| g.json()["properties"]["firstname"].clone())
+    };
+    let mut up = None;
+    for _ in 0..100 {
+        up = firstname().await;
+        if up.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        up.is_some_and(|f| f != "[REDACTED]"),
+        "the gateway did not start"
+    );
+
+    // SIGHUP: the stricter policy serves.
+    std::fs::write(
+        &policy,
+        original.replace(
+            "    redact: [user.financial, user.government_id]\n",
+            "    redact: [user.financial, user.government_id, user.name]\n",
+        ),
+    )
+    .unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-HUP");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if firstname().await.is_some_and(|f| f == "[REDACTED]") {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload");
+
+    // SIGTERM while a request waits for the CRM.
+    let two = format!("http://127.0.0.1:{port}/crm/v3/objects/contacts/2");
+    let in_flight = tokio::spawn(async move { get(&two, SUPPORT).await });
+    while !crm.seen().iter().any(|s| s.path.ends_with("/contacts/2")) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "no new connections while draining"
+    );
+    hold.notify_one();
+    let got = in_flight.await.unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["properties"]["firstname"], "[REDACTED]");
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+}
+
+/// HTTP/2 gets the same body checks: a content-length that disagrees with
+/// the DATA frames never reaches the CRM.
+#[tokio::test]
+async fn http2_content_length_must_agree_with_the_body() {
+    let gw = TestGateway::start().await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::patch(gw.url("/crm/v3/objects/contacts/1"))
+        .header("x-api-key", SUPPORT)
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = h2.send_request(req, false).unwrap();
+    body.send_data(
+        bytes::Bytes::from_static(b"{\"properties\":{\"firstname\":\"Ann\"}}"),
+        true,
+    )
+    .unwrap();
+    match resp.await {
+        Err(e) => assert!(e.is_reset() || e.is_go_away() || e.is_io(), "{e:?}"),
+        Ok(r) => assert!(r.status().is_client_error(), "{}", r.status()),
+    }
+    assert_eq!(gw.crm.count(), 0, "nothing reached the CRM");
+    // The same request with a true length goes through.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let data = b"{\"properties\":{\"firstname\":\"Ann\"}}";
+    let req = http::Request::patch(gw.url("/crm/v3/objects/contacts/1"))
+        .header("x-api-key", SUPPORT)
+        .header("content-type", "application/json")
+        .header("content-length", data.len().to_string())
+        .body(())
+        .unwrap();
+    let (resp, mut body) = h2.send_request(req, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(data), true)
+        .unwrap();
+    let status = resp.await.map(|r| r.status());
+    assert_eq!(
+        gw.crm.count(),
+        1,
+        "a true length reaches the CRM: {status:?}"
+    );
+    gw.stop().await;
+}
