@@ -134,6 +134,10 @@ pub struct Context {
     pub policy_version: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
+    /// Set by the handler when a streamed response is replaced before its
+    /// first byte (its audit event could not be stored): the stream's end
+    /// then writes nothing more (the refusal was written).
+    pub abandoned: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Context {
@@ -166,6 +170,7 @@ impl Context {
             bytes_out: 0,
             policy_version: 0,
             streaming: false,
+            abandoned: None,
         }
     }
 }

@@ -343,6 +343,9 @@ impl Gateway {
             if let Err(e) = audit.record(event).await {
                 tracing::error!(error = %e, request_id = ctx.id.as_str(), "audit event not stored: the response is refused");
                 let r = Refusal::AuditUnavailable;
+                if let Some(a) = &ctx.abandoned {
+                    a.store(true, std::sync::atomic::Ordering::Release);
+                }
                 ctx.outcome = Outcome::Refused;
                 ctx.problem = Some(r.slug());
                 ctx.streaming = false;

@@ -785,6 +785,7 @@ pub async fn inspect(
     }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;
+    ctx.abandoned = Some(Arc::default());
     let finisher = Finisher {
         ctx: Some(ctx.clone()),
         emitter: Arc::clone(emitter),
@@ -815,6 +816,13 @@ impl Finisher {
         subjects: Vec<(String, transform::RecordOutcome)>,
     ) {
         if let Some(mut ctx) = self.ctx.take() {
+            if ctx
+                .abandoned
+                .as_ref()
+                .is_some_and(|a| a.load(std::sync::atomic::Ordering::Acquire))
+            {
+                return;
+            }
             ctx.outcome = outcome;
             ctx.stats = stats;
             ctx.problem = problem;
