@@ -97,12 +97,21 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
     };
     let result = match checked {
         Ok((plan, set, clients)) => match record(gw, who, Ok(&plan)).await {
-            Ok(()) => gw
-                .set_live(set, clients)
-                .map(|version| Reloaded { version, ..plan }),
-            Err(e) => Err(format!(
-                "the reload's audit event could not be stored ({e}); the serving version is unchanged"
-            )),
+            // Checked above, recorded: applied without checking again, so
+            // that nothing can fail between the event and the swap.
+            Ok(()) => Ok(Reloaded {
+                version: gw.swap_checked(set, clients),
+                ..plan
+            }),
+            Err(e) => {
+                // A commit that timed out may still land: a second event
+                // says this version was not applied.
+                let note = format!("version {} was not applied", plan.version);
+                let _ = record(gw, who, Err(&note)).await;
+                Err(format!(
+                    "the reload's audit event could not be stored ({e}); the serving version is unchanged"
+                ))
+            }
         },
         Err(e) => {
             // The refusal is recorded too (a trail that cannot take it is logged).
@@ -165,11 +174,17 @@ fn check(
             cfg.policies_dir.display()
         ));
     }
-    // Policies compiled with other keys would hash and seal with keys the
-    // running gateway (and its audit pseudonyms) does not use.
-    if restart_required.iter().any(|s| s == "keys") {
+    // Policies compiled with another hash key would hash with a key the
+    // running gateway (and its audit pseudonyms) does not use. Compared by
+    // value, so a changed key file is caught too.
+    let same_hash_key = match (&cfg.hash_key, &gw.config().hash_key) {
+        (Some(a), Some(b)) => a.same_key(b),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same_hash_key || restart_required.iter().any(|s| s == "keys") {
         return Err(
-            "the `keys` section changed; keys are bound at start: restart to change them (`keys rotate` rotates the master key online)".into(),
+            "the `keys` section (or the hash key it names) changed; keys are bound at start: restart to change them (`keys rotate` rotates the master key online)".into(),
         );
     }
     crate::proxy::check_policies(gw.config(), &set, gw.keys().map(|k| &**k))?;
@@ -230,6 +245,7 @@ async fn record(
                 "policies_sha256": r.policies_sha256,
             }),
         ),
+        Err(why) if why.starts_with("version ") => ("refused", serde_json::json!({ "note": why })),
         Err(_) => ("refused", serde_json::json!({})),
     };
     let event = Event::act("reload", who, decision, Vec::new(), Some(counts));

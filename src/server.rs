@@ -120,8 +120,9 @@ pub async fn serve(
 
 /// The accept loop both listeners share (the data plane and the admin API):
 /// each connection is served by `handle` under `builder`'s limits until
-/// `shutdown` resolves; then connections in flight get the drain time to
-/// finish, and are closed after it.
+/// `shutdown` resolves; then each connection is asked to close once its
+/// requests are answered (HTTP/2: GOAWAY), and those still open after the
+/// drain time are closed.
 pub async fn accept<F, Fut>(
     listener: TcpListener,
     builder: &auto::Builder<TokioExecutor>,
@@ -133,8 +134,9 @@ pub async fn accept<F, Fut>(
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = options
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let open_conns = Arc::new(Open::default());
+    let permits = options
         .max_connections
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     tokio::pin!(shutdown);
@@ -151,7 +153,7 @@ pub async fn accept<F, Fut>(
             },
             () = &mut shutdown => break,
         };
-        let permit = match &open {
+        let permit = match &permits {
             Some(sem) => match Arc::clone(sem).try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
@@ -171,17 +173,25 @@ pub async fn accept<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let counted = options.metrics.as_ref().map(|m| m.connection());
+        let tracked = Open::enter(&open_conns);
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let handle = handle.clone();
         let tls = options.tls.clone();
         let metrics = options.metrics.clone();
         let idle = options.idle;
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
+            let _tracked = tracked;
+            let conn = Conn {
+                peer,
+                builder: &builder,
+                stop,
+                idle,
+            };
             match tls {
-                None => serve_connection(stream, None, peer, &builder, watcher, idle, handle).await,
+                None => conn.serve(stream, None, handle).await,
                 Some((acceptor, limit)) => {
                     let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -205,77 +215,145 @@ pub async fn accept<F, Fut>(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| ClientCertificate(Arc::new(crate::tls::certificate_names(c))));
-                    serve_connection(tls, cert, peer, &builder, watcher, idle, handle).await
+                    conn.serve(tls, cert, handle).await
                 }
             }
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     let drain = options.drain.unwrap_or(DRAIN);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = open_conns.closed() => {}
         () = tokio::time::sleep(drain) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
     }
 }
 
-async fn serve_connection<S, F, Fut>(
-    stream: S,
-    cert: Option<ClientCertificate>,
+/// The connections a listener has open, to wait for at shutdown.
+#[derive(Default)]
+struct Open {
+    count: std::sync::atomic::AtomicUsize,
+    gone: tokio::sync::Notify,
+}
+
+impl Open {
+    fn enter(this: &Arc<Open>) -> OpenGuard {
+        this.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenGuard(Arc::clone(this))
+    }
+
+    /// Resolves once no connection is open.
+    async fn closed(&self) {
+        loop {
+            let notified = self.gone.notified();
+            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct OpenGuard(Arc<Open>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.gone.notify_waiters();
+        }
+    }
+}
+
+/// One connection's settings.
+struct Conn<'a> {
     peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    builder: &'a auto::Builder<TokioExecutor>,
+    /// Turns true at shutdown.
+    stop: tokio::sync::watch::Receiver<bool>,
     idle: Option<Duration>,
-    handle: F,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let activity = Arc::new(Activity::new());
-    let busy = Arc::clone(&activity);
-    let svc = service_fn(move |mut req: Request<Incoming>| {
-        if let Some(c) = &cert {
-            req.extensions_mut().insert(c.clone());
+}
+
+impl Conn<'_> {
+    /// Serves HTTP on `stream` until the client closes it, shutdown asks it
+    /// to close, or it has been idle (no request being answered, response
+    /// bodies included) for `idle`; the last two close it gracefully.
+    async fn serve<S, F, Fut>(mut self, stream: S, cert: Option<ClientCertificate>, handle: F)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let busy = Arc::clone(&activity);
+        let peer = self.peer;
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            if let Some(c) = &cert {
+                req.extensions_mut().insert(c.clone());
+            }
+            // Busy until the response body has been sent (or dropped).
+            let guard = Busy::new(&busy);
+            let fut = handle(req, peer);
+            async move {
+                let resp = fut.await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                    http_body_util::BodyExt::boxed_unsync(Guarded {
+                        inner: b,
+                        _busy: guard,
+                    })
+                }))
+            }
+        });
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        tokio::pin!(conn);
+        let mut closing = *self.stop.borrow();
+        if closing {
+            conn.as_mut().graceful_shutdown();
         }
-        let guard = Busy::new(&busy);
-        let fut = handle(req, peer);
-        async move {
-            let resp = fut.await;
-            drop(guard);
-            Ok::<_, std::convert::Infallible>(resp)
-        }
-    });
-    let io = Tracked {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    };
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    // Client resets and timeouts end here; they are not our errors.
-    let conn = watcher.watch(conn.into_owned());
-    let Some(idle) = idle else {
-        let _ = conn.await;
-        return;
-    };
-    tokio::pin!(conn);
-    loop {
-        let wait = idle
-            .saturating_sub(activity.quiet_for())
-            .max(Duration::from_millis(50));
-        tokio::select! {
-            _ = &mut conn => return,
-            () = tokio::time::sleep(wait) => {
-                if activity.in_flight() == 0 && activity.quiet_for() >= idle {
-                    // Dropping the connection closes it.
-                    tracing::debug!(%peer, "idle connection closed");
-                    return;
+        loop {
+            let wait = match (self.idle, closing) {
+                (Some(idle), false) if activity.in_flight() == 0 => {
+                    idle.saturating_sub(activity.quiet_for())
+                }
+                // Busy: look again after a whole period.
+                (Some(idle), false) => idle,
+                _ => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                // Client resets and timeouts end here; they are not our errors.
+                _ = conn.as_mut() => return,
+                changed = self.stop.changed(), if !closing => {
+                    if changed.is_err() || *self.stop.borrow() {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                () = tokio::time::sleep(wait), if self.idle.is_some() && !closing => {
+                    if let Some(idle) = self.idle
+                        && activity.in_flight() == 0
+                        && activity.quiet_for() >= idle
+                    {
+                        tracing::debug!(%peer, "idle connection closed");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
             }
         }
     }
 }
 
-/// When a connection last moved a byte, and how many of its requests are
-/// being answered.
+/// When a connection last finished answering a request, and how many of
+/// its requests are being answered (response bodies included). Pings and
+/// other connection-level traffic do not count: a client that only keeps
+/// the connection alive is idle.
 struct Activity {
     epoch: std::time::Instant,
     last_ms: std::sync::atomic::AtomicU64,
@@ -289,11 +367,6 @@ impl Activity {
             last_ms: std::sync::atomic::AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn quiet_for(&self) -> Duration {
@@ -319,74 +392,39 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        let ms = u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0
+            .last_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
         self.0
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.touch();
     }
 }
 
-/// A connection's stream, noting when bytes move.
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
+/// A response body that keeps its request counted as being answered
+/// until it has been sent or dropped.
+struct Guarded {
+    inner: Body,
+    _busy: Busy,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = crate::proxy::body::BoxError;
+
+    fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

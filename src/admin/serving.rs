@@ -95,7 +95,20 @@ pub fn explain(admin: &Admin, req: &Request<Incoming>) -> Result<Response<Body>>
 /// `POST /v1/policies/reload`: 200 with what was applied, or 422 naming
 /// every problem (file and line); the serving version is then unchanged.
 pub async fn reload(admin: &Admin, _req: Request<Incoming>) -> Result<Response<Body>> {
-    match crate::reload::reload(admin.gateway(), "admin").await {
+    // In a task of its own: a client that goes away does not cut a reload
+    // between its audit event and the swap.
+    let gw = std::sync::Arc::clone(admin.gateway());
+    let done = tokio::spawn(async move { crate::reload::reload(&gw, "admin").await })
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Reload failed",
+                "the reload task failed; the serving version is unchanged",
+            )
+        })?;
+    match done {
         Ok(r) => Ok(json(
             StatusCode::OK,
             &serde_json::to_value(&r).unwrap_or_default(),

@@ -196,12 +196,19 @@ impl Clients {
 
     /// The client whose `certificate` is one of `names` (a verified client
     /// certificate's subject CN and alternative names).
+    /// A certificate whose names match more than one client names none.
     pub fn by_certificate(&self, names: &[String]) -> Option<&Client> {
-        self.list.iter().find(|c| {
+        let mut found = self.list.iter().filter(|c| {
             c.certificate
                 .as_deref()
                 .is_some_and(|want| names.iter().any(|n| n == want))
-        })
+        });
+        let first = found.next()?;
+        if found.next().is_some() {
+            tracing::warn!("a client certificate names more than one client: it identifies none");
+            return None;
+        }
+        Some(first)
     }
 
     pub fn len(&self) -> usize {

@@ -381,3 +381,33 @@ clients:
     );
     assert!(s.contains("unknown `client_auth` `sometimes`"), "{s}");
 }
+
+#[test]
+fn a_certificate_that_names_two_clients_names_none() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path());
+    for f in ["ca.pem", "gw.pem", "gw.key"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    let text = r#"
+listen: 127.0.0.1:0
+upstream: { url: "http://127.0.0.1:1" }
+policies: .
+storage: { audit: off }
+tls: { cert: gw.pem, key: gw.key, client_ca: ca.pem }
+clients:
+  - { name: a, certificate: a.internal, purposes: [essential.service] }
+  - { name: b, certificate: b.internal, purposes: [essential.service] }
+"#;
+    let (c, _, _) = load_str(&dir.path().join("c.yaml"), text, env).unwrap();
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let who = |n: &[&str]| {
+        c.clients
+            .by_certificate(&names(n))
+            .map(|c| c.name.to_string())
+    };
+    assert_eq!(who(&["a.internal"]).as_deref(), Some("a"));
+    assert_eq!(who(&["b.internal", "other"]).as_deref(), Some("b"));
+    assert_eq!(who(&["a.internal", "b.internal"]), None);
+    assert_eq!(who(&["c.internal"]), None);
+}

@@ -134,10 +134,11 @@ pub struct Context {
     pub policy_version: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
-    /// Set by the handler when a streamed response is replaced before its
-    /// first byte (its audit event could not be stored): the stream's end
-    /// then writes nothing more (the refusal was written).
-    pub abandoned: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// A streamed response's release: 0 while its first audit event is
+    /// being stored, 1 once it may leave, 2 when the handler replaced it
+    /// (the event could not be stored; the refusal is the outcome). The
+    /// stream's end writes its outcome only after 1.
+    pub release: Option<Arc<tokio::sync::watch::Sender<u8>>>,
 }
 
 impl Context {
@@ -170,7 +171,7 @@ impl Context {
             bytes_out: 0,
             policy_version: 0,
             streaming: false,
-            abandoned: None,
+            release: None,
         }
     }
 }

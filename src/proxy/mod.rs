@@ -282,6 +282,22 @@ impl Gateway {
         Ok(prev.version + 1)
     }
 
+    /// Swaps in policies a reload has already checked (`check_policies`)
+    /// and recorded; the new version. Cannot fail.
+    pub(crate) fn swap_checked(
+        &self,
+        policies: PolicySet,
+        clients: Arc<crate::config::Clients>,
+    ) -> u64 {
+        let policies = Arc::new(policies);
+        let prev = self.live.rcu(|cur| Live {
+            policies: Arc::clone(&policies),
+            clients: Arc::clone(&clients),
+            version: cur.version + 1,
+        });
+        prev.version + 1
+    }
+
     /// The config file's text at start, if it could be read.
     pub fn started_with(&self) -> Option<&str> {
         self.started_with.as_deref()
@@ -338,20 +354,22 @@ impl Gateway {
             ctx.status = resp.status().as_u16();
         }
         // Nothing leaves before its audit event is committed.
+        let mut abandoned = false;
         if let Some(audit) = &self.audit {
             let event = audit_event(&ctx, audit);
             if let Err(e) = audit.record(event).await {
                 tracing::error!(error = %e, request_id = ctx.id.as_str(), "audit event not stored: the response is refused");
                 let r = Refusal::AuditUnavailable;
-                if let Some(a) = &ctx.abandoned {
-                    a.store(true, std::sync::atomic::Ordering::Release);
-                }
+                abandoned = ctx.streaming;
                 ctx.outcome = Outcome::Refused;
                 ctx.problem = Some(r.slug());
                 ctx.streaming = false;
                 resp = reject::problem(&ctx.id, &r);
                 ctx.status = resp.status().as_u16();
             }
+        }
+        if let Some(r) = &ctx.release {
+            r.send_replace(if abandoned { 2 } else { 1 });
         }
         if !ctx.streaming {
             self.emitter.emit(&ctx);

@@ -785,12 +785,14 @@ pub async fn inspect(
     }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;
-    ctx.abandoned = Some(Arc::default());
+    let (release, released) = tokio::sync::watch::channel(0u8);
+    ctx.release = Some(Arc::new(release));
     let finisher = Finisher {
         ctx: Some(ctx.clone()),
         emitter: Arc::clone(emitter),
         sent: held as u64,
         changed: Vec::new(),
+        released,
     };
     Ok(reply(streaming(first, pipe, finisher), None))
 }
@@ -801,9 +803,22 @@ struct Finisher {
     emitter: Arc<Emitter>,
     sent: u64,
     changed: Vec<(Arc<str>, [u32; 4])>,
+    /// The handler's release of the response (`Context::release`).
+    released: tokio::sync::watch::Receiver<u8>,
 }
 
 impl Finisher {
+    /// Waits until the handler has released the response (its first audit
+    /// event stored); false if it replaced it instead, and then nothing
+    /// more is written.
+    async fn settled(&mut self) -> bool {
+        let ok = matches!(self.released.wait_for(|s| *s != 0).await, Ok(s) if *s == 1);
+        if !ok {
+            self.ctx = None;
+        }
+        ok
+    }
+
     fn end(&mut self, outcome: Outcome, stats: transform::Stats, problem: Option<&'static str>) {
         self.end_with(outcome, stats, problem, Vec::new());
     }
@@ -815,14 +830,11 @@ impl Finisher {
         problem: Option<&'static str>,
         subjects: Vec<(String, transform::RecordOutcome)>,
     ) {
+        if *self.released.borrow() == 2 {
+            // Replaced by the handler, which wrote the refusal.
+            self.ctx = None;
+        }
         if let Some(mut ctx) = self.ctx.take() {
-            if ctx
-                .abandoned
-                .as_ref()
-                .is_some_and(|a| a.load(std::sync::atomic::Ordering::Acquire))
-            {
-                return;
-            }
             ctx.outcome = outcome;
             ctx.stats = stats;
             ctx.problem = problem;
@@ -874,7 +886,9 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
                         .unwrap_or_default();
                     let (outcome, stats, would) = pipe.outcome();
                     finisher.changed = pipe.changed();
-                    finisher.end_with(outcome, stats, would, seen);
+                    if finisher.settled().await {
+                        finisher.end_with(outcome, stats, would, seen);
+                    }
                     return;
                 }
                 Err(r) => {
@@ -885,7 +899,9 @@ fn streaming(first: VecDeque<Bytes>, mut pipe: Pipeline, mut finisher: Finisher)
                         .as_mut()
                         .map(|g| g.take_seen())
                         .unwrap_or_default();
-                    finisher.end_with(Outcome::Aborted, pipe.stats(), Some(r.slug()), seen);
+                    if finisher.settled().await {
+                        finisher.end_with(Outcome::Aborted, pipe.stats(), Some(r.slug()), seen);
+                    }
                     let _ = tx.send(Err(r.slug())).await;
                     return;
                 }

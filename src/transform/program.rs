@@ -179,6 +179,18 @@ impl HashKey {
     }
 }
 
+impl HashKey {
+    /// Whether `other` is the same key (their MACs of a fixed probe agree,
+    /// compared in constant time); neither key is exposed.
+    pub fn same_key(&self, other: &HashKey) -> bool {
+        use subtle::ConstantTimeEq;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        self.pseudonym(b"consentry: is this the same key?", &mut a);
+        other.pseudonym(b"consentry: is this the same key?", &mut b);
+        bool::from(a.ct_eq(&b))
+    }
+}
+
 impl fmt::Debug for HashKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HashKey(<redacted>)")
