@@ -4,6 +4,7 @@
 # interleaved wrk rounds against one nginx upstream (target A of
 # ../shared/bench). Prints, per path, the median of new / base.
 #   BASE_BIN=/path/to/old/consentry AUDIT=off bench/regress.sh [ROUNDS]
+#   NEW_BIN=... instead of this checkout's build; NEW_BIN=$BASE_BIN shows the noise
 # AUDIT: off (default) or on (each gateway its own trail).
 # Build a base with: git worktree add /tmp/base REV &&
 #   CARGO_TARGET_DIR=/tmp/base-target cargo build --release --manifest-path /tmp/base/Cargo.toml
@@ -16,8 +17,11 @@ KEY=bench-key-0123456789abcdef
 run=/tmp/consentry-regress-bench
 : "${BASE_BIN:?set BASE_BIN to the binary of an earlier build}"
 [ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
-cargo build --release --manifest-path "$root/Cargo.toml" -q
-bin="$root/target/release/consentry"
+# NEW_BIN: compare two given builds (or a build with itself: the noise floor).
+if [ -n "${NEW_BIN:-}" ]; then bin=$NEW_BIN; else
+  cargo build --release --manifest-path "$root/Cargo.toml" -q
+  bin="$root/target/release/consentry"
+fi
 rm -rf "$run"; mkdir -p "$run/base" "$run/new" "$BENCH_DIR/run/A_tmp"
 pids=()
 . "$here/lib.sh"

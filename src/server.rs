@@ -282,7 +282,7 @@ impl Conn<'_> {
     /// Serves HTTP on `stream` until the client closes it, shutdown asks it
     /// to close, or it has been idle (no request being answered, response
     /// bodies included) for `idle`; the last two close it gracefully.
-    async fn serve<S, F, Fut>(mut self, stream: S, cert: Option<ClientCertificate>, handle: F)
+    async fn serve<S, F, Fut>(self, stream: S, cert: Option<ClientCertificate>, handle: F)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -300,7 +300,16 @@ impl Conn<'_> {
             let fut = handle(req, peer);
             async move {
                 let resp = fut.await;
-                Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                // A body that leaves with its head is done then; one that
+                // streams keeps the request counted until its end.
+                let whole = http_body::Body::size_hint(resp.body())
+                    .exact()
+                    .is_some_and(|n| n <= ONE_WRITE);
+                if whole {
+                    drop(guard);
+                    return Ok::<_, std::convert::Infallible>(resp);
+                }
+                Ok(resp.map(|b| {
                     http_body_util::BodyExt::boxed_unsync(Guarded {
                         inner: b,
                         _busy: guard,
@@ -312,41 +321,106 @@ impl Conn<'_> {
             .builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
-        tokio::pin!(conn);
-        let mut closing = *self.stop.borrow();
-        if closing {
-            conn.as_mut().graceful_shutdown();
+        // A watchdog task decides when to ask the connection to close (at
+        // shutdown, or once idle), so that serving the connection pays for
+        // nothing but an atomic load per wake-up.
+        let closer = Arc::new(Closer::default());
+        let dog = tokio::spawn(watchdog(
+            Arc::clone(&closer),
+            activity,
+            self.stop.clone(),
+            self.idle,
+            peer,
+        ));
+        // Client resets and timeouts end here; they are not our errors.
+        let _ = Closing {
+            conn: Box::pin(conn),
+            closer,
+            closing: false,
         }
-        loop {
-            let wait = match (self.idle, closing) {
-                (Some(idle), false) if activity.in_flight() == 0 => {
-                    idle.saturating_sub(activity.quiet_for())
+        .await;
+        dog.abort();
+    }
+}
+
+/// Asks a connection to close.
+#[derive(Default)]
+struct Closer {
+    now: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Closer {
+    fn close(&self) {
+        self.now.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Waits for shutdown, or for the connection to be idle for `idle`; then
+/// asks it to close.
+async fn watchdog(
+    closer: Arc<Closer>,
+    activity: Arc<Activity>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    idle: Option<Duration>,
+    peer: SocketAddr,
+) {
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let wait = match idle {
+            Some(idle) if activity.in_flight() == 0 => idle.saturating_sub(activity.quiet_for()),
+            // Busy: look again after a whole period.
+            Some(idle) => idle,
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // The listener is gone without a shutdown: nothing to do.
+                    return;
                 }
-                // Busy: look again after a whole period.
-                (Some(idle), false) => idle,
-                _ => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                // Client resets and timeouts end here; they are not our errors.
-                _ = conn.as_mut() => return,
-                changed = self.stop.changed(), if !closing => {
-                    if changed.is_err() || *self.stop.borrow() {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-                () = tokio::time::sleep(wait), if self.idle.is_some() && !closing => {
-                    if let Some(idle) = self.idle
-                        && activity.in_flight() == 0
-                        && activity.quiet_for() >= idle
-                    {
-                        tracing::debug!(%peer, "idle connection closed");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+            }
+            () = tokio::time::sleep(wait) => {
+                if let Some(idle) = idle
+                    && activity.in_flight() == 0
+                    && activity.quiet_for() >= idle
+                {
+                    tracing::debug!(%peer, "idle connection asked to close");
+                    break;
                 }
             }
         }
+    }
+    closer.close();
+}
+
+/// A connection that starts its graceful shutdown (HTTP/2: GOAWAY; HTTP/1:
+/// close after the response in flight) when its `Closer` says so.
+struct Closing<C> {
+    conn: std::pin::Pin<Box<C>>,
+    closer: Arc<Closer>,
+    closing: bool,
+}
+
+impl<C: hyper_util::server::graceful::GracefulConnection> Future for Closing<C> {
+    type Output = C::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.closing {
+            this.closer.waker.register(cx.waker());
+            if this.closer.now.load(std::sync::atomic::Ordering::Acquire) {
+                this.closing = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        }
+        this.conn.as_mut().poll(cx)
     }
 }
 
@@ -401,6 +475,10 @@ impl Drop for Busy {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Bodies up to this size (known in advance) are written with their head:
+/// idleness need not follow them to their end.
+const ONE_WRITE: u64 = 256 << 10;
 
 /// A response body that keeps its request counted as being answered
 /// until it has been sent or dropped.
