@@ -22,9 +22,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 for mode in on off; do
   port=18092; audit="$run/on/audit.db"
   [ "$mode" = off ] && { port=18093; audit=off; }
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s|^policies: .*|policies: $here/policies|" \
-      "$here/consentry-peer.yaml" > "$run/$mode/consentry.yaml"
-  printf 'storage: { sqlite: %s/%s/consentry.db, audit: %s }\n' "$run" "$mode" "$audit" >> "$run/$mode/consentry.yaml"
+  peer_config "$run/$mode" "$port" "$audit"
 done
 start_nginx_a "$run"
 "$bin" serve --config "$run/on/consentry.yaml" 2> "$run/on.err" & pids+=($!)

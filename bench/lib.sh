@@ -36,3 +36,12 @@ print('%-16s %s %8.0f req/s, %s %8.0f req/s (medians): %s/%s %.2f (%.2f-%.2f)' %
     statistics.median(o for _, o in rows), '$other_label', '$base_label',
     statistics.median(r), min(r), max(r)))"
 }
+
+# peer_config DIR PORT AUDIT
+# Writes DIR/consentry.yaml: the peers' config listening on PORT, with its
+# store in DIR and the audit trail AUDIT (a file, or `off`).
+peer_config() {
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$2/" -e "s|^policies: .*|policies: $here/policies|" \
+      "$here/consentry-peer.yaml" > "$1/consentry.yaml"
+  printf 'storage: { sqlite: %s/consentry.db, audit: %s }\n' "$1" "$3" >> "$1/consentry.yaml"
+}

@@ -29,9 +29,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 for who in base new; do
   port=18094; [ "$who" = new ] && port=18095
   audit=off; [ "${AUDIT:-off}" = on ] && audit="$run/$who/audit.db"
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s|^policies: .*|policies: $here/policies|" \
-      "$here/consentry-peer.yaml" > "$run/$who/consentry.yaml"
-  printf 'storage: { sqlite: %s/%s/consentry.db, audit: %s }\n' "$run" "$who" "$audit" >> "$run/$who/consentry.yaml"
+  peer_config "$run/$who" "$port" "$audit"
 done
 start_nginx_a "$run"
 "$BASE_BIN" serve --config "$run/base/consentry.yaml" 2> "$run/base.err" & pids+=($!)

@@ -317,6 +317,11 @@ impl Metrics {
         ConnectionGuard(Arc::clone(self))
     }
 
+    /// Tokens withheld since start because they did not decrypt.
+    pub fn undecryptable_tokens(&self) -> u64 {
+        self.undecryptable.get()
+    }
+
     /// Open connections now.
     pub fn open_connections(&self) -> i64 {
         self.connections.get()

@@ -96,7 +96,7 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
         }
     };
     let result = match checked {
-        Ok((plan, set, clients)) => match record(gw, who, Ok(&plan)).await {
+        Ok((plan, set, clients)) => match record(gw, who, Act::Applied(&plan)).await {
             // Checked above, recorded: applied without checking again, so
             // that nothing can fail between the event and the swap.
             Ok(()) => Ok(Reloaded {
@@ -106,8 +106,7 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
             Err(e) => {
                 // A commit that timed out may still land: a second event
                 // says this version was not applied.
-                let note = format!("version {} was not applied", plan.version);
-                let _ = record(gw, who, Err(&note)).await;
+                let _ = record(gw, who, Act::NotApplied(plan.version)).await;
                 Err(format!(
                     "the reload's audit event could not be stored ({e}); the serving version is unchanged"
                 ))
@@ -115,7 +114,7 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
         },
         Err(e) => {
             // The refusal is recorded too (a trail that cannot take it is logged).
-            if let Err(a) = record(gw, who, Err(&e)).await {
+            if let Err(a) = record(gw, who, Act::Refused).await {
                 tracing::error!(error = %a, "the refused reload's audit event was not stored");
             }
             Err(e)
@@ -226,16 +225,22 @@ fn changed_sections(old: &str, new: &str) -> Vec<String> {
 
 /// The reload in the audit trail: to be applied (with the policies'
 /// fingerprint and the version it will serve as) or refused.
-async fn record(
-    gw: &Gateway,
-    who: &str,
-    result: Result<&Reloaded, &String>,
-) -> Result<(), crate::audit::AuditError> {
+/// What a reload's audit event says.
+enum Act<'a> {
+    /// To be applied as `Reloaded::version`.
+    Applied(&'a Reloaded),
+    /// Refused: nothing changed.
+    Refused,
+    /// The event of this version was not confirmed; it was not applied.
+    NotApplied(u64),
+}
+
+async fn record(gw: &Gateway, who: &str, act: Act<'_>) -> Result<(), crate::audit::AuditError> {
     let Some(audit) = gw.audit() else {
         return Ok(());
     };
-    let (decision, counts) = match result {
-        Ok(r) => (
+    let (decision, counts) = match act {
+        Act::Applied(r) => (
             "applied",
             serde_json::json!({
                 "version": r.version,
@@ -245,8 +250,8 @@ async fn record(
                 "policies_sha256": r.policies_sha256,
             }),
         ),
-        Err(why) if why.starts_with("version ") => ("refused", serde_json::json!({ "note": why })),
-        Err(_) => ("refused", serde_json::json!({})),
+        Act::NotApplied(version) => ("refused", serde_json::json!({ "not_applied": version })),
+        Act::Refused => ("refused", serde_json::json!({})),
     };
     let event = Event::act("reload", who, decision, Vec::new(), Some(counts));
     audit.record(event).await.map(|_| ())

@@ -38,6 +38,20 @@ fn key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
 }
 
+/// Adds the CA certificates of `path` to `roots`.
+pub fn add_roots(
+    roots: &mut rustls::RootCertStore,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(), String> {
+    for c in certs(path, what)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("unusable CA certificate in {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The listener's rustls configuration, or what is wrong with the files.
 pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String> {
     let chain = certs(&tls.cert, "certificate file")?;
@@ -48,11 +62,7 @@ pub fn server_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, String> {
     let builder = match &tls.client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in certs(ca, "client CA file")? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
-            }
+            add_roots(&mut roots, ca, "client CA file")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let verifier = if tls.client_auth_required {
                 verifier

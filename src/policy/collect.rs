@@ -78,7 +78,7 @@ pub fn collectable(resource: &Resource, rule: &Rule) -> Vec<String> {
         .iter()
         .zip(&table.fields)
         .filter(|(_, a)| **a == crate::transform::Action::Allow)
-        .map(|(f, _)| program.categories[f.category as usize].clone())
+        .map(|(f, _)| program.categories[f.category as usize].to_string())
         .collect();
     out.sort();
     out.dedup();

@@ -722,7 +722,7 @@ impl Compiler<'_> {
 
         // Fields: record-relative, then envelope (body-relative).
         let mut fields: Vec<FieldSpec> = Vec::new();
-        let mut categories: Vec<String> = Vec::new();
+        let mut categories: Vec<Arc<str>> = Vec::new();
         let mut rec_sels: Vec<(Selector, Mark)> = Vec::new();
         let mut env_sels: Vec<(Selector, Mark)> = Vec::new();
         for (map, envelope) in [(&res.fields, false), (&res.envelope, true)] {
@@ -748,10 +748,10 @@ impl Compiler<'_> {
                 let (Some(sel), true) = (sel, known) else {
                     continue;
                 };
-                let category = match categories.iter().position(|c| *c == f.category.value) {
+                let category = match categories.iter().position(|c| **c == *f.category.value) {
                     Some(i) => i,
                     None => {
-                        categories.push(f.category.value.clone());
+                        categories.push(f.category.value.as_str().into());
                         categories.len() - 1
                     }
                 };

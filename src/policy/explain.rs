@@ -10,14 +10,8 @@ use crate::transform::{Action, Detector, Seal};
 
 fn action(a: Action) -> String {
     match a {
-        Action::Allow => "allow".into(),
         Action::Mask(m) => format!("mask ({m})"),
-        Action::Hash => "hash".into(),
-        Action::Seal => "encrypt".into(),
-        Action::Token => "token".into(),
-        Action::Redact => "redact".into(),
-        Action::Remove => "remove".into(),
-        Action::Keep => "keep (unchanged)".into(),
+        a => a.name().into(),
     }
 }
 

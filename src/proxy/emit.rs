@@ -5,15 +5,11 @@
 //! the raw path, query, headers or any body content: those can carry
 //! personal data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::context::Context;
 
 #[derive(Debug, Default)]
 pub struct Emitter {
     pub access: bool,
-    /// Tokens that did not decrypt since start (altered, moved, shredded).
-    pub undecryptable: AtomicU64,
     /// The audit trail, for the final event of a streamed response (its
     /// first event was committed before its first byte).
     pub audit: Option<std::sync::Arc<crate::audit::writer::Audit>>,
@@ -44,8 +40,6 @@ impl Emitter {
         }
         let s = &ctx.stats;
         if s.undecryptable > 0 {
-            self.undecryptable
-                .fetch_add(s.undecryptable, Ordering::Relaxed);
             // Which record or field is not said: the route and the count only.
             tracing::warn!(
                 target: "consentry::access",

@@ -320,20 +320,7 @@ impl Upstream {
             let _ = roots.add(cert);
         }
         if let Some(ca) = &cfg.ca_file {
-            use rustls_pki_types::pem::PemObject;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
-            let mut n = 0;
-            for c in certs {
-                let c = c.map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(format!("no certificate in CA file {}", ca.display()));
-            }
+            crate::tls::add_roots(&mut roots, ca, "CA file")?;
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

@@ -137,35 +137,33 @@ pub(crate) fn check_policies(
     policies: &PolicySet,
     keys: Option<&Keys>,
 ) -> Result<(), String> {
+    warm_keys(policies, keys)?;
+    if let Some(p) = &config.subjects.access_purpose
+        && !policies.resources().iter().any(|r| {
+            r.rules
+                .iter()
+                .any(|rule| crate::policy::taxonomy::is_within(p, &rule.purpose))
+        })
     {
-        warm_keys(policies, keys)?;
-        if let Some(p) = &config.subjects.access_purpose
-            && !policies.resources().iter().any(|r| {
-                r.rules
-                    .iter()
-                    .any(|rule| crate::policy::taxonomy::is_within(p, &rule.purpose))
-            })
-        {
-            return Err(format!(
-                "`subjects.access_purpose` is `{p}`, which no policy has a rule for; add one (the example has `essential.legal_obligation`)"
-            ));
-        }
-        // The record path must be a route the policies inspect for that
-        // purpose, or the report would carry the CRM's bytes unread.
-        if let (Some(p), Some(path)) = (
-            &config.subjects.access_purpose,
-            config.subjects.record_path("probe"),
-        ) && !matches!(
-            policies.decide(&http::Method::GET, &path, p),
-            crate::policy::Decision::Inspect { .. }
-        ) {
-            return Err(format!(
-                "`subjects.record` ({}) is not a GET route the policies inspect for `{p}`; declare it in a policy with a rule for that purpose",
-                config.subjects.record.as_deref().unwrap_or_default()
-            ));
-        }
-        Ok(())
+        return Err(format!(
+            "`subjects.access_purpose` is `{p}`, which no policy has a rule for; add one (the example has `essential.legal_obligation`)"
+        ));
     }
+    // The record path must be a route the policies inspect for that
+    // purpose, or the report would carry the CRM's bytes unread.
+    if let (Some(p), Some(path)) = (
+        &config.subjects.access_purpose,
+        config.subjects.record_path("probe"),
+    ) && !matches!(
+        policies.decide(&http::Method::GET, &path, p),
+        crate::policy::Decision::Inspect { .. }
+    ) {
+        return Err(format!(
+            "`subjects.record` ({}) is not a GET route the policies inspect for `{p}`; declare it in a policy with a rule for that purpose",
+            config.subjects.record.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 impl Gateway {
@@ -182,7 +180,6 @@ impl Gateway {
             access: self.emitter.access,
             audit: Some(Arc::clone(&audit)),
             metrics: Some(Arc::clone(&self.metrics)),
-            ..Emitter::default()
         });
         self.audit = Some(audit);
         self
@@ -226,9 +223,7 @@ impl Gateway {
 
     /// Tokens withheld since start because they did not decrypt.
     pub fn undecryptable_tokens(&self) -> u64 {
-        self.emitter
-            .undecryptable
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.metrics.undecryptable_tokens()
     }
 
     pub fn config(&self) -> &Config {
@@ -249,41 +244,9 @@ impl Gateway {
         self.live.load_full()
     }
 
-    /// Replaces the policies and clients; requests in flight keep the
-    /// version they started with. Refused (nothing replaced) if the
-    /// policies do not satisfy the config (`check_policies`).
-    pub fn set_live(
-        &self,
-        policies: PolicySet,
-        clients: Arc<crate::config::Clients>,
-    ) -> Result<u64, String> {
-        self.swap(policies, Some(clients))
-    }
-
-    /// Replaces the policies, keeping the clients (`set_live`).
-    pub fn set_policies(&self, policies: PolicySet) -> Result<(), String> {
-        self.swap(policies, None).map(|_| ())
-    }
-
-    /// One atomic read-modify-write of the live version (concurrent swaps
-    /// never lose each other's clients or versions).
-    fn swap(
-        &self,
-        policies: PolicySet,
-        clients: Option<Arc<crate::config::Clients>>,
-    ) -> Result<u64, String> {
-        check_policies(&self.config, &policies, self.keys.as_deref())?;
-        let policies = Arc::new(policies);
-        let prev = self.live.rcu(|cur| Live {
-            policies: Arc::clone(&policies),
-            clients: clients.clone().unwrap_or_else(|| Arc::clone(&cur.clients)),
-            version: cur.version + 1,
-        });
-        Ok(prev.version + 1)
-    }
-
-    /// Swaps in policies a reload has already checked (`check_policies`)
-    /// and recorded; the new version. Cannot fail.
+    /// Swaps in the policies and clients a reload has checked
+    /// (`check_policies`) and recorded, in one atomic read-modify-write;
+    /// the new version. Requests in flight keep the one they started with.
     pub(crate) fn swap_checked(
         &self,
         policies: PolicySet,
@@ -421,35 +384,28 @@ impl Gateway {
             Plan::Report { .. } => reading,
             Plan::Pass { .. } => false,
         };
-        let mut would = None;
-        match &plan {
-            Plan::Inspect { resource, rule } => {
-                if let Some(check) = resource.write_consent(rule, &parts.method) {
-                    collect::check_subject(&self.consents, resource, check, &purpose, &target.path)
-                        .await?;
-                }
-            }
-            Plan::Report {
+        // A write about a customer needs their consent first; report mode
+        // only notes the refusal (`before`).
+        let mut before = None;
+        let ruled = match &plan {
+            Plan::Inspect { resource, rule }
+            | Plan::Report {
                 resource,
-                rule,
-                would: w,
-            } => {
-                would = *w;
-                if let Some(rule) = rule
-                    && let Some(check) = resource.write_consent(rule, &parts.method)
-                    && let Err(r) = collect::check_subject(
-                        &self.consents,
-                        resource,
-                        check,
-                        &purpose,
-                        &target.path,
-                    )
-                    .await
-                {
-                    would = Some(r.slug());
-                }
+                rule: Some(rule),
+                ..
+            } => Some((resource, rule)),
+            _ => None,
+        };
+        if let Some((resource, rule)) = ruled
+            && let Some(check) = resource.write_consent(rule, &parts.method)
+        {
+            let checked =
+                collect::check_subject(&self.consents, resource, check, &purpose, &target.path)
+                    .await;
+            match (&plan, checked) {
+                (Plan::Report { .. }, Err(r)) => before = Some(r.slug()),
+                (_, checked) => checked?,
             }
-            Plan::Pass { .. } => {}
         }
         let mut target = target;
         let mut pending = None;
@@ -538,123 +494,111 @@ impl Gateway {
             Err(SendError::Failed) => return Err(Refusal::UpstreamFailed),
         };
         ctx.upstream_status = Some(up_resp.status().as_u16());
+        let status = up_resp.status().as_u16();
+        let how = respond::How {
+            limits: &cfg.limits,
+            idle: cfg.upstream.body_idle_timeout,
+            head: parts.method == Method::HEAD,
+            http10: parts.version <= http::Version::HTTP_10,
+            emitter: &self.emitter,
+        };
         match plan {
             Plan::Inspect { resource, rule } => {
                 ctx.disclosure = Some(Arc::clone(&rule.disclosure));
-                let status = up_resp.status().as_u16();
-                let consent = resource
-                    .consent_for(&rule, &parts.method, status)
-                    .map(|check| {
-                        ConsentGate::new(
-                            check,
-                            Arc::clone(&purpose),
-                            self.consents.now(),
-                            Arc::clone(&self.consents),
-                        )
-                    });
-                let keys = match &self.keys {
-                    Some(k) if resource.program.sealed => Some((
-                        Arc::clone(k),
-                        encrypt::read_vault(k, &resource.program).await?,
-                    )),
-                    _ => None,
-                };
+                let (consent, keys) = self
+                    .record_sources(&resource, &rule, &parts.method, status, &purpose)
+                    .await?;
                 // A create's key is bound to the id in a successful answer.
                 let bind = pending
                     .filter(|_| (200..300).contains(&status) && keys.is_some())
                     .map(|p| p.owner);
-                let mut gate = RecordGate::new(consent, keys, bind).suppress(&self.consents);
-                if self.audit.is_some() {
-                    gate = gate.collect_subjects();
-                }
-                let head = parts.method == Method::HEAD;
-                let http10 = parts.version <= http::Version::HTTP_10;
-                let idle = cfg.upstream.body_idle_timeout;
-                respond::inspect(
-                    ctx,
-                    &resource,
-                    &rule,
-                    gate,
-                    up_resp,
-                    &cfg.limits,
-                    idle,
-                    head,
-                    http10,
-                    &self.emitter,
-                    None,
-                )
-                .await
+                let gate = self.released(RecordGate::new(consent, keys, bind));
+                respond::inspect(ctx, &resource, &rule, gate, up_resp, how, None).await
             }
-            Plan::Report { resource, rule, .. } => {
-                let status = up_resp.status().as_u16();
+            Plan::Report {
+                resource,
+                rule,
+                would,
+            } => {
+                // The answer leaves as stored (only erased customers are
+                // withheld); the rule's own reading only counts.
                 let keep = Arc::new(crate::policy::Rule::keeping(
                     &resource.program,
                     Arc::clone(&purpose),
                 ));
-                // What reached the client: every category, as stored.
                 ctx.disclosure = Some(Arc::clone(&keep.disclosure));
-                let mut analysis = match &rule {
-                    Some(rule) => {
-                        let consent =
-                            resource
-                                .consent_for(rule, &parts.method, status)
-                                .map(|check| {
-                                    ConsentGate::new(
-                                        check,
-                                        Arc::clone(&purpose),
-                                        self.consents.now(),
-                                        Arc::clone(&self.consents),
-                                    )
-                                });
-                        let keys = match &self.keys {
-                            Some(k) if resource.program.sealed => Some((
-                                Arc::clone(k),
-                                encrypt::read_vault(k, &resource.program).await?,
-                            )),
-                            _ => None,
-                        };
-                        let gate = RecordGate::new(consent, keys, None);
-                        respond::Analysis::new(
-                            &resource,
-                            rule,
-                            gate,
-                            &cfg.limits,
-                            Arc::clone(&purpose),
-                        )
-                    }
-                    None => respond::Analysis::new(
-                        &resource,
-                        &keep,
-                        RecordGate::new(None, None, None),
-                        &cfg.limits,
-                        Arc::clone(&purpose),
+                let (analysed, sources) = match &rule {
+                    Some(rule) => (
+                        rule,
+                        self.record_sources(&resource, rule, &parts.method, status, &purpose)
+                            .await?,
                     ),
+                    None => (&keep, (None, None)),
                 };
-                analysis.would_refuse(would);
-                // Erased customers stay suppressed in every mode.
-                let mut gate = RecordGate::new(None, None, None).suppress(&self.consents);
-                if self.audit.is_some() {
-                    gate = gate.collect_subjects();
-                }
-                respond::inspect(
-                    ctx,
+                let mut analysis = respond::Analysis::new(
                     &resource,
-                    &keep,
-                    gate,
-                    up_resp,
+                    analysed,
+                    RecordGate::new(sources.0, sources.1, None),
                     &cfg.limits,
-                    cfg.upstream.body_idle_timeout,
-                    parts.method == Method::HEAD,
-                    parts.version <= http::Version::HTTP_10,
-                    &self.emitter,
-                    Some(analysis),
-                )
-                .await
+                    Arc::clone(&purpose),
+                );
+                // A refusal found before the answer (purpose not covered,
+                // a write without consent); otherwise the reading decides.
+                analysis.would_refuse(would.or(before));
+                let gate = self.released(RecordGate::new(None, None, None));
+                respond::inspect(ctx, &resource, &keep, gate, up_resp, how, Some(analysis)).await
             }
             Plan::Pass { resource } => {
-                let idle = cfg.upstream.body_idle_timeout;
-                respond::pass(ctx, resource.as_deref(), up_resp, &cfg.limits, idle).await
+                respond::pass(ctx, resource.as_deref(), up_resp, &cfg.limits, how.idle).await
             }
+        }
+    }
+}
+
+impl Gateway {
+    /// What a rule's reading of an answer consults per record: the consent
+    /// gate (when the rule's basis needs one) and the data keys (when the
+    /// resource holds tokens).
+    async fn record_sources(
+        &self,
+        resource: &crate::policy::Resource,
+        rule: &crate::policy::Rule,
+        method: &Method,
+        status: u16,
+        purpose: &Arc<str>,
+    ) -> Result<
+        (
+            Option<ConsentGate>,
+            Option<(Arc<Keys>, crate::keys::vault::Vault)>,
+        ),
+        Refusal,
+    > {
+        let consent = resource.consent_for(rule, method, status).map(|check| {
+            ConsentGate::new(
+                check,
+                Arc::clone(purpose),
+                self.consents.now(),
+                Arc::clone(&self.consents),
+            )
+        });
+        let keys = match &self.keys {
+            Some(k) if resource.program.sealed => Some((
+                Arc::clone(k),
+                encrypt::read_vault(k, &resource.program).await?,
+            )),
+            _ => None,
+        };
+        Ok((consent, keys))
+    }
+
+    /// The gate of the records that leave: erased customers withheld in
+    /// every mode, and each record noted for the audit event.
+    fn released(&self, gate: RecordGate) -> RecordGate {
+        let gate = gate.suppress(&self.consents);
+        if self.audit.is_some() {
+            gate.collect_subjects()
+        } else {
+            gate
         }
     }
 }

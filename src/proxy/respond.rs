@@ -420,7 +420,7 @@ impl Pipeline {
         };
         rw.map(|rw| {
             rw.category_counts()
-                .map(|(c, n)| (Arc::from(c), n))
+                .map(|(c, n)| (Arc::clone(c), n))
                 .collect()
         })
         .unwrap_or_default()
@@ -614,21 +614,34 @@ impl Pipeline {
     }
 }
 
+/// How an answer is read: the limits, the CRM's body idle timeout, whether
+/// the request was HEAD or HTTP/1.0 (no streaming), where outcomes go.
+#[derive(Clone, Copy, Debug)]
+pub struct How<'a> {
+    pub limits: &'a Limits,
+    pub idle: Duration,
+    pub head: bool,
+    pub http10: bool,
+    pub emitter: &'a Arc<Emitter>,
+}
+
 /// Answers from an upstream response on an inspected route.
-#[allow(clippy::too_many_arguments)]
 pub async fn inspect(
     ctx: &mut Context,
     resource: &Arc<Resource>,
     rule: &Arc<Rule>,
     gate: RecordGate,
     resp: Response<Incoming>,
-    limits: &Limits,
-    idle: Duration,
-    head: bool,
-    http10: bool,
-    emitter: &Arc<Emitter>,
+    how: How<'_>,
     analysis: Option<Analysis>,
 ) -> Result<Response<Body>, Refusal> {
+    let How {
+        limits,
+        idle,
+        head,
+        http10,
+        emitter,
+    } = how;
     let served = if analysis.is_some() {
         Outcome::Reported
     } else {

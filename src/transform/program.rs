@@ -227,7 +227,7 @@ pub struct Program {
     pub record: Dfa,
     pub fields: Vec<FieldSpec>,
     /// Category names, indexed by `FieldSpec::category`.
-    pub categories: Vec<String>,
+    pub categories: Vec<Arc<str>>,
     pub unlisted: Unlisted,
     pub render: Arc<Render>,
     /// The table for records whose outcome is "redact" (derived).
@@ -243,7 +243,7 @@ impl Program {
         envelope: Dfa,
         record: Dfa,
         fields: Vec<FieldSpec>,
-        categories: Vec<String>,
+        categories: Vec<Arc<str>>,
         unlisted: Unlisted,
         render: Arc<Render>,
     ) -> Program {
@@ -263,7 +263,7 @@ impl Program {
         let mut deterministic: Vec<String> = fields
             .iter()
             .filter(|f| f.seal == Seal::Deterministic)
-            .map(|f| categories[f.category as usize].clone())
+            .map(|f| categories[f.category as usize].to_string())
             .collect();
         deterministic.sort();
         deterministic.dedup();

@@ -27,32 +27,7 @@ fn recorded_ids(trail: &std::path::Path) -> std::collections::HashSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
     let (_crm, crm) = sample_crm().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
-    write_master_key(dir.path());
-    let port = free_port();
-    let cfg = dir.path().join("consentry.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}\nupstream: {{ url: {crm} }}\npolicies: policies\n\
-             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\n\
-             log: {{ access: false }}\n\
-             clients:\n  - {{ name: support, api_key_sha256: {}, purposes: [essential.service] }}\n",
-            consentry::config::api_key_hash(SUPPORT)
-        ),
-    )
-    .unwrap();
-    let mut child = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (dir, port, mut child) = spawn_binary(&crm);
     let url = format!("http://127.0.0.1:{port}{ONE}");
     let mut up = false;
     for _ in 0..100 {
@@ -105,7 +80,7 @@ async fn a_kill_under_load_loses_no_event_of_a_delivered_response() {
     assert!(delivered.len() > 50, "too little load: {}", delivered.len());
 
     let trail = dir.path().join("audit.db");
-    let verified = run_cli(&cfg, &["audit", "verify"]);
+    let verified = run_cli(&dir.path().join("consentry.yaml"), &["audit", "verify"]);
     assert!(verified.ok, "{}", verified.text());
     let recorded = recorded_ids(&trail);
     // The first event says what started serving: the policies' fingerprint.

@@ -85,6 +85,22 @@ impl Reply {
         self.chunks = chunks;
         self
     }
+
+    /// A JSON body sent in two halves (`delay` and `hold` act between them).
+    pub fn halves(body: String) -> Reply {
+        let (head, tail) = body.split_at(body.len() / 2);
+        Reply::json(head.to_owned()).chunks(vec![head.to_owned().into(), tail.to_owned().into()])
+    }
+
+    /// `halves`, the second one held until the returned `Notify` fires.
+    pub fn held(body: String) -> (Reply, Arc<Notify>) {
+        let hold = Arc::new(Notify::new());
+        let reply = Reply {
+            hold: Some(Arc::clone(&hold)),
+            ..Reply::halves(body)
+        };
+        (reply, hold)
+    }
 }
 
 /// A request the fake CRM received.
@@ -707,6 +723,39 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The real binary, serving the example policy (`policies/p.yaml` in the
+/// returned folder) in front of `crm` (a URL) for one client, `support`;
+/// the folder, its port and the process (killed when dropped).
+pub fn spawn_binary(crm: &str) -> (tempfile::TempDir, u16, Killed) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), example_policy()).unwrap();
+    write_master_key(dir.path());
+    let port = free_port();
+    let cfg = dir.path().join("consentry.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\nupstream: {{ url: \"{crm}\" }}\npolicies: policies\n\
+             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\n\
+             log: {{ access: false }}\n\
+             clients:\n  - {{ name: support, api_key_sha256: {}, purposes: [essential.service] }}\n",
+            consentry::config::api_key_hash(SUPPORT)
+        ),
+    )
+    .unwrap();
+    let child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (dir, port, child)
 }
 
 /// Writes a new master key ring to `dir/master.key` (0600); returns its text.

@@ -14,6 +14,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::harness::*;
 
+/// The support rule's redactions, and a stricter version that hides names too.
+const REDACT: &str = "    redact: [user.financial, user.government_id]\n";
+const STRICTER: &str = "    redact: [user.financial, user.government_id, user.name]\n";
+
 struct Pki {
     dir: tempfile::TempDir,
     ca_pem: String,
@@ -70,6 +74,14 @@ fn pki() -> Pki {
         rogue: client(false),
         dir,
     }
+}
+
+/// An HTTP/2 client in clear (prior knowledge).
+fn h2c()
+-> Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 type TlsClient = Client<
@@ -277,10 +289,7 @@ async fn reload_under_load_loses_no_request_and_a_bad_policy_never_serves() {
     let url = gw.url("/crm/v3/objects/contacts/1");
     let policy = gw.dir().join("policies/hubspot-contacts.yaml");
     let original = std::fs::read_to_string(&policy).unwrap();
-    let stricter = original.replace(
-        "    redact: [user.financial, user.government_id]\n",
-        "    redact: [user.financial, user.government_id, user.name]\n",
-    );
+    let stricter = original.replace(REDACT, STRICTER);
     assert_ne!(original, stricter);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -532,17 +541,8 @@ async fn connections_beyond_the_limit_are_closed() {
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
     let gw = TestGateway::start().await;
-    let hold = Arc::new(tokio::sync::Notify::new());
-    let body = contact(1);
-    let (head, tail) = body.split_at(body.len() / 2);
-    gw.crm.on(
-        "/crm/v3/objects/contacts/1",
-        Reply {
-            hold: Some(Arc::clone(&hold)),
-            ..Reply::json(head.to_owned())
-        }
-        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
-    );
+    let (reply, hold) = Reply::held(contact(1));
+    gw.crm.on("/crm/v3/objects/contacts/1", reply);
     let url = gw.url("/crm/v3/objects/contacts/1");
     let addr = gw.addr;
     let in_flight = tokio::spawn(async move { get(&url, SUPPORT).await });
@@ -818,10 +818,7 @@ async fn http2_in_clear_by_prior_knowledge_gets_the_same_policy_and_limits() {
         .await;
     gw.crm
         .on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
-    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
-        Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
+    let client = h2c();
     let req = http::Request::get(gw.url("/crm/v3/objects/contacts/1"))
         .header("x-api-key", SUPPORT)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -859,21 +856,15 @@ async fn idle_connections_are_closed_but_not_while_a_request_is_answered() {
         .config("limits: { idle_timeout: 300ms, stream_after: 512 }")
         .start()
         .await;
-    let body = contact(1);
-    let (head, tail) = body.split_at(body.len() / 2);
-    assert!(head.len() > 512);
+    assert!(contact(1).len() / 2 > 512);
     gw.crm.on(
         "/crm/v3/objects/contacts/1",
         Reply {
             delay: Some(Duration::from_millis(700)),
-            ..Reply::json(head.to_owned())
-        }
-        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
+            ..Reply::halves(contact(1))
+        },
     );
-    let client: Client<_, http_body_util::Full<bytes::Bytes>> =
-        Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
+    let client = h2c();
     let req = http::Request::get(gw.url("/crm/v3/objects/contacts/1"))
         .header("x-api-key", SUPPORT)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -900,46 +891,11 @@ async fn idle_connections_are_closed_but_not_while_a_request_is_answered() {
 async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     let crm = FakeCrm::start().await;
     crm.on("/crm/v3/objects/contacts/1", Reply::json(contact(1)));
-    let hold = Arc::new(tokio::sync::Notify::new());
-    let body = contact(2);
-    let (head, tail) = body.split_at(body.len() / 2);
-    crm.on(
-        "/crm/v3/objects/contacts/2",
-        Reply {
-            hold: Some(Arc::clone(&hold)),
-            ..Reply::json(head.to_owned())
-        }
-        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let (reply, hold) = Reply::held(contact(2));
+    crm.on("/crm/v3/objects/contacts/2", reply);
+    let (dir, port, mut child) = spawn_binary(&format!("http://{}", crm.addr));
     let policy = dir.path().join("policies/p.yaml");
     let original = example_policy();
-    std::fs::write(&policy, &original).unwrap();
-    write_master_key(dir.path());
-    let port = free_port();
-    let cfg = dir.path().join("consentry.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}\nupstream: {{ url: \"http://{}\" }}\npolicies: policies\n\
-             keys: {{ hash_key: test-hash-key-0123456789abcdef, master_key_file: master.key }}\n\
-             log: {{ access: false }}\n\
-             clients:\n  - {{ name: support, api_key_sha256: {}, purposes: [essential.service] }}\n",
-            crm.addr,
-            consentry::config::api_key_hash(SUPPORT)
-        ),
-    )
-    .unwrap();
-    let mut child = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_consentry"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let pid = child.0.id().to_string();
     let one = format!("http://127.0.0.1:{port}/crm/v3/objects/contacts/1");
     let firstname = || async {
@@ -960,14 +916,7 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     );
 
     // SIGHUP: the stricter policy serves.
-    std::fs::write(
-        &policy,
-        original.replace(
-            "    redact: [user.financial, user.government_id]\n",
-            "    redact: [user.financial, user.government_id, user.name]\n",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&policy, original.replace(REDACT, STRICTER)).unwrap();
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
             .args([sig, &pid])
@@ -1071,17 +1020,8 @@ async fn http2_content_length_must_agree_with_the_body() {
 #[tokio::test]
 async fn a_request_in_flight_keeps_the_policy_it_started_with() {
     let gw = TestGateway::builder().admin().start().await;
-    let hold = Arc::new(tokio::sync::Notify::new());
-    let body = contact(2);
-    let (head, tail) = body.split_at(body.len() / 2);
-    gw.crm.on(
-        "/crm/v3/objects/contacts/2",
-        Reply {
-            hold: Some(Arc::clone(&hold)),
-            ..Reply::json(head.to_owned())
-        }
-        .chunks(vec![head.to_owned().into(), tail.to_owned().into()]),
-    );
+    let (reply, hold) = Reply::held(contact(2));
+    gw.crm.on("/crm/v3/objects/contacts/2", reply);
     gw.crm
         .on("/crm/v3/objects/contacts/3", Reply::json(contact(3)));
     let url = gw.url("/crm/v3/objects/contacts/2");
@@ -1091,10 +1031,9 @@ async fn a_request_in_flight_keeps_the_policy_it_started_with() {
     }
     // While it waits for the CRM, a stricter policy is loaded.
     let policy = gw.dir().join("policies/hubspot-contacts.yaml");
-    let text = std::fs::read_to_string(&policy).unwrap().replace(
-        "    redact: [user.financial, user.government_id]\n",
-        "    redact: [user.financial, user.government_id, user.name]\n",
-    );
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace(REDACT, STRICTER);
     std::fs::write(&policy, text).unwrap();
     let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -122,11 +122,9 @@ async fn an_erased_customer_never_leaves_the_gateway_again() {
     check(&gw).await;
 }
 
-/// With `subjects.forward_erasure`, in front of the sample CRM: the key is
-/// shredded, the CRM deletes its record, the earlier audit entries are
-/// unlinked and the chain still verifies.
-#[tokio::test]
-async fn erasure_shreds_forwards_the_delete_and_unlinks_the_trail() {
+/// A gateway with the admin API and subject requests in front of the
+/// sample CRM (which keeps what it is sent, and deletes).
+async fn before_sample_crm() -> (std::sync::Arc<consentry::demo::crm::Crm>, TestGateway) {
     let (crm, url) = sample_crm().await;
     let gw = TestGateway::builder()
         .upstream(&url)
@@ -134,6 +132,15 @@ async fn erasure_shreds_forwards_the_delete_and_unlinks_the_trail() {
         .config(SUBJECTS)
         .start()
         .await;
+    (crm, gw)
+}
+
+/// With `subjects.forward_erasure`, in front of the sample CRM: the key is
+/// shredded, the CRM deletes its record, the earlier audit entries are
+/// unlinked and the chain still verifies.
+#[tokio::test]
+async fn erasure_shreds_forwards_the_delete_and_unlinks_the_trail() {
+    let (crm, gw) = before_sample_crm().await;
     let body = json!({"properties": {"email": "ada@example.org", "firstname": "Ada", "phone": "+44 20 7946 0001"}});
     let created = send(
         "POST",
@@ -331,13 +338,7 @@ async fn pruning_keeps_what_remains_verifiable() {
 /// gateway: `subject access ID --record` and `subject erase ID --unlink`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_answers_access_and_erasure_requests_through_the_running_gateway() {
-    let (crm, url) = sample_crm().await;
-    let gw = TestGateway::builder()
-        .upstream(&url)
-        .admin()
-        .config(SUBJECTS)
-        .start()
-        .await;
+    let (crm, gw) = before_sample_crm().await;
     assert_eq!(get(&gw.url(ONE), SUPPORT).await.status, 200);
     // The CLI finds the admin API through the config.
     let cfg = gw.dir().join("cli.yaml");

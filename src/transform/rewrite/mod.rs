@@ -332,12 +332,12 @@ impl Rewriter {
     }
 
     /// Values changed per category: (category, counts by `CATEGORY_ACTIONS`).
-    pub fn category_counts(&self) -> impl Iterator<Item = (&str, [u32; 4])> {
+    pub fn category_counts(&self) -> impl Iterator<Item = (&Arc<str>, [u32; 4])> {
         self.by_category
             .iter()
             .enumerate()
             .filter(|(_, n)| n.iter().any(|&k| k > 0))
-            .filter_map(|(i, n)| Some((self.prog.categories.get(i)?.as_str(), *n)))
+            .filter_map(|(i, n)| Some((self.prog.categories.get(i)?, *n)))
     }
 
     /// Scans the next chunk of the body, asks `gate` about each completed
