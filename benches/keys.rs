@@ -45,11 +45,11 @@ fn create_key(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("k.db")).unwrap());
-    let keys = Keys::new(
+    let keys = Arc::new(Keys::new(
         MasterKeys::generate().unwrap(),
         store,
         Arc::new(SystemClock),
-    );
+    ));
     let n = AtomicU64::new(0);
     c.bench_function("key/create_store_and_bind_sqlite", |b| {
         b.iter(|| {

@@ -44,14 +44,55 @@ pub struct Keys {
     binds: std::sync::Mutex<BindQueue>,
 }
 
-/// Group commit of bindings: the first binder to arrive commits every
+/// Group commit of bindings: the first binder to arrive starts a leader
+/// (on a blocking-pool thread when there is a runtime) that commits every
 /// binding queued meanwhile in one transaction, and keeps going while more
-/// arrive; the others wait for their answer. Under concurrent creates one
-/// durable commit serves several.
+/// arrive. Binders hold a ticket and wait for it only when their answer is
+/// about to leave, so the commit overlaps the rest of the request (its
+/// audit event's commit above all). Under concurrent creates one durable
+/// commit serves several.
 #[derive(Debug, Default)]
 struct BindQueue {
-    waiting: Vec<(Binding, Arc<BindSlot>)>,
+    waiting: Vec<Queued>,
     leader: bool,
+}
+
+/// A binding waiting for its commit: the pending owner, the subject's
+/// owner, the key (wrapped for the subject at commit time, under the ring
+/// current then), the cache generation it was read in, and its ticket.
+#[derive(Debug)]
+struct Queued {
+    pending: String,
+    owner: String,
+    key: Arc<DataKey>,
+    before: u64,
+    slot: Arc<BindSlot>,
+}
+
+/// A binding on its way to the store. Cheap to clone; every clone sees the
+/// same result.
+#[derive(Debug, Clone)]
+pub struct BindTicket(Arc<BindSlot>);
+
+impl BindTicket {
+    /// Waits for the binding's commit: `Taken` if the subject already had
+    /// a key, a store error if it could not be stored.
+    pub async fn bound(&self) -> Result<(), KeysError> {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = self.0.peek() {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// `bound`, blocking the thread.
+    pub fn bound_blocking(&self) -> Result<(), KeysError> {
+        self.0.wait()
+    }
 }
 
 /// The group commit's leader, while it leads: if it unwinds, its batch and
@@ -61,16 +102,21 @@ struct Leader<'a> {
     in_flight: Vec<Arc<BindSlot>>,
 }
 
+fn bind_failed() -> Result<(), KeysError> {
+    Err(KeysError::Store(StoreError(
+        "the key binding failed".into(),
+    )))
+}
+
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let failed = || Err(StoreError("the key binding failed".into()));
         for s in self.in_flight.drain(..) {
-            s.set(failed());
+            s.set(bind_failed());
         }
         if let Ok(mut q) = self.keys.binds.lock() {
             q.leader = false;
-            for (_, s) in q.waiting.drain(..) {
-                s.set(failed());
+            for w in q.waiting.drain(..) {
+                w.slot.set(bind_failed());
             }
         }
     }
@@ -78,26 +124,34 @@ impl Drop for Leader<'_> {
 
 #[derive(Debug, Default)]
 struct BindSlot {
-    done: std::sync::Mutex<Option<Result<bool, StoreError>>>,
+    done: std::sync::Mutex<Option<Result<(), KeysError>>>,
     ready: std::sync::Condvar,
+    notify: tokio::sync::Notify,
 }
 
 impl BindSlot {
-    fn set(&self, r: Result<bool, StoreError>) {
+    fn set(&self, r: Result<(), KeysError>) {
         if let Ok(mut d) = self.done.lock() {
-            *d = Some(r);
+            d.get_or_insert(r);
         }
-        self.ready.notify_one();
+        self.ready.notify_all();
+        self.notify.notify_waiters();
     }
 
-    fn wait(&self) -> Result<bool, StoreError> {
-        let poisoned = || StoreError("bind slot poisoned".into());
-        let mut d = self.done.lock().map_err(|_| poisoned())?;
+    fn peek(&self) -> Option<Result<(), KeysError>> {
+        match self.done.lock() {
+            Ok(d) => d.clone(),
+            Err(_) => Some(Err(Keys::poisoned())),
+        }
+    }
+
+    fn wait(&self) -> Result<(), KeysError> {
+        let mut d = self.done.lock().map_err(|_| Keys::poisoned())?;
         loop {
-            if let Some(r) = d.take() {
-                return r;
+            if let Some(r) = d.as_ref() {
+                return r.clone();
             }
-            d = self.ready.wait(d).map_err(|_| poisoned())?;
+            d = self.ready.wait(d).map_err(|_| Keys::poisoned())?;
         }
     }
 }
@@ -178,13 +232,16 @@ impl Keys {
     /// since then may have been of this very key: then the store is asked
     /// again, and the key is used only if it is still live there (a
     /// customer's key is not refused because another customer was shredded).
-    fn remember(
+    fn remember(&self, owner: &str, dk: DataKey, before: u64) -> Result<Arc<DataKey>, KeysError> {
+        self.remember_shared(owner, Arc::new(dk), before)
+    }
+
+    fn remember_shared(
         &self,
         owner: &str,
-        dk: DataKey,
+        dk: Arc<DataKey>,
         mut before: u64,
     ) -> Result<Arc<DataKey>, KeysError> {
-        let dk = Arc::new(dk);
         for _ in 0..4 {
             {
                 let mut c = self.cache.write().map_err(|_| Self::poisoned())?;
@@ -360,66 +417,113 @@ impl Keys {
     /// the subject the CRM assigned: wrapped anew for the subject and moved
     /// in one transaction. `Taken` if the subject already has a key.
     /// Blocking.
-    pub fn bind(&self, pending: &str, subject: &str) -> Result<Arc<DataKey>, KeysError> {
-        let owner = subject_owner(subject);
-        let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
-        let Some(StoredKey::Live(w)) = self.store.get(pending)? else {
-            return Err(KeysError::Key(KeyError::Decrypt));
-        };
-        let dk = ring.unwrap(pending, &w)?;
-        let moved = ring.wrap(&owner, &dk)?;
-        let before = self.generation()?;
-        // `ring` stays read-locked until the binding is stored, so that a
-        // rotation cannot leave it wrapped under an old version.
-        if !self.bind_grouped((pending.to_owned(), owner.clone(), moved))? {
-            return Err(KeysError::Taken);
-        }
-        drop(ring);
-        if let Ok(mut c) = self.cache.write() {
-            c.map.remove(pending);
-        }
-        self.remember(&owner, dk, before)
+    pub fn bind(self: &Arc<Self>, pending: &str, subject: &str) -> Result<Arc<DataKey>, KeysError> {
+        let (dk, ticket) = self.bind_begin(pending, subject)?;
+        ticket.bound_blocking()?;
+        Ok(dk)
     }
 
-    /// Stores one binding with whatever others are queued (`BindQueue`).
-    fn bind_grouped(&self, b: Binding) -> Result<bool, StoreError> {
-        let poisoned = || StoreError("bind queue poisoned".into());
+    /// Starts binding a create's key to `subject` (see `bind`): the key, to
+    /// open the answer's tokens with now, and the ticket that says whether
+    /// the binding was stored. Nothing under the key may leave before the
+    /// ticket says so. Blocking (reads the pending key).
+    pub fn bind_begin(
+        self: &Arc<Self>,
+        pending: &str,
+        subject: &str,
+    ) -> Result<(Arc<DataKey>, BindTicket), KeysError> {
+        let before = self.generation()?;
+        let key = {
+            let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
+            let Some(StoredKey::Live(w)) = self.store.get(pending)? else {
+                return Err(KeysError::Key(KeyError::Decrypt));
+            };
+            Arc::new(ring.unwrap(pending, &w)?)
+        };
         let slot = Arc::new(BindSlot::default());
-        let mut q = self.binds.lock().map_err(|_| poisoned())?;
-        q.waiting.push((b, Arc::clone(&slot)));
-        if q.leader {
-            drop(q);
-            return slot.wait();
+        let lead = {
+            let mut q = self.binds.lock().map_err(|_| Self::poisoned())?;
+            q.waiting.push(Queued {
+                pending: pending.to_owned(),
+                owner: subject_owner(subject),
+                key: Arc::clone(&key),
+                before,
+                slot: Arc::clone(&slot),
+            });
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if lead {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let keys = Arc::clone(self);
+                    drop(rt.spawn_blocking(move || keys.lead_bindings()));
+                }
+                Err(_) => self.lead_bindings(),
+            }
         }
-        q.leader = true;
-        drop(q);
+        Ok((key, BindTicket(slot)))
+    }
+
+    /// Commits queued bindings, a batch at a time, until none are left.
+    fn lead_bindings(&self) {
         // If the leader fails (or panics), nobody waits forever.
         let mut lead = Leader {
             keys: self,
             in_flight: Vec::new(),
         };
         loop {
-            let batch = {
-                let mut q = self.binds.lock().map_err(|_| poisoned())?;
-                let batch = std::mem::take(&mut q.waiting);
-                if batch.is_empty() {
-                    q.leader = false;
-                    break;
+            let batch = match self.binds.lock() {
+                Ok(mut q) => {
+                    let batch = std::mem::take(&mut q.waiting);
+                    if batch.is_empty() {
+                        q.leader = false;
+                        break;
+                    }
+                    batch
                 }
-                batch
+                Err(_) => return,
             };
-            let (binds, slots): (Vec<Binding>, Vec<Arc<BindSlot>>) = batch.into_iter().unzip();
-            lead.in_flight = slots;
-            let r = self.store.bind_all(&binds, self.clock.now_ms());
-            for (i, s) in std::mem::take(&mut lead.in_flight).iter().enumerate() {
-                s.set(match &r {
-                    Ok(v) => Ok(v.get(i).copied().unwrap_or(false)),
-                    Err(e) => Err(e.clone()),
+            lead.in_flight = batch.iter().map(|b| Arc::clone(&b.slot)).collect();
+            let done = self.commit_bindings(&batch);
+            for (b, r) in batch.into_iter().zip(done) {
+                let r = r.and_then(|()| {
+                    if let Ok(mut c) = self.cache.write() {
+                        c.map.remove(&b.pending);
+                    }
+                    self.remember_shared(&b.owner, b.key, b.before).map(|_| ())
                 });
+                b.slot.set(r);
             }
+            lead.in_flight.clear();
         }
         std::mem::forget(lead);
-        slot.wait()
+    }
+
+    /// Wraps each key for its subject and stores the batch in one
+    /// transaction; per binding, stored, `Taken`, or the store's error.
+    fn commit_bindings(&self, batch: &[Queued]) -> Vec<Result<(), KeysError>> {
+        let all = |e: KeysError| batch.iter().map(|_| Err(e.clone())).collect();
+        // The ring stays read-locked until the batch is stored, so that a
+        // rotation cannot leave a key wrapped under an old version.
+        let Ok(ring) = self.rotation.read() else {
+            return all(Self::poisoned());
+        };
+        let mut binds: Vec<Binding> = Vec::with_capacity(batch.len());
+        for b in batch {
+            match ring.wrap(&b.owner, &b.key) {
+                Ok(w) => binds.push((b.pending.clone(), b.owner.clone(), w)),
+                Err(e) => return all(e.into()),
+            }
+        }
+        match self.store.bind_all(&binds, self.clock.now_ms()) {
+            Ok(stored) => (0..batch.len())
+                .map(|i| match stored.get(i) {
+                    Some(true) => Ok(()),
+                    _ => Err(KeysError::Taken),
+                })
+                .collect(),
+            Err(e) => all(e.into()),
+        }
     }
 
     /// Destroys `owner`'s key: store first, then the cache. `false` if it

@@ -139,6 +139,9 @@ pub struct Context {
     /// (the event could not be stored; the refusal is the outcome). The
     /// stream's end writes its outcome only after 1.
     pub release: Option<Arc<tokio::sync::watch::Sender<u8>>>,
+    /// A create's key binding on its way to the store: the handler waits
+    /// for it (beside the audit event's commit) before the answer leaves.
+    pub binding: Option<crate::keys::service::BindTicket>,
 }
 
 impl Context {
@@ -172,6 +175,7 @@ impl Context {
             policy_version: 0,
             streaming: false,
             release: None,
+            binding: None,
         }
     }
 }

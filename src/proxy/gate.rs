@@ -15,7 +15,7 @@ use super::reject::Refusal;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
 use crate::consent::model::SubjectConsents;
-use crate::keys::service::{Held, Keys, KeysError};
+use crate::keys::service::{BindTicket, Held, Keys, KeysError};
 use crate::keys::vault::Vault;
 use crate::transform::{Gate, RecordOutcome, Rewriter, Seal, Subject};
 
@@ -31,6 +31,9 @@ pub struct RecordGate {
     seen: Option<Vec<(String, RecordOutcome)>>,
     /// The suppression list, when anyone is on it.
     erased: Option<Arc<Consents>>,
+    /// A create's binding on its way to the store: the answer waits for it
+    /// before it leaves (`take_ticket`).
+    ticket: Option<BindTicket>,
 }
 
 /// Subjects remembered per response for the audit event, at most.
@@ -58,7 +61,8 @@ impl Needs {
 pub struct Fetched {
     consents: HashMap<String, Arc<SubjectConsents>>,
     keys: HashMap<String, Held>,
-    bound: bool,
+    /// A create's binding, started.
+    bound: Option<BindTicket>,
 }
 
 impl RecordGate {
@@ -84,6 +88,7 @@ impl RecordGate {
             bind,
             seen: None,
             erased: None,
+            ticket: None,
         }
     }
 
@@ -106,6 +111,12 @@ impl RecordGate {
     /// The subjects seen so far.
     pub fn take_seen(&mut self) -> Vec<(String, RecordOutcome)> {
         self.seen.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The binding of a create's key, once started: the answer may leave
+    /// only when it is stored.
+    pub fn take_ticket(&mut self) -> Option<BindTicket> {
+        self.ticket.take()
     }
 
     /// Whether a create's key still waits for the id in the CRM's answer.
@@ -179,15 +190,9 @@ impl RecordGate {
             got.keys = k.subject_keys(&needs.keys).map_err(keys_failed)?;
         }
         if let Some((pending, subject)) = needs.bind {
-            let dk = k.bind(&pending, &subject).map_err(|e| match e {
-                KeysError::Taken => {
-                    tracing::warn!("a created record's id already has a data key");
-                    Refusal::KeyBinding
-                }
-                e => keys_failed(e),
-            })?;
+            let (dk, ticket) = k.bind_begin(&pending, &subject).map_err(binding_failed)?;
             got.keys.insert(subject, Held::Live(dk));
-            got.bound = true;
+            got.bound = Some(ticket);
         }
         Ok(got)
     }
@@ -199,9 +204,21 @@ impl RecordGate {
         if let Some(v) = &mut self.vault {
             v.learn(got.keys);
         }
-        if got.bound {
+        if let Some(t) = got.bound {
             self.bind = None;
+            self.ticket = Some(t);
         }
+    }
+}
+
+/// Why a create's key could not be bound.
+pub fn binding_failed(e: KeysError) -> Refusal {
+    match e {
+        KeysError::Taken => {
+            tracing::warn!("a created record's id already has a data key");
+            Refusal::KeyBinding
+        }
+        e => keys_failed(e),
     }
 }
 

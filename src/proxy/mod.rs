@@ -316,20 +316,36 @@ impl Gateway {
         if !ctx.streaming {
             ctx.status = resp.status().as_u16();
         }
-        // Nothing leaves before its audit event is committed.
+        // Nothing leaves before its audit event is committed, nor, for a
+        // create, before its key binding is: the two commits run together.
         let mut abandoned = false;
+        let ticket = ctx.binding.take();
+        let mut refuse = |ctx: &mut Context, r: Refusal| {
+            abandoned |= ctx.streaming;
+            ctx.outcome = Outcome::Refused;
+            ctx.problem = Some(r.slug());
+            ctx.streaming = false;
+            resp = reject::problem(&ctx.id, &r);
+            ctx.status = resp.status().as_u16();
+        };
         if let Some(audit) = &self.audit {
             let event = audit_event(&ctx, audit);
-            if let Err(e) = audit.record(event).await {
+            let (recorded, bound) = tokio::join!(audit.record(event), bound(ticket));
+            if let Err(e) = recorded {
                 tracing::error!(error = %e, request_id = ctx.id.as_str(), "audit event not stored: the response is refused");
-                let r = Refusal::AuditUnavailable;
-                abandoned = ctx.streaming;
-                ctx.outcome = Outcome::Refused;
-                ctx.problem = Some(r.slug());
-                ctx.streaming = false;
-                resp = reject::problem(&ctx.id, &r);
-                ctx.status = resp.status().as_u16();
+                refuse(&mut ctx, Refusal::AuditUnavailable);
+            } else if let Err(r) = bound {
+                // The event just stored describes an answer that does not
+                // leave after all: a second one, same request id, says so.
+                refuse(&mut ctx, r);
+                ctx.subjects.clear();
+                ctx.disclosure = None;
+                if let Err(e) = audit.record(audit_event(&ctx, audit)).await {
+                    tracing::error!(error = %e, request_id = ctx.id.as_str(), "the refusal of a create whose key was not bound could not be recorded");
+                }
             }
+        } else if let Err(r) = bound(ticket).await {
+            refuse(&mut ctx, r);
         }
         if let Some(r) = &ctx.release {
             r.send_replace(if abandoned { 2 } else { 1 });
@@ -650,6 +666,20 @@ fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Waits for a create's key binding (if any) to be stored.
+async fn bound(ticket: Option<crate::keys::service::BindTicket>) -> Result<(), Refusal> {
+    let Some(t) = ticket else {
+        return Ok(());
+    };
+    match tokio::time::timeout(respond::LOOKUP_TIMEOUT, t.bound()).await {
+        Ok(r) => r.map_err(gate::binding_failed),
+        Err(_) => {
+            tracing::warn!("a create's key binding timed out");
+            Err(Refusal::KeysUnavailable)
+        }
+    }
 }
 
 /// The audit event of a request, from what the data path learned. A

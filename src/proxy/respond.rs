@@ -147,6 +147,9 @@ pub(super) fn render_blocking(
     if rw.pending() > 0 {
         settle_blocking(&mut rw, &mut gate, &mut out, purpose)?;
     }
+    if let Some(t) = gate.take_ticket() {
+        t.bound_blocking().map_err(super::gate::binding_failed)?;
+    }
     Ok(out)
 }
 
@@ -350,7 +353,7 @@ impl Analysis {
 }
 
 /// A consent lookup that takes longer fails the response closed (503).
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long records waiting for a consent lookup wait for the CRM's next
 /// frame before they are settled without it.
@@ -766,6 +769,7 @@ pub async fn inspect(
         ctx.changed = pipe.changed();
         if let Some(g) = pipe.gate.as_mut() {
             ctx.subjects = g.take_seen();
+            ctx.binding = g.take_ticket();
         }
         ctx.outcome = outcome;
         ctx.problem = would;
@@ -795,6 +799,7 @@ pub async fn inspect(
     // Stream the rest; the finisher writes the access line when the stream ends.
     if let Some(g) = pipe.gate.as_mut() {
         ctx.subjects = g.take_seen();
+        ctx.binding = g.take_ticket();
     }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;

@@ -447,6 +447,41 @@ async fn a_create_answered_without_an_id_is_refused() {
 }
 
 #[tokio::test]
+async fn a_create_whose_id_already_has_a_key_is_refused_and_recorded_so() {
+    // The key binding is stored while the audit event is: when the binding
+    // fails after the event, a second event with the same request id says
+    // the answer did not leave.
+    let gw = TestGateway::start().await;
+    let reply = || Reply::json(r#"{"id":"901","properties":{}}"#).status(201);
+    gw.crm.on(CONTACTS, reply());
+    let first = create(&gw, SUPPORT, &new_contact("a@example.org")).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    gw.crm.on(CONTACTS, reply());
+    let second = create(&gw, SUPPORT, &new_contact("b@example.org")).await;
+    assert_eq!(
+        (second.status, second.problem().as_str()),
+        (502, "key-binding")
+    );
+    let id = second.headers["x-request-id"].to_str().unwrap().to_owned();
+    let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
+    let mut st = conn
+        .prepare("SELECT body FROM audit_events ORDER BY seq")
+        .unwrap();
+    let mine: Vec<serde_json::Value> = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str::<serde_json::Value>(&b.unwrap()).unwrap())
+        .filter(|e| e["request_id"] == id.as_str())
+        .collect();
+    let said: Vec<(&str, Option<&str>)> = mine
+        .iter()
+        .map(|e| (e["decision"].as_str().unwrap(), e["problem"].as_str()))
+        .collect();
+    assert_eq!(said, [("served", None), ("refused", Some("key-binding"))]);
+    assert_eq!(mine[1]["status"], 502);
+}
+
+#[tokio::test]
 async fn tokens_and_full_text_searches_are_refused_as_input() {
     let (crm, url) = sample_crm().await;
     let gw = gateway(&url).await;
