@@ -102,6 +102,20 @@ struct Leader<'a> {
     in_flight: Vec<Arc<BindSlot>>,
 }
 
+/// A leader that was started but never ran.
+struct Unled(Option<Arc<Keys>>);
+
+impl Drop for Unled {
+    fn drop(&mut self) {
+        if let Some(keys) = self.0.take() {
+            drop(Leader {
+                keys: &keys,
+                in_flight: Vec::new(),
+            });
+        }
+    }
+}
+
 fn bind_failed() -> Result<(), KeysError> {
     Err(KeysError::Store(StoreError(
         "the key binding failed".into(),
@@ -455,8 +469,14 @@ impl Keys {
         if lead {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    let keys = Arc::clone(self);
-                    drop(rt.spawn_blocking(move || keys.lead_bindings()));
+                    // A runtime shutting down drops the task unrun: then
+                    // `Unled` hands the lead back and fails the waiting.
+                    let mut unled = Unled(Some(Arc::clone(self)));
+                    drop(rt.spawn_blocking(move || {
+                        if let Some(keys) = unled.0.take() {
+                            keys.lead_bindings();
+                        }
+                    }));
                 }
                 Err(_) => self.lead_bindings(),
             }
