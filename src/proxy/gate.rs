@@ -3,8 +3,9 @@
 //!
 //! A record waits (the gate defers it) until everything it needs is known:
 //! its subject's consent, its subject's data key, and, for the answer to a
-//! create that was encrypted under a pending key, the binding of that key
-//! to the id the CRM assigned. The missing pieces are fetched together in
+//! create that was encrypted under a pending key, the id the CRM assigned
+//! (the binding of the key to it starts then; the answer leaves once it is
+//! stored, see `take_ticket`). The missing pieces are fetched together in
 //! one batch (`needs` -> `fetch` on a blocking thread -> `learn`), so a list
 //! of 100 records costs one consent lookup and one key lookup, not 100.
 
