@@ -89,6 +89,11 @@ impl BindTicket {
         }
     }
 
+    /// The binding's result, if it is known already.
+    pub fn ready(&self) -> Option<Result<(), KeysError>> {
+        self.0.peek()
+    }
+
     /// `bound`, blocking the thread.
     pub fn bound_blocking(&self) -> Result<(), KeysError> {
         self.0.wait()
@@ -127,7 +132,14 @@ impl Drop for Leader<'_> {
         for s in self.in_flight.drain(..) {
             s.set(bind_failed());
         }
-        if let Ok(mut q) = self.keys.binds.lock() {
+        // Also when poisoned: a stuck flag would leave every later binding
+        // waiting.
+        {
+            let mut q = self
+                .keys
+                .binds
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             q.leader = false;
             for w in q.waiting.drain(..) {
                 w.slot.set(bind_failed());
@@ -492,16 +504,17 @@ impl Keys {
             in_flight: Vec::new(),
         };
         loop {
-            let batch = match self.binds.lock() {
-                Ok(mut q) => {
-                    let batch = std::mem::take(&mut q.waiting);
-                    if batch.is_empty() {
-                        q.leader = false;
-                        break;
-                    }
-                    batch
+            let batch = {
+                let mut q = self
+                    .binds
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let batch = std::mem::take(&mut q.waiting);
+                if batch.is_empty() {
+                    q.leader = false;
+                    break;
                 }
-                Err(_) => return,
+                batch
             };
             lead.in_flight = batch.iter().map(|b| Arc::clone(&b.slot)).collect();
             let done = self.commit_bindings(&batch);
@@ -514,8 +527,9 @@ impl Keys {
                 });
                 b.slot.set(r);
             }
-            lead.in_flight.clear();
+            lead.in_flight = Vec::new();
         }
+        // Done: nothing in flight, so the guard has nothing to fail.
         std::mem::forget(lead);
     }
 

@@ -319,7 +319,7 @@ impl Gateway {
         // Nothing leaves before its audit event is committed, nor, for a
         // create, before its key binding is: the two commits run together.
         let mut abandoned = false;
-        let ticket = ctx.binding.take();
+        let mut ticket = ctx.binding.take();
         let mut refuse = |ctx: &mut Context, r: Refusal| {
             abandoned |= ctx.streaming;
             ctx.outcome = Outcome::Refused;
@@ -328,6 +328,12 @@ impl Gateway {
             resp = reject::problem(&ctx.id, &r);
             ctx.status = resp.status().as_u16();
         };
+        // A binding already known to have failed: refused, one event.
+        if let Some(Err(e)) = ticket.as_ref().and_then(|t| t.ready()) {
+            ticket = None;
+            withhold(&mut ctx);
+            refuse(&mut ctx, gate::binding_failed(e));
+        }
         if let Some(audit) = &self.audit {
             let event = audit_event(&ctx, audit);
             let (recorded, bound) = tokio::join!(audit.record(event), bound(ticket));
@@ -338,8 +344,7 @@ impl Gateway {
                 // The event just stored describes an answer that does not
                 // leave after all: a second one, same request id, says so.
                 refuse(&mut ctx, r);
-                ctx.subjects.clear();
-                ctx.disclosure = None;
+                withhold(&mut ctx);
                 if let Err(e) = audit.record(audit_event(&ctx, audit)).await {
                     tracing::error!(error = %e, request_id = ctx.id.as_str(), "the refusal of a create whose key was not bound could not be recorded");
                 }
@@ -666,6 +671,17 @@ fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A create refused for its key binding: its record did not leave, so the
+/// event names the customer as blocked and counts nothing disclosed.
+fn withhold(ctx: &mut Context) {
+    for (_, o) in &mut ctx.subjects {
+        *o = crate::transform::RecordOutcome::Block;
+    }
+    ctx.stats = Default::default();
+    ctx.changed.clear();
+    ctx.disclosure = None;
 }
 
 /// Waits for a create's key binding (if any) to be stored.

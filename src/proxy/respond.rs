@@ -741,7 +741,11 @@ pub async fn inspect(
     let mut first: VecDeque<Bytes> = VecDeque::new();
     let mut held = 0usize;
     let mut empty_upstream = true;
-    while head || pipe.fed < limits.stream_after as u64 {
+    // A create's answer is held until its id is read and the binding
+    // started (its ticket must reach the handler), however long it is
+    // (up to the record and body limits).
+    let binding_pending = |p: &Pipeline| p.gate.as_ref().is_some_and(|g| g.binding());
+    while head || pipe.fed < limits.stream_after as u64 || binding_pending(&pipe) {
         let next = match pipe.next().await {
             Ok(n) => n,
             Err(e) => {
@@ -762,6 +766,10 @@ pub async fn inspect(
             }
             None => break,
         }
+    }
+    if binding_pending(&pipe) {
+        // The answer held no record to read an id from (`[]`, a scalar).
+        return Err(unbound());
     }
     if pipe.done {
         let (outcome, stats, would) = pipe.outcome();

@@ -440,6 +440,16 @@ async fn a_create_answered_without_an_id_is_refused() {
     gw.crm.on(CONTACTS, Reply::json("").status(204));
     let got = create(&gw, SUPPORT, &new_contact("y@example.org")).await;
     assert_eq!((got.status, got.problem().as_str()), (502, "key-binding"));
+    // A body with no record in it: no id either.
+    for body in ["[]", "42"] {
+        gw.crm.on(CONTACTS, Reply::json(body).status(201));
+        let got = create(&gw, SUPPORT, &new_contact("w@example.org")).await;
+        assert_eq!(
+            (got.status, got.problem().as_str()),
+            (502, "key-binding"),
+            "{body}"
+        );
+    }
     // A write needs no key when it carries nothing encrypted.
     gw.crm.on(CONTACTS, Reply::json("").status(204));
     let got = create(&gw, SUPPORT, r#"{"properties":{"firstname":"Ann"}}"#).await;
@@ -450,12 +460,13 @@ async fn a_create_answered_without_an_id_is_refused() {
 async fn a_create_whose_id_already_has_a_key_is_refused_and_recorded_so() {
     // The key binding is stored while the audit event is: when the binding
     // fails after the event, a second event with the same request id says
-    // the answer did not leave.
+    // the answer did not leave (when it failed before, one refused event).
     let gw = TestGateway::start().await;
     let reply = || Reply::json(r#"{"id":"901","properties":{}}"#).status(201);
     gw.crm.on(CONTACTS, reply());
     let first = create(&gw, SUPPORT, &new_contact("a@example.org")).await;
     assert_eq!(first.status, 201, "{}", first.text());
+    let stored_first = gw.crm.last().body;
     gw.crm.on(CONTACTS, reply());
     let second = create(&gw, SUPPORT, &new_contact("b@example.org")).await;
     assert_eq!(
@@ -465,20 +476,55 @@ async fn a_create_whose_id_already_has_a_key_is_refused_and_recorded_so() {
     let id = second.headers["x-request-id"].to_str().unwrap().to_owned();
     let conn = rusqlite::Connection::open(gw.dir().join("audit.db")).unwrap();
     let mut st = conn
-        .prepare("SELECT body FROM audit_events ORDER BY seq")
+        .prepare("SELECT body, entries FROM audit_events ORDER BY seq")
         .unwrap();
-    let mine: Vec<serde_json::Value> = st
-        .query_map([], |r| r.get::<_, String>(0))
+    let mine: Vec<(serde_json::Value, Vec<String>)> = st
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
         .unwrap()
-        .map(|b| serde_json::from_str::<serde_json::Value>(&b.unwrap()).unwrap())
-        .filter(|e| e["request_id"] == id.as_str())
+        .map(|row| {
+            let (body, blob) = row.unwrap();
+            let records = consentry::audit::entries::open(&blob)
+                .unwrap()
+                .into_iter()
+                .filter_map(|s| s.entry.map(|e| e.record))
+                .collect();
+            (
+                serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+                records,
+            )
+        })
+        .filter(|(e, _)| e["request_id"] == id.as_str())
         .collect();
-    let said: Vec<(&str, Option<&str>)> = mine
-        .iter()
-        .map(|e| (e["decision"].as_str().unwrap(), e["problem"].as_str()))
-        .collect();
-    assert_eq!(said, [("served", None), ("refused", Some("key-binding"))]);
-    assert_eq!(mine[1]["status"], 502);
+    let (last, records) = mine.last().unwrap();
+    assert_eq!(
+        (&last["decision"], &last["problem"], &last["status"]),
+        (&"refused".into(), &"key-binding".into(), &502.into())
+    );
+    assert_eq!(records, &["blocked"], "the customer is named as withheld");
+    assert!(last.get("categories").is_none());
+    // Before it, at most the event of the answer as it would have left.
+    assert!(mine.len() <= 2, "{mine:?}");
+    if mine.len() == 2 {
+        assert_eq!(mine[0].0["decision"], "served");
+    }
+    // The first customer's key is untouched: their record still opens.
+    let mut record: serde_json::Value = serde_json::from_slice(&stored_first).unwrap();
+    record["id"] = "901".into();
+    gw.crm.on(
+        "/crm/v3/objects/contacts/901",
+        Reply::json(record.to_string()),
+    );
+    let read = send(
+        "GET",
+        &gw.url("/crm/v3/objects/contacts/901"),
+        &[("x-api-key", SUPPORT)],
+        b"",
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.json()["properties"]["email"], "a@example.org");
 }
 
 #[tokio::test]
