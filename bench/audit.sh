@@ -7,18 +7,11 @@
 #   bench/audit.sh [ROUNDS]        (needs ../shared/bench/setup.sh run once)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 R=${1:-6}
-BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
-KEY=bench-key-0123456789abcdef
 run=/tmp/consentry-audit-bench
-[ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
-cargo build --release --manifest-path "$root/Cargo.toml" -q
-bin="$root/target/release/consentry"
-rm -rf "$run"; mkdir -p "$run/on" "$run/off" "$BENCH_DIR/run/A_tmp"
-pids=()
 . "$here/lib.sh"
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+prelude "$run"
+mkdir -p "$run/on" "$run/off"
 for mode in on off; do
   port=18092; audit="$run/on/audit.db"
   [ "$mode" = off ] && { port=18093; audit=off; }

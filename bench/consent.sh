@@ -6,18 +6,13 @@
 #   bench/consent.sh [ROUNDS]        (needs ../shared/bench/setup.sh run once)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 R=${1:-6}
-BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
-KEY=bench-key-0123456789abcdef
 run=/tmp/consentry-consent-bench
-[ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
-cargo build --release --manifest-path "$root/Cargo.toml" -q
-bin="$root/target/release/consentry"
-rm -rf "$run"; mkdir -p "$run/policies" "$BENCH_DIR/run/A_tmp"
-pids=()
 . "$here/lib.sh"
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+prelude "$run"
+mkdir -p "$run/policies" "$run/plain"
+# The peers' config as is, its stores in the run directory (not in bench/).
+peer_config "$run/plain" 18090 "$run/plain/audit.db"
 
 # The consent variant: a subject per record, and the purpose needs consent.
 sed -e 's/^    fields: /    subject: $.id\n    fields: /' \
@@ -31,7 +26,7 @@ printf 'storage: { sqlite: %s/consentry.db }\n' "$run" >> "$run/consentry.yaml"
 "$bin" consent import --config "$run/consentry.yaml" "$run/consents.csv"
 
 start_nginx_a "$run"
-"$bin" serve --config "$here/consentry-peer.yaml" & pids+=($!)
+"$bin" serve --config "$run/plain/consentry.yaml" & pids+=($!)
 "$bin" serve --config "$run/consentry.yaml" & pids+=($!)
 wait_ports 18080 18090 18091
 # Same bodies from both (every subject consented).

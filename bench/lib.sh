@@ -1,6 +1,24 @@
-# Shared by the A/B scripts (consent.sh, audit.sh): nginx A as the upstream,
-# waiting for listeners, and interleaved wrk rounds between two gateways.
-# Expects: BENCH_DIR, KEY, and an array `pids` the caller kills on exit.
+# Shared by the scripts that run gateways against nginx A of ../shared/bench
+# (audit.sh, consent.sh, regress.sh, rss.sh): their set-up, nginx A as the
+# upstream, waiting for listeners, interleaved wrk rounds between two
+# gateways, and the peers' config. Sourced after `here` is set.
+
+BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
+KEY=bench-key-0123456789abcdef
+
+# prelude RUN_DIR
+# Checks the fixtures, builds this checkout (unless BIN names a binary) into
+# `bin`, makes RUN_DIR afresh, and kills whatever is in `pids` on exit.
+prelude() {
+  [ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
+  if [ -n "${BIN:-}" ]; then bin=$BIN; else
+    cargo build --release --manifest-path "$here/../Cargo.toml" -q
+    bin="$here/../target/release/consentry"
+  fi
+  rm -rf "$1"; mkdir -p "$1" "$BENCH_DIR/run/A_tmp"
+  pids=()
+  trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+}
 
 # start_nginx_a RUN_DIR
 start_nginx_a() {

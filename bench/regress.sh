@@ -10,22 +10,13 @@
 #   CARGO_TARGET_DIR=/tmp/base-target cargo build --release --manifest-path /tmp/base/Cargo.toml
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 R=${1:-6}
-BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
-KEY=bench-key-0123456789abcdef
 run=/tmp/consentry-regress-bench
 : "${BASE_BIN:?set BASE_BIN to the binary of an earlier build}"
-[ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
-# NEW_BIN: compare two given builds (or a build with itself: the noise floor).
-if [ -n "${NEW_BIN:-}" ]; then bin=$NEW_BIN; else
-  cargo build --release --manifest-path "$root/Cargo.toml" -q
-  bin="$root/target/release/consentry"
-fi
-rm -rf "$run"; mkdir -p "$run/base" "$run/new" "$BENCH_DIR/run/A_tmp"
-pids=()
 . "$here/lib.sh"
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# NEW_BIN: compare two given builds (or a build with itself: the noise floor).
+BIN=${NEW_BIN:-} prelude "$run"
+mkdir -p "$run/base" "$run/new"
 for who in base new; do
   port=18094; [ "$who" = new ] && port=18095
   audit=off; [ "${AUDIT:-off}" = on ] && audit="$run/$who/audit.db"

@@ -6,24 +6,14 @@
 # BIN=... measures another build.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
 MODE=${1:-on}
-BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
-KEY=bench-key-0123456789abcdef
 run=/tmp/consentry-rss-bench
-[ -d "$BENCH_DIR/fixtures" ] || { echo "run ../shared/bench/setup.sh first" >&2; exit 1; }
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --manifest-path "$root/Cargo.toml" -q
-  BIN="$root/target/release/consentry"
-fi
-rm -rf "$run"; mkdir -p "$run" "$BENCH_DIR/run/A_tmp"
-pids=()
 . "$here/lib.sh"
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+prelude "$run"
 audit=off; [ "$MODE" = on ] && audit="$run/audit.db"
 peer_config "$run" 18099 "$audit"
 start_nginx_a "$run"
-"$BIN" serve --config "$run/consentry.yaml" 2> "$run/err" & gp=$!; pids+=($gp)
+"$bin" serve --config "$run/consentry.yaml" 2> "$run/err" & gp=$!; pids+=($gp)
 wait_ports 18080 18099
 mem() { grep -E 'VmHWM|VmRSS' "/proc/$gp/status" | tr -s ' \t' ' ' | tr '\n' ' '; }
 echo "audit $MODE, idle:         $(mem)"
