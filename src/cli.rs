@@ -831,8 +831,6 @@ fn policy_command(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             method,
             path,
         } => {
-            let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                .map_err(|_| anyhow::anyhow!("`{method}` is not an HTTP method"))?;
             let set = match policy::load_dir(&dir, &policy::Options::default()) {
                 Ok((set, _)) => set,
                 Err(report) => {
@@ -840,7 +838,8 @@ fn policy_command(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let v = policy::explain::explain(&set, &method, &path, &purpose);
+            let v = policy::explain::request(&set, &method, &path, &purpose)
+                .map_err(anyhow::Error::msg)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 use crate::audit::Event;
 use crate::config::{self, Config};
+
+/// `Config::sections`.
+type Sections = std::collections::BTreeMap<String, [u8; 32]>;
 use crate::diag::Report;
 use crate::policy::PolicySet;
 use crate::proxy::Gateway;
@@ -75,25 +78,14 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
     let _one = gw.reloading.lock().await;
     let loader = gw.loader.clone();
     let file = gw.config().file.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let new_text = std::fs::read_to_string(&file).ok();
-        let loaded = (loader.0)(&file);
-        let fingerprint = loaded
-            .as_ref()
-            .ok()
-            .map(|(cfg, _, _)| crate::proxy::policies_fingerprint(&cfg.policies_dir));
-        (loaded, new_text, fingerprint)
-    })
-    .await;
+    let loaded = tokio::task::spawn_blocking(move || (loader.0)(&file)).await;
     let checked = match loaded {
         Err(_) => Err("the reload task failed".to_owned()),
-        Ok((Err(report), _, _)) => Err(format!(
+        Ok(Err(report)) => Err(format!(
             "{report}\n{} error(s); the serving version is unchanged",
             report.errors()
         )),
-        Ok((Ok((cfg, set, warnings)), new_text, fingerprint)) => {
-            check(gw, cfg, set, &warnings, new_text.as_deref(), fingerprint)
-        }
+        Ok(Ok((cfg, set, warnings))) => check(gw, cfg, set, &warnings),
     };
     let result = match checked {
         Ok((plan, set, clients)) => match record(gw, who, Act::Applied(&plan)).await {
@@ -157,16 +149,13 @@ fn check(
     cfg: Config,
     set: PolicySet,
     warnings: &Report,
-    new_text: Option<&str>,
-    fingerprint: Option<Result<(usize, String), String>>,
 ) -> Result<(Reloaded, PolicySet, Arc<crate::config::Clients>), String> {
-    let (policy_files, policies_sha256) =
-        fingerprint.unwrap_or_else(|| Err("no policy folder".into()))?;
+    let (policy_files, policies_sha256) = set
+        .fingerprint()
+        .map(|f| (f.files, f.sha256.clone()))
+        .ok_or("the policies were not loaded from a folder")?;
     // Against the file the gateway started with: what changed since.
-    let restart_required = match (gw.started_with(), new_text) {
-        (Some(a), Some(b)) => changed_sections(a, b),
-        _ => Vec::new(),
-    };
+    let restart_required = changed_sections(&gw.config().sections, &cfg.sections);
     if cfg.policies_dir != gw.config().policies_dir {
         return Err(format!(
             "`policies` now names {}, but the folder is bound at start; restart to change it",
@@ -201,18 +190,8 @@ fn check(
 }
 
 /// Top-level sections of the config file, other than `clients` and
-/// `policies`, whose text differs between `old` and `new`.
-fn changed_sections(old: &str, new: &str) -> Vec<String> {
-    let parse = |t: &str| -> serde_json::Map<String, serde_json::Value> {
-        serde_saphyr::from_str::<serde_json::Value>(t)
-            .ok()
-            .and_then(|v| match v {
-                serde_json::Value::Object(m) => Some(m),
-                _ => None,
-            })
-            .unwrap_or_default()
-    };
-    let (a, b) = (parse(old), parse(new));
+/// `policies`, written differently in `old` and `new`.
+fn changed_sections(a: &Sections, b: &Sections) -> Vec<String> {
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -223,9 +202,8 @@ fn changed_sections(old: &str, new: &str) -> Vec<String> {
         .collect()
 }
 
-/// The reload in the audit trail: to be applied (with the policies'
+/// What a reload's audit event says: to be applied (with the policies'
 /// fingerprint and the version it will serve as) or refused.
-/// What a reload's audit event says.
 enum Act<'a> {
     /// To be applied as `Reloaded::version`.
     Applied(&'a Reloaded),
@@ -265,7 +243,8 @@ mod tests {
     fn sections_other_than_clients_and_policies_are_named() {
         let old = "listen: 127.0.0.1:1\nclients: [a]\nlimits: {x: 1}\npolicies: p\n";
         let new = "listen: 127.0.0.1:2\nclients: [b]\nlimits: {x: 1}\npolicies: p\nlog: {}\n";
-        assert_eq!(changed_sections(old, new), vec!["listen", "log"]);
-        assert!(changed_sections(old, old).is_empty());
+        let (old, new) = (config::section_digests(old), config::section_digests(new));
+        assert_eq!(changed_sections(&old, &new), vec!["listen", "log"]);
+        assert!(changed_sections(&old, &old).is_empty());
     }
 }

@@ -82,12 +82,9 @@ pub fn explain(admin: &Admin, req: &Request<Incoming>) -> Result<Response<Body>>
             })
     };
     let (method, path, purpose) = (param("method")?, param("path")?, param("purpose")?);
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| Problem::invalid_request(format!("`{method}` is not an HTTP method")))?;
-    let path = crate::path::normalise(&path)
-        .map_err(|e| Problem::invalid_request(format!("the path cannot be served: {e}")))?;
     let live = admin.gateway().live();
-    let mut v = crate::policy::explain::explain(&live.policies, &method, &path, &purpose);
+    let mut v = crate::policy::explain::request(&live.policies, &method, &path, &purpose)
+        .map_err(Problem::invalid_request)?;
     v["policy_version"] = live.version.into();
     Ok(json(StatusCode::OK, &v))
 }

@@ -9,6 +9,7 @@
 pub mod env;
 pub mod source;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ pub struct Config {
     pub subjects: Subjects,
     /// TLS on the data listener (`tls:`); plain HTTP without it.
     pub tls: Option<Tls>,
+    /// SHA-256 of each top-level section as written (its YAML value), so a
+    /// reload can name what changed since start without keeping the text.
+    pub sections: BTreeMap<String, [u8; 32]>,
 }
 
 /// TLS on the data listener.
@@ -372,6 +376,18 @@ pub fn load_with_env(
     load_str(path, &text, env)
 }
 
+/// SHA-256 of each top-level section's value (as JSON) in `text`.
+pub(crate) fn section_digests(text: &str) -> BTreeMap<String, [u8; 32]> {
+    use sha2::Digest;
+    match serde_saphyr::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k, sha2::Sha256::digest(v.to_string()).into()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// The master key file the config at `path` names, if it names one and
 /// can be read (for `consentry demo`, which makes the file on first run,
 /// and `consentry keys rotate`).
@@ -401,10 +417,11 @@ pub fn load_str(
     };
     let config = b.build(&src);
     let Builder { mut r, .. } = b;
-    let Some(config) = config else {
+    let Some(mut config) = config else {
         r.sort();
         return Err(r);
     };
+    config.sections = section_digests(text);
     let opts = policy::Options {
         hash_key: config.hash_key.clone(),
         require_hash_key: true,
@@ -632,6 +649,7 @@ impl Builder<'_> {
             admin,
             audit,
             tls,
+            sections: BTreeMap::new(),
         })
     }
 

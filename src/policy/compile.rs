@@ -91,7 +91,10 @@ pub fn load_dir(dir: &Path, opts: &Options) -> Result<(PolicySet, Report), Repor
         );
     }
     match compile(&sources, opts) {
-        Ok((set, warnings)) if !report.has_errors() => Ok((set, warnings)),
+        Ok((mut set, warnings)) if !report.has_errors() => {
+            set.fingerprint = Some(super::Fingerprint::of(&sources));
+            Ok((set, warnings))
+        }
         Ok((_, warnings)) => {
             report.extend(warnings);
             report.sort();

@@ -15,6 +15,22 @@ fn action(a: Action) -> String {
     }
 }
 
+/// `explain` for a request as given (the CLI's arguments, the admin API's
+/// query): the method in any case, the path normalised as the gateway
+/// normalises it. Why not, if either cannot be served.
+pub fn request(
+    set: &PolicySet,
+    method: &str,
+    path: &str,
+    purpose: &str,
+) -> Result<serde_json::Value, String> {
+    let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{method}` is not an HTTP method"))?;
+    let path =
+        crate::path::normalise(path).map_err(|e| format!("the path cannot be served: {e}"))?;
+    Ok(explain(set, &m, &path, purpose))
+}
+
 /// The decision for `method path` under `purpose`, as JSON.
 pub fn explain(set: &PolicySet, method: &Method, path: &str, purpose: &str) -> serde_json::Value {
     let decision = set.decide(method, path, purpose);

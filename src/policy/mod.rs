@@ -362,9 +362,46 @@ pub struct PolicySet {
     folded: matchit::Router<usize>,
     resources: Vec<Arc<Resource>>,
     custom_uses: HashSet<String>,
+    /// Of the files the set was compiled from (`load_dir`); audited.
+    fingerprint: Option<Fingerprint>,
+}
+
+/// The policy files a set was compiled from: how many, and SHA-256 over
+/// their names and bytes, in name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub files: usize,
+    pub sha256: String,
+}
+
+impl Fingerprint {
+    /// Of `(file, text)` pairs, as `load_dir` read them (sorted by path).
+    pub fn of(sources: &[(std::path::PathBuf, String)]) -> Fingerprint {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (file, text) in sources {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update((text.len() as u64).to_be_bytes());
+            h.update(text.as_bytes());
+        }
+        Fingerprint {
+            files: sources.len(),
+            sha256: crate::config::hex(&h.finalize()),
+        }
+    }
 }
 
 impl PolicySet {
+    /// The files it was compiled from, when loaded from a folder.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.fingerprint.as_ref()
+    }
+
     /// An empty set: every request is unmatched (the fail-closed default).
     pub fn empty() -> PolicySet {
         PolicySet::default()

@@ -559,3 +559,34 @@ rules:
         "{e}"
     );
 }
+
+#[test]
+fn the_fingerprint_covers_the_policy_files_that_were_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    std::fs::copy(
+        policies.join("hubspot-contacts.yaml"),
+        dir.path().join("hubspot-contacts.yaml"),
+    )
+    .unwrap();
+    let opts = Options {
+        hash_key: HashKey::new(b"fingerprint-test-key-0123456789").map(Arc::new),
+        has_master_key: true,
+        ..Options::default()
+    };
+    let load = || {
+        super::compile::load_dir(dir.path(), &opts)
+            .unwrap_or_else(|r| panic!("{r}"))
+            .0
+    };
+    let first = load().fingerprint().cloned().unwrap();
+    assert_eq!(first.files, 1);
+    // A policy test beside it is not compiled, so not fingerprinted.
+    std::fs::write(dir.path().join("hubspot-contacts.test.yaml"), "cases: []\n").unwrap();
+    assert_eq!(load().fingerprint(), Some(&first));
+    // A changed policy is.
+    let path = dir.path().join("hubspot-contacts.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n# edited\n")).unwrap();
+    assert_ne!(load().fingerprint(), Some(&first));
+}

@@ -71,9 +71,6 @@ pub struct Gateway {
     live: ArcSwap<Live>,
     /// One reload at a time.
     pub(crate) reloading: tokio::sync::Mutex<()>,
-    /// The config file as the gateway started with it: a reload names the
-    /// sections changed since, which only a restart applies.
-    started_with: Option<String>,
     /// Reads the config file again on reload (the demo's fills in its own
     /// environment).
     pub(crate) loader: crate::reload::Loader,
@@ -111,12 +108,10 @@ impl Gateway {
             clients: Arc::clone(&config.clients),
             version: 1,
         };
-        let started_with = std::fs::read_to_string(&config.file).ok();
         Ok(Gateway {
             config,
             live: ArcSwap::from_pointee(live),
             reloading: tokio::sync::Mutex::new(()),
-            started_with,
             loader: crate::reload::Loader::default(),
             metrics,
             upstream,
@@ -193,7 +188,11 @@ impl Gateway {
         let Some(audit) = &self.audit else {
             return Ok(());
         };
-        let (files, fingerprint) = policies_fingerprint(&self.config.policies_dir)?;
+        let policies = self.policies();
+        let (files, fingerprint) = policies
+            .fingerprint()
+            .map(|f| (f.files, f.sha256.clone()))
+            .ok_or("the policies were not loaded from a folder")?;
         let master = self
             .keys
             .as_ref()
@@ -202,7 +201,7 @@ impl Gateway {
         let counts = serde_json::json!({
             "policy_files": files,
             "policies_sha256": fingerprint,
-            "resources": self.live.load().policies.resources().len(),
+            "resources": policies.resources().len(),
             "master_key_version": master,
         });
         let event = Event::act("gateway", "consentry", "started", Vec::new(), Some(counts));
@@ -259,11 +258,6 @@ impl Gateway {
             version: cur.version + 1,
         });
         prev.version + 1
-    }
-
-    /// The config file's text at start, if it could be read.
-    pub fn started_with(&self) -> Option<&str> {
-        self.started_with.as_deref()
     }
 
     /// Whether the CRM accepts a TCP connection now (`/readyz`).
@@ -622,32 +616,6 @@ impl Gateway {
             gate
         }
     }
-}
-
-/// The policy folder's fingerprint: how many files, and SHA-256 over their
-/// names and bytes (in name order). Audited at start and on each reload.
-pub(crate) fn policies_fingerprint(dir: &std::path::Path) -> Result<(usize, String), String> {
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read the policy folder: {e}"))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    for f in &files {
-        let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        sha2::Digest::update(&mut h, (name.len() as u64).to_be_bytes());
-        sha2::Digest::update(&mut h, name.as_bytes());
-        sha2::Digest::update(&mut h, (bytes.len() as u64).to_be_bytes());
-        sha2::Digest::update(&mut h, &bytes);
-    }
-    let fingerprint = crate::config::hex(&sha2::Digest::finalize(h));
-    Ok((files.len(), fingerprint))
 }
 
 /// Makes sure every key the policies' deterministic categories need exists
