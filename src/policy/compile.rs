@@ -1019,6 +1019,7 @@ impl Compiler<'_> {
                 })
             })
             .collect();
+        let keep = (mode == super::Mode::Report).then(|| Arc::new(Rule::keeping(&program)));
         self.resources.push(Resource {
             policy: policy.into(),
             name: name.into(),
@@ -1033,6 +1034,7 @@ impl Compiler<'_> {
             echo_created,
             path_subject,
             search,
+            keep,
         });
     }
 

@@ -67,6 +67,8 @@ pub struct Resource {
     pub path_subject: Option<usize>,
     /// Equality searches to rewrite into tokens (`search`).
     pub search: Option<Search>,
+    /// Report mode's output rule (`Rule::keeping`), made once.
+    pub keep: Option<Arc<Rule>>,
 }
 
 /// Where a resource's requests search on which category.
@@ -222,11 +224,12 @@ pub enum Minimise {
 impl Rule {
     /// Report mode's output rule: every value passes exactly as stored
     /// (`Action::Keep`); only the suppression of erased customers applies.
-    pub fn keeping(program: &crate::transform::Program, purpose: Arc<str>) -> Rule {
+    /// Its purpose is empty: the request's own purpose is the one named.
+    pub fn keeping(program: &crate::transform::Program) -> Rule {
         let table = ActionTable::keep_all(program);
         let disclosure = Arc::new(disclosure(program, &table));
         Rule {
-            purpose,
+            purpose: Arc::from(""),
             basis: None,
             consent: None,
             table: Arc::new(table),

@@ -100,6 +100,18 @@ impl Outcome {
     }
 }
 
+/// What the handler decided about a streamed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Its first audit event is being stored.
+    Pending,
+    /// It may leave; its end writes the outcome.
+    Released,
+    /// Replaced by a refusal (the event could not be stored), which is the
+    /// outcome: its end writes nothing.
+    Replaced,
+}
+
 /// Everything known about one request.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -134,11 +146,10 @@ pub struct Context {
     pub policy_version: u64,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
-    /// A streamed response's release: 0 while its first audit event is
-    /// being stored, 1 once it may leave, 2 when the handler replaced it
-    /// (the event could not be stored; the refusal is the outcome). The
-    /// stream's end writes its outcome only after 1.
-    pub release: Option<Arc<tokio::sync::watch::Sender<u8>>>,
+    /// A streamed response's release, sent by the handler once its first
+    /// audit event is stored (`Release`). Only the handler's context holds
+    /// it: when the handler goes away unreleased, the stream learns so.
+    pub release: Option<Arc<tokio::sync::watch::Sender<Release>>>,
     /// A create's key binding on its way to the store: the handler waits
     /// for it (beside the audit event's commit) before the answer leaves.
     pub binding: Option<crate::keys::service::BindTicket>,

@@ -47,7 +47,7 @@ use crate::consent::gate::ConsentGate;
 use crate::keys::service::Keys;
 use crate::policy::PolicySet;
 use body::Body;
-use context::{Context, Outcome, RequestId, RequestIds};
+use context::{Context, Outcome, Release, RequestId, RequestIds};
 use emit::Emitter;
 use forward::{SendError, Upstream};
 use gate::RecordGate;
@@ -347,7 +347,11 @@ impl Gateway {
             refuse(&mut ctx, r);
         }
         if let Some(r) = &ctx.release {
-            r.send_replace(if abandoned { 2 } else { 1 });
+            r.send_replace(if abandoned {
+                Release::Replaced
+            } else {
+                Release::Released
+            });
         }
         if !ctx.streaming {
             self.emitter.emit(&ctx);
@@ -537,10 +541,7 @@ impl Gateway {
             } => {
                 // The answer leaves as stored (only erased customers are
                 // withheld); the rule's own reading only counts.
-                let keep = Arc::new(crate::policy::Rule::keeping(
-                    &resource.program,
-                    Arc::clone(&purpose),
-                ));
+                let keep = resource.keep.clone().ok_or(Refusal::Internal)?;
                 ctx.disclosure = Some(Arc::clone(&keep.disclosure));
                 let (analysed, sources) = match &rule {
                     Some(rule) => (

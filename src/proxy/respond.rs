@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 
 use super::body::{self, Body, BoxError};
-use super::context::{Context, Outcome};
+use super::context::{Context, Outcome, Release};
 use super::decode::{DecodeError, Decoder};
 use super::emit::Emitter;
 use super::forward::filter_headers;
@@ -146,9 +146,6 @@ pub(super) fn render_blocking(
         .map_err(|e| from_transform(e, purpose))?;
     if rw.pending() > 0 {
         settle_blocking(&mut rw, &mut gate, &mut out, purpose)?;
-    }
-    if let Some(t) = gate.take_ticket() {
-        t.bound_blocking().map_err(super::gate::binding_failed)?;
     }
     Ok(out)
 }
@@ -811,10 +808,16 @@ pub async fn inspect(
     }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;
-    let (release, released) = tokio::sync::watch::channel(0u8);
+    let (release, released) = tokio::sync::watch::channel(Release::Pending);
+    // The stream's copy of the context does not hold the sender: if the
+    // handler goes away before releasing, the stream hears of it.
+    let mine = Context {
+        release: None,
+        ..ctx.clone()
+    };
     ctx.release = Some(Arc::new(release));
     let finisher = Finisher {
-        ctx: Some(ctx.clone()),
+        ctx: Some(mine),
         emitter: Arc::clone(emitter),
         sent: held as u64,
         changed: Vec::new(),
@@ -830,19 +833,34 @@ struct Finisher {
     sent: u64,
     changed: Vec<(Arc<str>, [u32; 4])>,
     /// The handler's release of the response (`Context::release`).
-    released: tokio::sync::watch::Receiver<u8>,
+    released: tokio::sync::watch::Receiver<Release>,
 }
 
 impl Finisher {
     /// Waits until the handler has released the response (its first audit
-    /// event stored); false if it replaced it instead, and then nothing
-    /// more is written.
+    /// event stored). False if it replaced it (nothing more is written), or
+    /// went away first (the client left: that is the outcome written).
     async fn settled(&mut self) -> bool {
-        let ok = matches!(self.released.wait_for(|s| *s != 0).await, Ok(s) if *s == 1);
-        if !ok {
-            self.ctx = None;
+        let decided = self
+            .released
+            .wait_for(|s| *s != Release::Pending)
+            .await
+            .map(|s| *s);
+        match decided {
+            Ok(Release::Released) => true,
+            Ok(_) => {
+                self.ctx = None;
+                false
+            }
+            Err(_) => {
+                self.end(
+                    Outcome::Aborted,
+                    transform::Stats::default(),
+                    Some("client-gone"),
+                );
+                false
+            }
         }
-        ok
     }
 
     fn end(&mut self, outcome: Outcome, stats: transform::Stats, problem: Option<&'static str>) {
@@ -856,7 +874,7 @@ impl Finisher {
         problem: Option<&'static str>,
         subjects: Vec<(String, transform::RecordOutcome)>,
     ) {
-        if *self.released.borrow() == 2 {
+        if *self.released.borrow() == Release::Replaced {
             // Replaced by the handler, which wrote the refusal.
             self.ctx = None;
         }

@@ -313,7 +313,7 @@ impl ActionTable {
         }
     }
 
-    /// Allows everything (tests and `report` mode baselines).
+    /// Allows everything (tests).
     pub fn allow_all(program: &Program) -> ActionTable {
         ActionTable {
             fields: vec![Action::Allow; program.fields.len()],
