@@ -322,11 +322,6 @@ impl Metrics {
         self.undecryptable.get()
     }
 
-    /// Open connections now.
-    pub fn open_connections(&self) -> i64 {
-        self.connections.get()
-    }
-
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
     }

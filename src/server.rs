@@ -24,10 +24,6 @@ use crate::proxy::Gateway;
 use crate::proxy::body::Body;
 use crate::tls::ClientCertificate;
 
-/// How long in-flight requests on the admin listener may take to finish
-/// after shutdown begins.
-pub const DRAIN: Duration = Duration::from_secs(10);
-
 /// HTTP/2 connections are pinged this often; one that does not answer
 /// within the same time is closed.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -55,18 +51,18 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// What a listener does with each connection besides HTTP.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Listener {
     /// TLS handshake first (and client certificates).
     pub tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
     /// Connections open at once at most; more are closed at accept.
-    pub max_connections: Option<usize>,
+    pub max_connections: usize,
     /// Counted here: open connections, refusals, TLS failures.
     pub metrics: Option<Arc<Metrics>>,
     /// In-flight requests get this long to finish after shutdown begins.
-    pub drain: Option<Duration>,
-    /// A connection with no request in flight and no bytes moving for
-    /// this long is closed (HTTP/2 clients that keep answering pings too).
+    pub drain: Duration,
+    /// A connection with no request being answered (response bodies
+    /// included) for this long is closed; HTTP/2 pings do not count.
     pub idle: Option<Duration>,
 }
 
@@ -97,9 +93,9 @@ pub async fn serve(
     };
     let options = Listener {
         tls,
-        max_connections: Some(limits.max_connections),
+        max_connections: limits.max_connections,
         metrics: Some(Arc::clone(gateway.metrics())),
-        drain: Some(limits.shutdown_drain),
+        drain: limits.shutdown_drain,
         idle: Some(limits.idle_timeout),
     };
     let builder = builder(&limits);
@@ -135,10 +131,9 @@ pub async fn accept<F, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let open_conns = Arc::new(Open::default());
-    let permits = options
-        .max_connections
-        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    // One permit per open connection: all of them back means none is open.
+    let max = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max as usize));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -153,27 +148,20 @@ pub async fn accept<F, Fut>(
             },
             () = &mut shutdown => break,
         };
-        let permit = match &permits {
-            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    // Dropping the stream closes it: cheaper than an answer,
-                    // and the client sees a reset it can retry elsewhere.
-                    if let Some(m) = &options.metrics {
-                        m.connection_refused();
-                    }
-                    tracing::warn!(
-                        listener = what,
-                        "connection refused: `limits.max_connections` are open"
-                    );
-                    continue;
-                }
-            },
-            None => None,
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            // Dropping the stream closes it: cheaper than an answer, and the
+            // client sees a reset it can retry elsewhere.
+            if let Some(m) = &options.metrics {
+                m.connection_refused();
+            }
+            tracing::warn!(
+                listener = what,
+                "connection refused: `limits.max_connections` are open"
+            );
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let counted = options.metrics.as_ref().map(|m| m.connection());
-        let tracked = Open::enter(&open_conns);
         let builder = builder.clone();
         let handle = handle.clone();
         let tls = options.tls.clone();
@@ -183,7 +171,6 @@ pub async fn accept<F, Fut>(
         tokio::spawn(async move {
             let _permit = permit;
             let _counted = counted;
-            let _tracked = tracked;
             let conn = Conn {
                 peer,
                 builder: &builder,
@@ -193,21 +180,13 @@ pub async fn accept<F, Fut>(
             match tls {
                 None => conn.serve(stream, None, handle).await,
                 Some((acceptor, limit)) => {
-                    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            if let Some(m) = &metrics {
-                                m.tls_failure();
-                            }
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
+                    let Ok(Ok(tls)) = tokio::time::timeout(limit, acceptor.accept(stream)).await
+                    else {
+                        if let Some(m) = &metrics {
+                            m.tls_failure();
                         }
-                        Err(_) => {
-                            if let Some(m) = &metrics {
-                                m.tls_failure();
-                            }
-                            return;
-                        }
+                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                        return;
                     };
                     let cert = tls
                         .get_ref()
@@ -222,50 +201,9 @@ pub async fn accept<F, Fut>(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let drain = options.drain.unwrap_or(DRAIN);
     tokio::select! {
-        () = open_conns.closed() => {}
-        () = tokio::time::sleep(drain) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
-    }
-}
-
-/// The connections a listener has open, to wait for at shutdown.
-#[derive(Default)]
-struct Open {
-    count: std::sync::atomic::AtomicUsize,
-    gone: tokio::sync::Notify,
-}
-
-impl Open {
-    fn enter(this: &Arc<Open>) -> OpenGuard {
-        this.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        OpenGuard(Arc::clone(this))
-    }
-
-    /// Resolves once no connection is open.
-    async fn closed(&self) {
-        loop {
-            let notified = self.gone.notified();
-            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-struct OpenGuard(Arc<Open>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        if self
-            .0
-            .count
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.0.gone.notify_waiters();
-        }
+        _ = permits.acquire_many(max) => {}
+        () = tokio::time::sleep(options.drain) => tracing::warn!(listener = what, "drain deadline reached; closing remaining connections"),
     }
 }
 
@@ -366,15 +304,22 @@ async fn watchdog(
     idle: Option<Duration>,
     peer: SocketAddr,
 ) {
+    let Some(idle) = idle else {
+        // Only shutdown closes it.
+        if stop.wait_for(|&s| s).await.is_ok() {
+            closer.close();
+        }
+        return;
+    };
     loop {
         if *stop.borrow() {
             break;
         }
-        let wait = match idle {
-            Some(idle) if activity.in_flight() == 0 => idle.saturating_sub(activity.quiet_for()),
+        let wait = if activity.in_flight() == 0 {
+            idle.saturating_sub(activity.quiet_for())
+        } else {
             // Busy: look again after a whole period.
-            Some(idle) => idle,
-            None => Duration::from_secs(3600),
+            idle
         };
         tokio::select! {
             changed = stop.changed() => {
@@ -384,10 +329,7 @@ async fn watchdog(
                 }
             }
             () = tokio::time::sleep(wait) => {
-                if let Some(idle) = idle
-                    && activity.in_flight() == 0
-                    && activity.quiet_for() >= idle
-                {
+                if activity.in_flight() == 0 && activity.quiet_for() >= idle {
                     tracing::debug!(%peer, "idle connection asked to close");
                     break;
                 }

@@ -41,8 +41,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::config::AdminToken;
@@ -414,14 +412,15 @@ pub async fn read_body(
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+    // The data listener's HTTP settings and drain; fewer connections.
+    let limits = &admin.gateway().config().limits;
+    let builder = crate::server::builder(limits);
     let options = crate::server::Listener {
-        max_connections: Some(256),
-        ..Default::default()
+        tls: None,
+        max_connections: 256,
+        metrics: None,
+        drain: limits.shutdown_drain,
+        idle: None,
     };
     crate::server::accept(
         listener,

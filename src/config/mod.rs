@@ -1013,44 +1013,35 @@ impl Builder<'_> {
                 .certificate
                 .as_ref()
                 .map(|s| Arc::<str>::from(s.value.trim()));
-            let Some(api_key) = &c.api_key_sha256 else {
-                if certificate.is_none() {
-                    self.err(
-                        at(&c.name),
-                        format!("client `{}` has neither `api_key_sha256` nor `certificate`", c.name.value),
-                        Some("give it an API key (`consentry client new-key`) or the name in its TLS client certificate"),
-                    );
+            let key_sha256 = match &c.api_key_sha256 {
+                None => {
+                    if certificate.is_none() {
+                        self.err(
+                            at(&c.name),
+                            format!("client `{}` has neither `api_key_sha256` nor `certificate`", c.name.value),
+                            Some("give it an API key (`consentry client new-key`) or the name in its TLS client certificate"),
+                        );
+                    }
+                    None
                 }
-                out.list.push(Client {
-                    name: c.name.value.as_str().into(),
-                    key_sha256: None,
-                    certificate,
-                    purposes: c.purposes.iter().map(|p| p.value.as_str().into()).collect(),
-                });
-                continue;
+                Some(api_key) => {
+                    let Some(key) =
+                        unhex(api_key.value.trim()).and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    else {
+                        self.err(at(api_key), "`api_key_sha256` must be 64 hex digits", Some(
+                            "store the SHA-256 of the key, never the key: `consentry client new-key` prints both",
+                        ));
+                        continue;
+                    };
+                    if !hashes.insert(key) {
+                        self.err(at(api_key), "two clients share this API key", None);
+                    }
+                    Some(key)
+                }
             };
-            let hex_digits = api_key.value.trim().to_ascii_lowercase();
-            let bytes: Option<Vec<u8>> = (hex_digits.len() == 64 && hex_digits.is_ascii())
-                .then(|| {
-                    (0..32)
-                        .map(|i| u8::from_str_radix(&hex_digits[2 * i..2 * i + 2], 16).ok())
-                        .collect()
-                })
-                .flatten();
-            let Some(bytes) = bytes else {
-                self.err(at(api_key), "`api_key_sha256` must be 64 hex digits", Some(
-                    "store the SHA-256 of the key, never the key: `consentry client new-key` prints both",
-                ));
-                continue;
-            };
-            if !hashes.insert(bytes.clone()) {
-                self.err(at(api_key), "two clients share this API key", None);
-            }
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&bytes);
             out.list.push(Client {
                 name: c.name.value.as_str().into(),
-                key_sha256: Some(key),
+                key_sha256,
                 certificate,
                 purposes: c.purposes.iter().map(|p| p.value.as_str().into()).collect(),
             });

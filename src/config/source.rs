@@ -227,8 +227,9 @@ pub struct LimitsSource {
     /// Concurrent HTTP/2 streams per connection (default 256).
     #[serde(default)]
     pub max_streams: Option<Spanned<u32>>,
-    /// A connection with no request in flight and no bytes moving for this
-    /// long is closed (default 60s).
+    /// A connection with no request being answered (response bodies
+    /// included; HTTP/2 pings do not count) for this long is closed
+    /// (default 60s).
     #[serde(default)]
     pub idle_timeout: Option<Spanned<String>>,
     /// On SIGTERM, requests in flight get this long to finish (default 10s).
