@@ -729,11 +729,9 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     // Certificate and key problems stop start-up, before anything listens.
-    if let Some(t) = &cfg.tls {
-        crate::tls::server_config(t)
-            .map_err(|e| anyhow::anyhow!("{e} (tls:); nothing was started"))?;
-    }
-    let tls = if cfg.tls.is_some() { "https" } else { "http" };
+    let tls = server::tls_acceptor(&cfg)
+        .map_err(|e| anyhow::anyhow!("{e} (tls:); nothing was started"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let served = rt.block_on(async move {
         let listener = bind(cfg.listen, "listen").await?;
         let addr = listener.local_addr()?;
@@ -745,16 +743,14 @@ fn serve(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let admin_task = start_admin(admin_cfg, &gw, rx.clone()).await?;
         reload_on_hangup(&gw);
-        tracing::info!(%addr, resources, workers, scheme = tls, "consentry listening");
+        tracing::info!(%addr, resources, workers, scheme, "consentry listening");
         let mut rx = rx;
-        let gw_task = tokio::spawn(server::serve(listener, gw, async move {
+        let gw_task = tokio::spawn(server::serve(listener, gw, tls, async move {
             let _ = rx.changed().await;
         }));
         shutdown_signal().await;
         let _ = tx.send(true);
-        if let Ok(Err(e)) = gw_task.await {
-            bail!("{e}");
-        }
+        let _ = gw_task.await;
         if let Some(t) = admin_task {
             let _ = t.await;
         }
@@ -810,7 +806,9 @@ async fn run_demo(cfg: Config, set: PolicySet) -> anyhow::Result<()> {
     }));
     println!("{}", demo::instructions(gw_addr, crm, admin_addr));
     let mut rx3 = rx;
-    let gw_task = tokio::spawn(server::serve(listener, gw, async move {
+    let tls = server::tls_acceptor(gw.config())
+        .map_err(|e| anyhow::anyhow!("{e} (tls:); nothing was started"))?;
+    let gw_task = tokio::spawn(server::serve(listener, gw, tls, async move {
         let _ = rx3.changed().await;
     }));
     shutdown_signal().await;

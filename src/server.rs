@@ -75,22 +75,30 @@ impl std::fmt::Debug for Listener {
     }
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then drains.
-/// Refuses to start if the TLS files do not load.
+/// The data listener's TLS (`tls:`), with its handshake timeout; `None`
+/// for plain HTTP. Built once, before anything listens: a certificate or
+/// key that does not load stops start-up.
+pub fn tls_acceptor(
+    cfg: &crate::config::Config,
+) -> Result<Option<(tokio_rustls::TlsAcceptor, Duration)>, String> {
+    cfg.tls
+        .as_ref()
+        .map(|t| {
+            let c = crate::tls::server_config(t)?;
+            Ok((tokio_rustls::TlsAcceptor::from(c), t.handshake_timeout))
+        })
+        .transpose()
+}
+
+/// Serves `gateway` on `listener` (over `tls`, from `tls_acceptor`) until
+/// `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
-    let cfg = gateway.config();
-    let limits = cfg.limits.clone();
-    let tls = match &cfg.tls {
-        Some(t) => Some((
-            tokio_rustls::TlsAcceptor::from(crate::tls::server_config(t)?),
-            t.handshake_timeout,
-        )),
-        None => None,
-    };
+) {
+    let limits = gateway.config().limits.clone();
     let options = Listener {
         tls,
         max_connections: limits.max_connections,
@@ -111,7 +119,6 @@ pub async fn serve(
         },
     )
     .await;
-    Ok(())
 }
 
 /// The accept loop both listeners share (the data plane and the admin API):

@@ -575,13 +575,13 @@ keys:
         let (tx, rx) = oneshot::channel::<()>();
         let (admin_tx, admin_rx) = tokio::sync::watch::channel(false);
         let gw = Arc::clone(&gateway);
+        let tls = consentry::server::tls_acceptor(gw.config()).unwrap_or_else(|e| panic!("{e}"));
         let task = tokio::spawn(async move {
-            consentry::server::serve(listener, gw, async move {
+            consentry::server::serve(listener, gw, tls, async move {
                 let _ = rx.await;
                 let _ = admin_tx.send(true);
             })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .await;
         });
         let (admin, admin_task) = if self.admin {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
