@@ -234,11 +234,7 @@ impl Metrics {
             .get_or_create(&RouteLabels { route })
             .observe(ctx.started.elapsed().as_secs_f64());
         let s = &ctx.stats;
-        let mode = if ctx.outcome == Outcome::Reported {
-            "report"
-        } else {
-            "enforce"
-        };
+        let mode = if ctx.report { "report" } else { "enforce" };
         for (kind, n) in [
             ("masked", s.masked),
             ("hashed", s.hashed),
@@ -267,7 +263,8 @@ impl Metrics {
                 }
             }
         }
-        if s.undecryptable > 0 {
+        // Report mode withholds nothing: its count is what enforcing would.
+        if s.undecryptable > 0 && !ctx.report {
             self.undecryptable.inc_by(s.undecryptable);
         }
         if let Some(purpose) = &ctx.purpose {

@@ -91,10 +91,10 @@ pub async fn reload(gw: &Gateway, who: &str) -> Result<Reloaded, Refused> {
         Ok((plan, set, clients)) => match record(gw, who, Act::Applied(&plan)).await {
             // Checked above, recorded: applied without checking again, so
             // that nothing can fail between the event and the swap.
-            Ok(()) => Ok(Reloaded {
-                version: gw.swap_checked(set, clients),
-                ..plan
-            }),
+            Ok(()) => {
+                gw.swap_checked(set, clients, plan.version);
+                Ok(plan)
+            }
             Err(e) => {
                 // A commit that timed out may still land: a second event
                 // says this version was not applied.

@@ -144,6 +144,9 @@ pub struct Context {
     pub bytes_out: u64,
     /// The policy version the request started with.
     pub policy_version: u64,
+    /// Decided by a policy in `mode: report`: what its counts say was not
+    /// done.
+    pub report: bool,
     /// The response streams: its end, not the handler, writes the outcome.
     pub streaming: bool,
     /// A streamed response's release, sent by the handler once its first
@@ -187,6 +190,7 @@ impl Context {
             streaming: false,
             release: None,
             binding: None,
+            report: false,
         }
     }
 }

@@ -39,7 +39,7 @@ impl Emitter {
             m.request(ctx);
         }
         let s = &ctx.stats;
-        if s.undecryptable > 0 {
+        if s.undecryptable > 0 && !ctx.report {
             // Which record or field is not said: the route and the count only.
             tracing::warn!(
                 target: "consentry::access",

@@ -244,20 +244,20 @@ impl Gateway {
     }
 
     /// Swaps in the policies and clients a reload has checked
-    /// (`check_policies`) and recorded, in one atomic read-modify-write;
-    /// the new version. Requests in flight keep the one they started with.
+    /// (`check_policies`) and recorded as `version`, in one atomic store.
+    /// Only a reload swaps, one at a time (`reloading`), so `version` is the
+    /// next. Requests in flight keep the version they started with.
     pub(crate) fn swap_checked(
         &self,
         policies: PolicySet,
         clients: Arc<crate::config::Clients>,
-    ) -> u64 {
-        let policies = Arc::new(policies);
-        let prev = self.live.rcu(|cur| Live {
-            policies: Arc::clone(&policies),
-            clients: Arc::clone(&clients),
-            version: cur.version + 1,
-        });
-        prev.version + 1
+        version: u64,
+    ) {
+        self.live.store(Arc::new(Live {
+            policies: Arc::new(policies),
+            clients,
+            version,
+        }));
     }
 
     /// Whether the CRM accepts a TCP connection now (`/readyz`).
@@ -385,6 +385,7 @@ impl Gateway {
             ctx.resource = Some(Arc::clone(&r.name));
             ctx.template = Some(Arc::clone(&r.template));
         }
+        ctx.report = matches!(plan, Plan::Report { .. });
         // An erased customer's path is closed, whatever the method: nothing
         // of theirs is served, and nothing is written about them again.
         if self.consents.any_erased()
