@@ -120,6 +120,51 @@ fn settle_blocking(
     resume(rw, gate, out, purpose)
 }
 
+/// The pieces `data` is fed in: bounded while records may wait, so that
+/// they are settled every `settle_at` bytes.
+fn piece_len(gate: &RecordGate, settle_at: usize) -> usize {
+    if gate.defers() {
+        FEED.min(settle_at).max(1)
+    } else {
+        FEED
+    }
+}
+
+/// Rewrites `data` into `out` piece by piece, settling waiting records
+/// once `settle_at` bytes are held. Blocking (the settling reads stores).
+fn push_blocking(
+    rw: &mut Rewriter,
+    gate: &mut RecordGate,
+    data: &[u8],
+    settle_at: usize,
+    out: &mut Vec<u8>,
+    purpose: &str,
+) -> Result<(), Refusal> {
+    for piece in data.chunks(piece_len(gate, settle_at)) {
+        rw.push(piece, gate, out)
+            .map_err(|e| from_transform(e, purpose))?;
+        if gate.defers() && rw.pending() > 0 && rw.held() >= settle_at {
+            settle_blocking(rw, gate, out, purpose)?;
+        }
+    }
+    Ok(())
+}
+
+/// The end of a body: the last records, settled. Blocking.
+fn finish_blocking(
+    rw: &mut Rewriter,
+    gate: &mut RecordGate,
+    out: &mut Vec<u8>,
+    purpose: &str,
+) -> Result<(), Refusal> {
+    rw.finish(gate, out)
+        .map_err(|e| from_transform(e, purpose))?;
+    if rw.pending() > 0 {
+        settle_blocking(rw, gate, out, purpose)?;
+    }
+    Ok(())
+}
+
 /// Rewrites a whole body at once, settling every record in one batch (the
 /// record of a subject access report). Blocking.
 pub(super) fn render_blocking(
@@ -142,11 +187,7 @@ pub(super) fn render_blocking(
     let mut out = Vec::with_capacity(body.len());
     rw.push(body, &mut gate, &mut out)
         .map_err(|e| from_transform(e, purpose))?;
-    rw.finish(&mut gate, &mut out)
-        .map_err(|e| from_transform(e, purpose))?;
-    if rw.pending() > 0 {
-        settle_blocking(&mut rw, &mut gate, &mut out, purpose)?;
-    }
+    finish_blocking(&mut rw, &mut gate, &mut out, purpose)?;
     Ok(out)
 }
 
@@ -235,8 +276,8 @@ struct Pipeline {
 /// Report mode's second reading of a response: the rule's rewriter and the
 /// consent gate, on a copy of what the client gets unchanged. Its output is
 /// dropped; it counts what enforcing would have done and remembers the
-/// refusal enforcing would have made. Runs on blocking-pool threads (it
-/// may read the consent store).
+/// refusal enforcing would have made. Runs where the answer is read, or
+/// on a blocking-pool thread when its gate reads the consent store.
 pub struct Analysis {
     rewriter: Rewriter,
     gate: RecordGate,
@@ -287,62 +328,18 @@ impl Analysis {
         }
     }
 
-    /// Reads `data`. Blocking.
-    fn push(&mut self, data: &[u8]) {
+    /// Reads `data`, or the end with `None`; its output is dropped.
+    /// Blocking when its gate defers (store lookups).
+    fn read(&mut self, data: Option<&[u8]>) {
         if self.would.is_some() {
             return;
         }
-        let piece = if self.gate.defers() {
-            FEED.min(self.settle_at).max(1)
-        } else {
-            FEED
+        let (rw, gate, purpose) = (&mut self.rewriter, &mut self.gate, &*self.purpose);
+        let mut sink = Vec::new();
+        let r = match data {
+            Some(d) => push_blocking(rw, gate, d, self.settle_at, &mut sink, purpose),
+            None => finish_blocking(rw, gate, &mut sink, purpose),
         };
-        let mut sink = Vec::new();
-        for p in data.chunks(piece) {
-            let r = self
-                .rewriter
-                .push(p, &mut self.gate, &mut sink)
-                .map_err(|e| from_transform(e, &self.purpose))
-                .and_then(|()| {
-                    if self.gate.defers()
-                        && self.rewriter.pending() > 0
-                        && self.rewriter.held() >= self.settle_at
-                    {
-                        settle_blocking(
-                            &mut self.rewriter,
-                            &mut self.gate,
-                            &mut sink,
-                            &self.purpose,
-                        )
-                    } else {
-                        Ok(())
-                    }
-                });
-            sink.clear();
-            if let Err(e) = r {
-                self.would = Some(e.slug());
-                return;
-            }
-        }
-    }
-
-    /// The end of the body. Blocking.
-    fn finish(&mut self) {
-        if self.would.is_some() {
-            return;
-        }
-        let mut sink = Vec::new();
-        let r = self
-            .rewriter
-            .finish(&mut self.gate, &mut sink)
-            .map_err(|e| from_transform(e, &self.purpose))
-            .and_then(|()| {
-                if self.rewriter.pending() > 0 {
-                    settle_blocking(&mut self.rewriter, &mut self.gate, &mut sink, &self.purpose)
-                } else {
-                    Ok(())
-                }
-            });
         if let Err(e) = r {
             self.would = Some(e.slug());
         }
@@ -380,12 +377,16 @@ impl Pipeline {
             self.analysis = Some(a);
             return Ok(());
         }
+        // Without store lookups the reading is only CPU: done here, as the
+        // answer's own rewriting is.
+        if !a.gate.defers() {
+            a.read(data);
+            self.analysis = Some(a);
+            return Ok(());
+        }
         let data = data.map(<[u8]>::to_vec);
         let task = tokio::task::spawn_blocking(move || {
-            match data {
-                Some(d) => a.push(&d),
-                None => a.finish(),
-            }
+            a.read(data.as_deref());
             a
         });
         // Its consent lookups get the time enforcing would give them.
@@ -512,10 +513,9 @@ impl Pipeline {
     /// `settle_at`, so that waiting records never hold more than
     /// `2 * settle_at <= limits.record` before they are settled.
     fn piece_len(&self) -> usize {
-        match &self.gate {
-            Some(g) if g.defers() => FEED.min(self.settle_at).max(1),
-            _ => FEED,
-        }
+        self.gate
+            .as_ref()
+            .map_or(FEED, |g| piece_len(g, self.settle_at))
     }
 
     /// Whether records wait for a consent lookup.
@@ -577,26 +577,12 @@ impl Pipeline {
     async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
         self.analyse(Some(&data)).await?;
         self.fed += data.len() as u64;
-        // Before the gate is taken: without it the pieces would not be
-        // bounded for waiting records.
-        let piece_len = self.piece_len();
         let mut rw = self.rewriter.take().ok_or(Refusal::Internal)?;
         let mut gate = self.gate.take().ok_or(Refusal::Internal)?;
         let purpose = Arc::clone(&self.purpose);
         let settle_at = self.settle_at;
         let (rw, gate, result) = tokio::task::spawn_blocking(move || {
-            let mut r = Ok(());
-            for piece in data.chunks(piece_len) {
-                r = rw
-                    .push(piece, &mut gate, &mut out)
-                    .map_err(|e| from_transform(e, &purpose));
-                if r.is_ok() && gate.defers() && rw.pending() > 0 && rw.held() >= settle_at {
-                    r = settle_blocking(&mut rw, &mut gate, &mut out, &purpose);
-                }
-                if r.is_err() {
-                    break;
-                }
-            }
+            let r = push_blocking(&mut rw, &mut gate, &data, settle_at, &mut out, &purpose);
             (rw, gate, r.map(|()| out))
         })
         .await
