@@ -34,8 +34,7 @@ pub fn request(
 /// The decision for `method path` under `purpose`, as JSON.
 pub fn explain(set: &PolicySet, method: &Method, path: &str, purpose: &str) -> serde_json::Value {
     let decision = set.decide(method, path, purpose);
-    if let Decision::Deny(Denial::PurposeNotCovered { .. }) = &decision
-        && let super::Routed::Found(r) = set.route(method, path)
+    if let Decision::Deny(Denial::PurposeNotCovered(r)) = &decision
         && r.mode == super::Mode::Report
     {
         return serde_json::json!({
@@ -54,8 +53,9 @@ pub fn explain(set: &PolicySet, method: &Method, path: &str, purpose: &str) -> s
                 Denial::Unmatched => "no policy declares this route (`routes.unmatched` decides: deny by default)".to_owned(),
                 Denial::WrongMethod => "the route is declared, but not for this method".to_owned(),
                 Denial::CaseVariant => "the path differs from a declared route only in letter case".to_owned(),
-                Denial::PurposeNotCovered { policy, resource } => format!(
-                    "policy `{policy}` has no rule for this purpose (resource `{resource}`)"
+                Denial::PurposeNotCovered(r) => format!(
+                    "policy `{}` has no rule for this purpose (resource `{}`)",
+                    r.policy, r.name
                 ),
             },
         }),

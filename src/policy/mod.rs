@@ -342,7 +342,7 @@ pub enum Decision {
 }
 
 /// Why the policy refuses a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Denial {
     /// No resource has this path.
     Unmatched,
@@ -351,11 +351,9 @@ pub enum Denial {
     WrongMethod,
     /// The path differs from a known template only in letter case.
     CaseVariant,
-    /// The resource exists but no rule covers the purpose.
-    PurposeNotCovered {
-        policy: Arc<str>,
-        resource: Arc<str>,
-    },
+    /// The resource exists but no rule covers the purpose (in report
+    /// mode, the request is let through and this is what it reports).
+    PurposeNotCovered(Arc<Resource>),
 }
 
 /// All policies, compiled.
@@ -493,10 +491,7 @@ impl PolicySet {
             Routed::NotFound => return Decision::Deny(Denial::Unmatched),
         };
         let Some(rule) = res.rule_for(purpose) else {
-            return Decision::Deny(Denial::PurposeNotCovered {
-                policy: Arc::clone(&res.policy),
-                resource: Arc::clone(&res.name),
-            });
+            return Decision::Deny(Denial::PurposeNotCovered(Arc::clone(res)));
         };
         if res.passthrough {
             return Decision::Pass {

@@ -7,7 +7,7 @@ use http::Uri;
 use super::reject::Refusal;
 use crate::config::Unmatched;
 use crate::path;
-use crate::policy::{Decision, Denial, Mode, PolicySet, Resource, Routed, Rule};
+use crate::policy::{Decision, Denial, Mode, PolicySet, Resource, Rule};
 
 /// The request target, normalised: this is what the CRM receives.
 #[derive(Debug, Clone)]
@@ -85,20 +85,16 @@ pub fn plan(
         }
         Decision::Deny(Denial::Unmatched | Denial::WrongMethod) => Err(Refusal::RouteNotAllowed),
         Decision::Deny(Denial::CaseVariant) => Err(Refusal::PathCaseVariant),
-        Decision::Deny(Denial::PurposeNotCovered { policy, resource }) => {
-            if let Routed::Found(r) = policies.route(method, &target.path)
-                && r.mode == Mode::Report
-            {
-                return Ok(Plan::Report {
-                    resource: Arc::clone(r),
-                    rule: None,
-                    would: Some("purpose-not-covered"),
-                });
-            }
-            Err(Refusal::PurposeNotCovered {
-                policy: policy.to_string(),
-                resource: resource.to_string(),
+        Decision::Deny(Denial::PurposeNotCovered(resource)) if resource.mode == Mode::Report => {
+            Ok(Plan::Report {
+                resource,
+                rule: None,
+                would: Some("purpose-not-covered"),
             })
         }
+        Decision::Deny(Denial::PurposeNotCovered(r)) => Err(Refusal::PurposeNotCovered {
+            policy: r.policy.to_string(),
+            resource: r.name.to_string(),
+        }),
     }
 }
