@@ -150,8 +150,22 @@ fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How a request goes to the CRM.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Forward {
+    /// On an inspected route: headers that would describe a body the
+    /// client does not get (conditional and range headers on reads, digests
+    /// on writes) are dropped, and HEAD is sent as GET.
+    pub inspected: bool,
+    /// The answer is decoded and read: only encodings the gateway decodes
+    /// are offered.
+    pub decoded: bool,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
+}
 
 /// Builds the request sent to the CRM.
 #[allow(clippy::too_many_arguments)]
@@ -160,11 +174,12 @@ pub fn request(
     identity: &Identity,
     parts: &Parts,
     target: &Target,
-    inspected: bool,
+    how: Forward,
     body: UpBody,
     id: &RequestId,
     peer: SocketAddr,
 ) -> Result<Request<UpBody>, Refusal> {
+    let inspected = how.inspected;
     let drops = [&identity.api_key_header, &identity.purpose_header];
     let reading = parts.method == Method::GET || parts.method == Method::HEAD;
     let mut headers = if inspected && reading {
@@ -179,7 +194,7 @@ pub fn request(
     } else {
         filter_headers(&parts.headers, &drops, NEVER_FORWARDED, "x-forwarded-")
     };
-    if inspected {
+    if how.decoded {
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static(ACCEPT_ENCODING),
@@ -188,7 +203,8 @@ pub fn request(
     // The gateway's own headers, set last.
     if up.forwarded_headers {
         headers.insert(X_FORWARDED_FOR, ip_header(peer.ip()));
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if how.https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     headers.insert(header::VIA, HeaderValue::from_static("1.1 consentry"));
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {

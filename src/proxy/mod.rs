@@ -482,28 +482,21 @@ impl Gateway {
             }
             _ => forward::body(&parts.method, body, cfg.limits.request_body)?,
         };
-        let mut up_req = forward::request(
+        let how = forward::Forward {
+            inspected,
+            decoded: !matches!(plan, Plan::Pass { .. }),
+            https: cfg.tls.is_some(),
+        };
+        let up_req = forward::request(
             &cfg.upstream,
             &cfg.identity,
             &parts,
             &target,
-            inspected,
+            how,
             up_body,
             &ctx.id,
             ctx.peer,
         )?;
-        if cfg.tls.is_some() && cfg.upstream.forwarded_headers {
-            up_req.headers_mut().insert(
-                forward::X_FORWARDED_PROTO,
-                http::HeaderValue::from_static("https"),
-            );
-        }
-        if matches!(plan, Plan::Report { .. }) {
-            up_req.headers_mut().insert(
-                http::header::ACCEPT_ENCODING,
-                http::HeaderValue::from_static(forward::ACCEPT_ENCODING),
-            );
-        }
         let up_resp = match self.upstream.send(up_req).await {
             Ok(r) => r,
             Err(_) if too_large.is_some_and(|f| f.load(Ordering::Relaxed)) => {

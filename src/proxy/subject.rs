@@ -39,7 +39,7 @@ impl Gateway {
             &cfg.identity,
             parts,
             target,
-            false,
+            forward::Forward::default(),
             super::body::empty(),
             &self.ids.next(),
             peer,
