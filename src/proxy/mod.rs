@@ -591,14 +591,21 @@ impl Gateway {
                 Arc::clone(&self.consents),
             )
         });
-        let keys = match &self.keys {
+        Ok((consent, self.read_keys(resource).await?))
+    }
+
+    /// The keys that open `resource`'s tokens in an answer, if it has any.
+    async fn read_keys(
+        &self,
+        resource: &crate::policy::Resource,
+    ) -> Result<Option<(Arc<Keys>, crate::keys::vault::Vault)>, Refusal> {
+        Ok(match &self.keys {
             Some(k) if resource.program.sealed => Some((
                 Arc::clone(k),
                 encrypt::read_vault(k, &resource.program).await?,
             )),
             _ => None,
-        };
-        Ok((consent, keys))
+        })
     }
 
     /// The gate of the records that leave: erased customers withheld in

@@ -4,7 +4,6 @@
 //! timeouts), outside any client's request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -14,7 +13,7 @@ use super::body::{ReadError, read_limited};
 use super::gate::RecordGate;
 use super::reject::Refusal;
 use super::route::{self, Plan, Target};
-use super::{Gateway, encrypt, forward, respond};
+use super::{Gateway, forward, respond};
 
 /// What the CRM answered to a subject request.
 #[derive(Debug)]
@@ -106,14 +105,7 @@ impl Gateway {
                 rule: Some(rule),
                 ..
             } => {
-                let keys = match self.keys() {
-                    Some(k) if resource.program.sealed => Some((
-                        Arc::clone(k),
-                        encrypt::read_vault(k, &resource.program).await?,
-                    )),
-                    _ => None,
-                };
-                let gate = RecordGate::new(None, keys, None);
+                let gate = RecordGate::new(None, self.read_keys(&resource).await?, None);
                 let limits = self.config().limits.clone();
                 let body = answer.body;
                 tokio::task::spawn_blocking(move || {
