@@ -175,6 +175,18 @@ fn check(
             "the `keys` section (or the hash key it names) changed; keys are bound at start: restart to change them (`keys rotate` rotates the master key online)".into(),
         );
     }
+    // The listener keeps the TLS it started with: a client identified by
+    // its certificate needs client certificates verified there already.
+    let verifies = gw
+        .config()
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca.is_some());
+    if !verifies && cfg.clients.by_certificates() {
+        return Err(
+            "a client is identified by its certificate, but the running listener does not verify client certificates (`tls.client_ca` is bound at start): restart to apply `tls`".into(),
+        );
+    }
     crate::proxy::check_policies(gw.config(), &set, gw.keys().map(|k| &**k))?;
     let clients = Arc::clone(&cfg.clients);
     let plan = Reloaded {

@@ -215,6 +215,11 @@ impl Clients {
         Some(first)
     }
 
+    /// Whether any client is identified by its TLS client certificate.
+    pub fn by_certificates(&self) -> bool {
+        self.list.iter().any(|c| c.certificate.is_some())
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }

@@ -1067,3 +1067,28 @@ async fn a_request_in_flight_keeps_the_policy_it_started_with() {
     assert_eq!(versions.iter().map(|(_, v)| *v).collect::<Vec<_>>(), [2, 1]);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_cannot_add_clients_the_running_listener_cannot_identify() {
+    // TLS is bound at start: a gateway started without client certificate
+    // verification cannot take clients identified by certificate on reload.
+    let pki = pki();
+    let gw = TestGateway::builder().admin().start().await;
+    let config = gw.dir().join("consentry.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replacen(
+        "clients:\n",
+        "clients:\n  - { name: cert-desk, certificate: desk-cert, purposes: [essential.service] }\n",
+        1,
+    ) + &format!(
+        "tls: {{ cert: {}, key: {}, client_ca: {} }}\n",
+        pki.path("gateway.pem"),
+        pki.path("gateway.key"),
+        pki.path("ca.pem"),
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).unwrap();
+    let r = admin(&gw, "POST", "/v1/policies/reload", "", "").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("restart to apply `tls`"), "{}", r.text());
+}
