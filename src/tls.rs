@@ -1,8 +1,8 @@
 //! TLS on the data listener (rustls, TLS 1.2 and 1.3 only, ALPN `h2` and
 //! `http/1.1`), with optional client-certificate verification. A verified
-//! certificate's names (subject CN, DNS, URI and email alternative names)
-//! reach the data path as a request extension; `clients[].certificate`
-//! maps one of them to a client.
+//! certificate's names (its DNS, URI and email alternative names; its
+//! subject CN only when it has none) reach the data path as a request
+//! extension; `clients[].certificate` maps one of them to a client.
 
 use std::sync::Arc;
 
