@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use consentry::audit::store::AuditStore;
 use consentry::audit::writer::Audit;
-use consentry::audit::{Event, SubjectEntry};
+use consentry::audit::{Counts, Event, RequestCounts, SubjectEntry};
 use consentry::transform::HashKey;
 
 fn event(i: u64) -> Event {
@@ -74,5 +74,37 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, throughput);
+criterion_group!(benches, throughput, build);
 criterion_main!(benches);
+
+/// Building and encoding one request's event on the worker, as the gateway
+/// does for a single contact: the pseudonym, the counts, the JSON, the
+/// sealed customer entry.
+fn build(c: &mut Criterion) {
+    let key = HashKey::new(b"bench-hash-key-0123456789abcdef").unwrap();
+    let cats = Arc::new(serde_json::json!({
+        "disclosed": ["user.contact.email", "user.name"],
+        "masked": ["user.contact.phone_number"],
+    }));
+    c.bench_function("audit/build_one_event", |b| {
+        b.iter(|| {
+            let mut e = event(7);
+            e.subjects = vec![SubjectEntry {
+                subject: consentry::audit::pseudonym(&key, "1042"),
+                record: "shown".into(),
+            }];
+            e.categories = Some(Arc::clone(&cats));
+            e.counts = Some(Counts::Request(RequestCounts {
+                records: 1,
+                masked: 1,
+                redacted: 2,
+                ..RequestCounts::default()
+            }));
+            let entries = std::mem::take(&mut e.subjects);
+            let mut body = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut body, &e).unwrap();
+            let sealed = consentry::audit::entries::seal(&entries).unwrap();
+            std::hint::black_box((body, sealed))
+        })
+    });
+}

@@ -125,7 +125,10 @@ impl Audit {
     /// sequence number.
     pub async fn record(&self, mut event: Event) -> Result<u64, AuditError> {
         let entries = std::mem::take(&mut event.subjects);
-        let body = serde_json::to_vec(&event)
+        // Sized for a request's event, so that encoding it does not grow
+        // the buffer through the allocator's larger size classes.
+        let mut body = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut body, &event)
             .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
         let (subjects, commits) = entries::seal(&entries)?;
         let (done, wait) = tokio::sync::oneshot::channel();

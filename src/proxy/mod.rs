@@ -40,7 +40,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::writer::Audit;
-use crate::audit::{Event, SubjectEntry};
+use crate::audit::{Counts, Event, RequestCounts, SubjectEntry};
 use crate::config::Config;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
@@ -689,19 +689,19 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
         })
         .collect();
     let counts = (s.records > 0 || ctx.sealed > 0).then(|| {
-        serde_json::json!({
-            "records": s.records,
-            "records_redacted": s.records_redacted,
-            "records_dropped": s.records_dropped,
-            "masked": s.masked,
-            "hashed": s.hashed,
-            "redacted": s.redacted,
-            "removed": s.removed,
-            "detected": s.detected,
-            "sealed": ctx.sealed,
-            "opened": s.opened,
-            "tokens": s.tokens,
-            "undecryptable": s.undecryptable,
+        Counts::Request(RequestCounts {
+            records: s.records,
+            records_redacted: s.records_redacted,
+            records_dropped: s.records_dropped,
+            masked: s.masked,
+            hashed: s.hashed,
+            redacted: s.redacted,
+            removed: s.removed,
+            detected: s.detected,
+            sealed: ctx.sealed,
+            opened: s.opened,
+            tokens: s.tokens,
+            undecryptable: s.undecryptable,
         })
     });
     Event {
