@@ -74,9 +74,6 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, throughput, build);
-criterion_main!(benches);
-
 /// Building and encoding one request's event on the worker, as the gateway
 /// does for a single contact: the pseudonym, the counts, the JSON, the
 /// sealed customer entry.
@@ -108,3 +105,6 @@ fn build(c: &mut Criterion) {
         })
     });
 }
+
+criterion_group!(benches, throughput, build);
+criterion_main!(benches);
