@@ -10,8 +10,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use consentry::audit::store::AuditStore;
 use consentry::audit::writer::Audit;
-use consentry::audit::{Counts, Event, RequestCounts, SubjectEntry};
-use consentry::transform::HashKey;
+use consentry::audit::{Counts, Event, SubjectEntry};
+use consentry::transform::{HashKey, Stats};
 
 fn event(i: u64) -> Event {
     Event {
@@ -91,11 +91,11 @@ fn build(c: &mut Criterion) {
                 record: "shown".into(),
             }];
             e.categories = Some(Arc::clone(&cats));
-            e.counts = Some(Counts::Request(RequestCounts {
+            e.counts = Some(Counts::Request(Stats {
                 records: 1,
                 masked: 1,
                 redacted: 2,
-                ..RequestCounts::default()
+                ..Stats::default()
             }));
             let entries = std::mem::take(&mut e.subjects);
             let mut body = Vec::with_capacity(1024);

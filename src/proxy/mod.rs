@@ -40,7 +40,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::writer::Audit;
-use crate::audit::{Counts, Event, RequestCounts, SubjectEntry};
+use crate::audit::{Counts, Event, SubjectEntry};
 use crate::config::Config;
 use crate::consent::Consents;
 use crate::consent::gate::ConsentGate;
@@ -689,19 +689,10 @@ pub(crate) fn audit_event(ctx: &Context, audit: &Audit) -> Event {
         })
         .collect();
     let counts = (s.records > 0 || ctx.sealed > 0).then(|| {
-        Counts::Request(RequestCounts {
-            records: s.records,
-            records_redacted: s.records_redacted,
-            records_dropped: s.records_dropped,
-            masked: s.masked,
-            hashed: s.hashed,
-            redacted: s.redacted,
-            removed: s.removed,
-            detected: s.detected,
+        // Values sealed into the request body are counted on the context.
+        Counts::Request(crate::transform::Stats {
             sealed: ctx.sealed,
-            opened: s.opened,
-            tokens: s.tokens,
-            undecryptable: s.undecryptable,
+            ..*s
         })
     });
     Event {

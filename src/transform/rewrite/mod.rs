@@ -100,8 +100,10 @@ pub enum Subject<'a> {
     Invalid,
 }
 
-/// Counters for logs, metrics and (later) the audit event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters for logs, metrics and the audit event (whose `counts` are
+/// these fields, in this order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stats {
     pub records: u64,
     pub records_redacted: u64,
