@@ -51,13 +51,21 @@ fn create_key(c: &mut Criterion) {
         Arc::new(SystemClock),
     ));
     let n = AtomicU64::new(0);
+    // The binding commits on the runtime's blocking pool, as in the gateway.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
     c.bench_function("key/create_store_and_bind_sqlite", |b| {
         b.iter(|| {
             let owner = pending_owner().unwrap();
             let dk = DataKey::generate().unwrap();
             keys.store_pending(&owner, &dk).unwrap();
             let id = n.fetch_add(1, Ordering::Relaxed).to_string();
-            black_box(keys.bind(&owner, &id).unwrap().id)
+            rt.block_on(async {
+                let ticket = keys.bind_begin(&owner, Arc::new(dk), &id).unwrap();
+                ticket.bound().await.unwrap();
+            })
         })
     });
 }

@@ -20,7 +20,8 @@ use crate::consent::store::StoreError;
 pub enum KeysError {
     #[error("the key of this owner was destroyed")]
     Destroyed,
-    /// A create's key could not be bound to the id the CRM assigned.
+    /// A create's key could not be bound to the id the CRM assigned: the
+    /// id already has a key (or the pending key is no longer stored).
     #[error("the id already has a key")]
     Taken,
     #[error("{0}")]
@@ -93,11 +94,6 @@ impl BindTicket {
     pub fn ready(&self) -> Option<Result<(), KeysError>> {
         self.0.peek()
     }
-
-    /// `bound`, blocking the thread.
-    pub fn bound_blocking(&self) -> Result<(), KeysError> {
-        self.0.wait()
-    }
 }
 
 /// The group commit's leader, while it leads: if it unwinds, its batch and
@@ -151,7 +147,6 @@ impl Drop for Leader<'_> {
 #[derive(Debug, Default)]
 struct BindSlot {
     done: std::sync::Mutex<Option<Result<(), KeysError>>>,
-    ready: std::sync::Condvar,
     notify: tokio::sync::Notify,
 }
 
@@ -160,7 +155,6 @@ impl BindSlot {
         if let Ok(mut d) = self.done.lock() {
             d.get_or_insert(r);
         }
-        self.ready.notify_all();
         self.notify.notify_waiters();
     }
 
@@ -168,16 +162,6 @@ impl BindSlot {
         match self.done.lock() {
             Ok(d) => d.clone(),
             Err(_) => Some(Err(Keys::poisoned())),
-        }
-    }
-
-    fn wait(&self) -> Result<(), KeysError> {
-        let mut d = self.done.lock().map_err(|_| Keys::poisoned())?;
-        loop {
-            if let Some(r) = d.as_ref() {
-                return r.clone();
-            }
-            d = self.ready.wait(d).map_err(|_| Keys::poisoned())?;
         }
     }
 }
@@ -258,11 +242,7 @@ impl Keys {
     /// since then may have been of this very key: then the store is asked
     /// again, and the key is used only if it is still live there (a
     /// customer's key is not refused because another customer was shredded).
-    fn remember(&self, owner: &str, dk: DataKey, before: u64) -> Result<Arc<DataKey>, KeysError> {
-        self.remember_shared(owner, Arc::new(dk), before)
-    }
-
-    fn remember_shared(
+    fn remember(
         &self,
         owner: &str,
         dk: Arc<DataKey>,
@@ -307,7 +287,7 @@ impl Keys {
             }
         };
         match stored {
-            StoredKey::Live(w) => self.remember(owner, ring.unwrap(owner, &w)?, before),
+            StoredKey::Live(w) => self.remember(owner, Arc::new(ring.unwrap(owner, &w)?), before),
             StoredKey::Destroyed { .. } => Err(KeysError::Destroyed),
         }
     }
@@ -331,7 +311,7 @@ impl Keys {
         Ok(match self.store.get(owner)? {
             Some(StoredKey::Live(w)) => {
                 let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
-                match self.remember(owner, ring.unwrap(owner, &w)?, before) {
+                match self.remember(owner, Arc::new(ring.unwrap(owner, &w)?), before) {
                     Ok(k) => Held::Live(k),
                     Err(KeysError::Destroyed) => Held::Shredded,
                     Err(e) => return Err(e),
@@ -439,61 +419,46 @@ impl Keys {
         }
     }
 
-    /// Binds a create's key (made under `pending`, see `pending_owner`) to
-    /// the subject the CRM assigned: wrapped anew for the subject and moved
-    /// in one transaction. `Taken` if the subject already has a key.
-    /// Blocking.
-    pub fn bind(self: &Arc<Self>, pending: &str, subject: &str) -> Result<Arc<DataKey>, KeysError> {
-        let (dk, ticket) = self.bind_begin(pending, subject)?;
-        ticket.bound_blocking()?;
-        Ok(dk)
-    }
-
-    /// Starts binding a create's key to `subject` (see `bind`): the key, to
-    /// open the answer's tokens with now, and the ticket that says whether
-    /// the binding was stored. Nothing under the key may leave before the
-    /// ticket says so. Blocking (reads the pending key).
+    /// Starts binding a create's key `key` (stored under `pending`, see
+    /// `pending_owner`) to the subject the CRM assigned: wrapped anew for
+    /// the subject and moved in one transaction, with whatever other
+    /// bindings are queued. The ticket says whether it was stored: `Taken`
+    /// if the subject already has a key, or the pending key is not `key`.
+    /// Nothing under the key may leave before the ticket says so.
     pub fn bind_begin(
         self: &Arc<Self>,
         pending: &str,
+        key: Arc<DataKey>,
         subject: &str,
-    ) -> Result<(Arc<DataKey>, BindTicket), KeysError> {
+    ) -> Result<BindTicket, KeysError> {
+        // The leader commits on the runtime's blocking pool.
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            KeysError::Store(StoreError("a binding needs the async runtime".into()))
+        })?;
         let before = self.generation()?;
-        let key = {
-            let ring = self.rotation.read().map_err(|_| Self::poisoned())?;
-            let Some(StoredKey::Live(w)) = self.store.get(pending)? else {
-                return Err(KeysError::Key(KeyError::Decrypt));
-            };
-            Arc::new(ring.unwrap(pending, &w)?)
-        };
         let slot = Arc::new(BindSlot::default());
         let lead = {
             let mut q = self.binds.lock().map_err(|_| Self::poisoned())?;
             q.waiting.push(Queued {
                 pending: pending.to_owned(),
                 owner: subject_owner(subject),
-                key: Arc::clone(&key),
+                key,
                 before,
                 slot: Arc::clone(&slot),
             });
             !std::mem::replace(&mut q.leader, true)
         };
         if lead {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    // A runtime shutting down drops the task unrun: then
-                    // `Unled` hands the lead back and fails the waiting.
-                    let mut unled = Unled(Some(Arc::clone(self)));
-                    drop(rt.spawn_blocking(move || {
-                        if let Some(keys) = unled.0.take() {
-                            keys.lead_bindings();
-                        }
-                    }));
+            // A runtime shutting down drops the task unrun: then `Unled`
+            // hands the lead back and fails the waiting.
+            let mut unled = Unled(Some(Arc::clone(self)));
+            drop(rt.spawn_blocking(move || {
+                if let Some(keys) = unled.0.take() {
+                    keys.lead_bindings();
                 }
-                Err(_) => self.lead_bindings(),
-            }
+            }));
         }
-        Ok((key, BindTicket(slot)))
+        Ok(BindTicket(slot))
     }
 
     /// Commits queued bindings, a batch at a time, until none are left.
@@ -523,7 +488,7 @@ impl Keys {
                     if let Ok(mut c) = self.cache.write() {
                         c.map.remove(&b.pending);
                     }
-                    self.remember_shared(&b.owner, b.key, b.before).map(|_| ())
+                    self.remember(&b.owner, b.key, b.before).map(|_| ())
                 });
                 b.slot.set(r);
             }
@@ -750,35 +715,38 @@ mod tests {
             ManualClock::at(5),
         ));
         keys.refill_pool().unwrap();
-        let threads: Vec<_> = (0..16)
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let creates: Vec<_> = (0..16)
             .map(|i| {
                 let keys = Arc::clone(&keys);
-                std::thread::spawn(move || {
+                rt.spawn(async move {
                     let (Some((owner, dk)), _) = keys.take_pending() else {
                         panic!("the pool is empty");
                     };
                     // Two creates answered with the same id: one binding wins.
                     let subject = (i / 2).to_string();
-                    keys.bind(&owner, &subject)
-                        .map(|k| (k.id == dk.id, subject))
+                    let id = dk.id;
+                    let ticket = keys.bind_begin(&owner, dk, &subject)?;
+                    ticket.bound().await.map(|()| (id, subject))
                 })
             })
             .collect();
-        let mut bound = 0;
-        for t in threads {
-            match t.join().unwrap() {
-                Ok((same, _)) => {
-                    assert!(same);
-                    bound += 1;
-                }
+        let mut bound = Vec::new();
+        for c in creates {
+            match rt.block_on(c).unwrap() {
+                Ok(won) => bound.push(won),
                 Err(e) => assert_eq!(e, KeysError::Taken),
             }
         }
-        assert_eq!(bound, 8);
-        for i in 0..8 {
+        assert_eq!(bound.len(), 8);
+        for (id, subject) in bound {
+            // The subject's stored key is the one its winning create bound.
             assert!(matches!(
-                store.get(&subject_owner(&i.to_string())).unwrap(),
-                Some(StoredKey::Live(_))
+                store.get(&subject_owner(&subject)).unwrap(),
+                Some(StoredKey::Live(w)) if w.id == id
             ));
         }
     }

@@ -36,6 +36,13 @@ pub struct Pending {
     stored: bool,
 }
 
+impl Pending {
+    /// The pending owner and its key, to bind to the CRM's id.
+    pub fn binding(self) -> (String, Arc<DataKey>) {
+        (self.owner, self.key)
+    }
+}
+
 /// Stores a create's key before the write that used it is sent (unless it
 /// came from the pool, stored already).
 pub async fn store_pending(keys: &Arc<Keys>, p: &Pending) -> Result<(), Refusal> {

@@ -18,6 +18,7 @@ use crate::consent::gate::ConsentGate;
 use crate::consent::model::SubjectConsents;
 use crate::keys::service::{BindTicket, Held, Keys, KeysError};
 use crate::keys::vault::Vault;
+use crate::keys::wrap::DataKey;
 use crate::transform::{Gate, RecordOutcome, Rewriter, Seal, Subject};
 
 /// Decides each record of a response and opens its tokens.
@@ -26,8 +27,8 @@ pub struct RecordGate {
     consent: Option<Box<ConsentGate>>,
     vault: Option<Box<Vault>>,
     keys: Option<Arc<Keys>>,
-    /// A create's pending key owner, until bound to the CRM's id.
-    bind: Option<String>,
+    /// A create's pending key (owner and key), until bound to the CRM's id.
+    bind: Option<(String, Arc<DataKey>)>,
     /// Each decided record's subject and outcome, when auditing (`seen`).
     seen: Option<Vec<(String, RecordOutcome)>>,
     /// The suppression list, when anyone is on it.
@@ -45,8 +46,8 @@ const MAX_SEEN: usize = 100_000;
 pub struct Needs {
     consents: Vec<String>,
     keys: Vec<String>,
-    /// (pending owner, subject id) to bind.
-    bind: Option<(String, String)>,
+    /// The pending key (owner and key) to bind, and the subject id.
+    bind: Option<((String, Arc<DataKey>), String)>,
     /// The record that should name the created id does not.
     unbindable: bool,
 }
@@ -76,7 +77,7 @@ impl RecordGate {
     pub fn new(
         consent: Option<ConsentGate>,
         keys: Option<(Arc<Keys>, Vault)>,
-        bind: Option<String>,
+        bind: Option<(String, Arc<DataKey>)>,
     ) -> RecordGate {
         let (keys, vault) = match keys {
             Some((k, v)) => (Some(k), Some(Box::new(v))),
@@ -190,9 +191,11 @@ impl RecordGate {
         if !needs.keys.is_empty() {
             got.keys = k.subject_keys(&needs.keys).map_err(keys_failed)?;
         }
-        if let Some((pending, subject)) = needs.bind {
-            let (dk, ticket) = k.bind_begin(&pending, &subject).map_err(binding_failed)?;
-            got.keys.insert(subject, Held::Live(dk));
+        if let Some(((pending, key), subject)) = needs.bind {
+            let ticket = k
+                .bind_begin(&pending, Arc::clone(&key), &subject)
+                .map_err(binding_failed)?;
+            got.keys.insert(subject, Held::Live(key));
             got.bound = Some(ticket);
         }
         Ok(got)
@@ -216,7 +219,9 @@ impl RecordGate {
 pub fn binding_failed(e: KeysError) -> Refusal {
     match e {
         KeysError::Taken => {
-            tracing::warn!("a created record's id already has a data key");
+            tracing::warn!(
+                "a created record's id already has a data key (or the create's pending key is no longer stored)"
+            );
             Refusal::KeyBinding
         }
         e => keys_failed(e),

@@ -524,7 +524,7 @@ impl Gateway {
                 // A create's key is bound to the id in a successful answer.
                 let bind = pending
                     .filter(|_| (200..300).contains(&status) && keys.is_some())
-                    .map(|p| p.owner);
+                    .map(encrypt::Pending::binding);
                 let gate = self.released(RecordGate::new(consent, keys, bind));
                 respond::inspect(ctx, &resource, &rule, gate, up_resp, how, None).await
             }
