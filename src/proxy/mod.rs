@@ -644,14 +644,14 @@ fn warm_keys(policies: &PolicySet, keys: Option<&Keys>) -> Result<(), String> {
 }
 
 /// A create refused for its key binding: its record did not leave, so the
-/// event names the customer as blocked and counts nothing disclosed.
+/// event names the customer as blocked and counts nothing disclosed (a
+/// refusal's event lists no categories either, `audit_event`).
 fn withhold(ctx: &mut Context) {
     for (_, o) in &mut ctx.subjects {
         *o = crate::transform::RecordOutcome::Block;
     }
     ctx.stats = Default::default();
     ctx.changed.clear();
-    ctx.disclosure = None;
 }
 
 /// Waits for a create's key binding (if any) to be stored.

@@ -285,6 +285,8 @@ pub struct Analysis {
     settle_at: usize,
     /// The refusal enforcing would have made; reading stops there.
     would: Option<&'static str>,
+    /// Where the reading's output goes, emptied after each read.
+    sink: Vec<u8>,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -317,6 +319,7 @@ impl Analysis {
             purpose,
             settle_at: SETTLE_AT.min(limits.record / 2),
             would: None,
+            sink: Vec::new(),
         }
     }
 
@@ -334,12 +337,17 @@ impl Analysis {
         if self.would.is_some() {
             return;
         }
-        let (rw, gate, purpose) = (&mut self.rewriter, &mut self.gate, &*self.purpose);
-        let mut sink = Vec::new();
+        let (rw, gate, purpose, sink) = (
+            &mut self.rewriter,
+            &mut self.gate,
+            &*self.purpose,
+            &mut self.sink,
+        );
         let r = match data {
-            Some(d) => push_blocking(rw, gate, d, self.settle_at, &mut sink, purpose),
-            None => finish_blocking(rw, gate, &mut sink, purpose),
+            Some(d) => push_blocking(rw, gate, d, self.settle_at, sink, purpose),
+            None => finish_blocking(rw, gate, sink, purpose),
         };
+        sink.clear();
         if let Err(e) = r {
             self.would = Some(e.slug());
         }
@@ -573,22 +581,33 @@ impl Pipeline {
         resume(rw, gate, out, &purpose)
     }
 
-    /// `feed` on a blocking-pool thread (which may also read the consent store).
+    /// `feed` on a blocking-pool thread (which may also read the consent
+    /// store). Report mode's reading goes along unless it reads a store
+    /// itself (then `analyse` gives it its own thread and time limit).
     async fn feed_elsewhere(&mut self, data: Bytes, mut out: Vec<u8>) -> Result<Vec<u8>, Refusal> {
-        self.analyse(Some(&data)).await?;
+        let mut along = self.analysis.take_if(|a| !a.gate.defers());
+        if along.is_none() {
+            self.analyse(Some(&data)).await?;
+        }
         self.fed += data.len() as u64;
         let mut rw = self.rewriter.take().ok_or(Refusal::Internal)?;
         let mut gate = self.gate.take().ok_or(Refusal::Internal)?;
         let purpose = Arc::clone(&self.purpose);
         let settle_at = self.settle_at;
-        let (rw, gate, result) = tokio::task::spawn_blocking(move || {
+        let (rw, gate, along, result) = tokio::task::spawn_blocking(move || {
+            if let Some(a) = along.as_mut() {
+                a.read(Some(&data));
+            }
             let r = push_blocking(&mut rw, &mut gate, &data, settle_at, &mut out, &purpose);
-            (rw, gate, r.map(|()| out))
+            (rw, gate, along, r.map(|()| out))
         })
         .await
         .map_err(|_| Refusal::Internal)?;
         self.rewriter = Some(rw);
         self.gate = Some(gate);
+        if along.is_some() {
+            self.analysis = along;
+        }
         result
     }
 
@@ -638,7 +657,7 @@ pub async fn inspect(
     // without one cannot be released as a success.
     let binding = gate.binding();
     let unbound = || {
-        tracing::warn!("the CRM answered a create without a body: its key cannot be bound");
+        tracing::warn!("the CRM's answer to a create names no id: its key cannot be bound");
         Refusal::KeyBinding
     };
     match parts.status {
@@ -751,24 +770,22 @@ pub async fn inspect(
         }
     }
     if binding_pending(&pipe) {
-        // The answer held no record to read an id from (`[]`, a scalar).
+        // The answer held no record to read an id from (empty, `[]`, a
+        // scalar).
         return Err(unbound());
+    }
+    if let Some(g) = pipe.gate.as_mut() {
+        ctx.subjects = g.take_seen();
+        ctx.binding = g.take_ticket();
     }
     if pipe.done {
         let (outcome, stats, would) = pipe.outcome();
         ctx.stats = stats;
         ctx.changed = pipe.changed();
-        if let Some(g) = pipe.gate.as_mut() {
-            ctx.subjects = g.take_seen();
-            ctx.binding = g.take_ticket();
-        }
         ctx.outcome = outcome;
         ctx.problem = would;
         ctx.bytes_out = held as u64;
         if empty_upstream && pipe.read == 0 {
-            if binding {
-                return Err(unbound());
-            }
             // An empty body carries nothing to inspect.
             return Ok(reply(body::empty(), Some(0)));
         }
@@ -788,17 +805,15 @@ pub async fn inspect(
         return Err(Refusal::StreamingUnavailable);
     }
     // Stream the rest; the finisher writes the access line when the stream ends.
-    if let Some(g) = pipe.gate.as_mut() {
-        ctx.subjects = g.take_seen();
-        ctx.binding = g.take_ticket();
-    }
     ctx.status = parts.status.as_u16();
     ctx.streaming = true;
     let (release, released) = tokio::sync::watch::channel(Release::Pending);
     // The stream's copy of the context does not hold the sender: if the
-    // handler goes away before releasing, the stream hears of it.
+    // handler goes away before releasing, the stream hears of it. (The
+    // binding is the handler's to wait for.)
     let mine = Context {
         release: None,
+        binding: None,
         ..ctx.clone()
     };
     ctx.release = Some(Arc::new(release));
