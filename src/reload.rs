@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use crate::audit::Event;
 use crate::config::{self, Config};
-
-/// `Config::sections`.
-type Sections = std::collections::BTreeMap<String, [u8; 32]>;
 use crate::diag::Report;
 use crate::policy::PolicySet;
 use crate::proxy::Gateway;
+
+/// `Config::sections`.
+type Sections = std::collections::BTreeMap<String, [u8; 32]>;
 
 type LoadFn = dyn Fn(&Path) -> Result<(Config, PolicySet, Report), Report> + Send + Sync;
 

@@ -506,8 +506,8 @@ impl Gateway {
             Err(SendError::Timeout) => return Err(Refusal::UpstreamTimeout),
             Err(SendError::Failed) => return Err(Refusal::UpstreamFailed),
         };
-        ctx.upstream_status = Some(up_resp.status().as_u16());
         let status = up_resp.status().as_u16();
+        ctx.upstream_status = Some(status);
         let how = respond::How {
             limits: &cfg.limits,
             idle: cfg.upstream.body_idle_timeout,
