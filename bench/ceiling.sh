@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the durable audit trail's cost goes, on single-contact GETs: builds
 # this commit with bench/ceiling.patch (diagnostic switches in
-# src/audit/writer.rs, never shipped: they break the trail's contract) in a
+# src/audit/writer.rs, and the io-uring crate; never shipped: they break the trail's contract) in a
 # worktree, then runs one gateway per variant, all at once, and one with
 # the trail off; interleaved wrk rounds (1 thread, CONNS=32 connections,
 # 4 s) against one nginx upstream, as in bench/audit.sh.
@@ -13,6 +13,9 @@
 #              index, no replay: durable, but not a trail one can query)
 #   leader     no writer thread: the first request to find no write under
 #              way makes it (as direct) on its runtime thread, for all queued
+#   uring      no writer thread: a task on the runtime writes each batch (as
+#              direct) through io_uring, reaping the completion when the
+#              ring turns readable (the patch's only `unsafe`)
 #   nowait     as shipped, but the response does not wait for the commit
 #   delayN     as shipped, but the writer waits N µs before each batch
 #   spinN      as shipped, but after a batch of more than one event the
@@ -21,7 +24,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 R=${1:-6}; shift || true
-variants=("${@:-shipped drop nostore direct leader}")
+variants=("${@:-shipped drop nostore direct uring}")
 read -r -a variants <<< "${variants[*]}"
 wt=/tmp/consentry-ceiling-src
 git -C "$here/.." worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
@@ -47,7 +50,7 @@ for i in "${!variants[@]}"; do
   v=${variants[$i]} port=$((18100 + i))
   case $v in
     shipped) env=() ;;
-    drop|nostore|nowait|direct|leader) env=(CEILING=$v) ;;
+    drop|nostore|nowait|direct|leader|uring) env=(CEILING=$v) ;;
     delay*) env=(CEILING_DELAY_US=${v#delay}) ;;
     spin*) env=(CEILING_SPIN_US=${v#spin}) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
@@ -62,7 +65,10 @@ n=${#ports[@]}
 for r in $(seq "$R"); do
   for k in $(seq 0 $((n - 1))); do
     port=${ports[$(((k + r) % n))]}
-    echo "$r $port $(wrk -t1 -c"${CONNS:-32}" -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port/api/contacts/1" | awk '/Requests\/sec/{print $2}')"
+    out=$(wrk -t1 -c"${CONNS:-32}" -d4s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port/api/contacts/1")
+    # A variant that fails its requests must not pass for a fast one.
+    if grep -q "Non-2xx" <<< "$out"; then echo "port $port: $(grep Non-2xx <<< "$out")" >&2; exit 1; fi
+    echo "$r $port $(awk '/Requests\/sec/{print $2}' <<< "$out")"
   done
 done | python3 -c "
 import collections, statistics, sys
