@@ -30,7 +30,7 @@ wt=/tmp/consentry-ceiling-src
 git -C "$here/.." worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
 git -C "$here/.." worktree prune
 git -C "$here/.." worktree add -q --detach "$wt" HEAD
-git -C "$wt" apply "$here/ceiling.patch" || { echo "bench/ceiling.patch no longer applies to src/audit/writer.rs; redo its switches" >&2; exit 1; }
+git -C "$wt" apply "$here/ceiling.patch" || { echo "bench/ceiling.patch no longer applies to this commit (it changes src/audit/writer.rs and Cargo.toml); redo its switches" >&2; exit 1; }
 # Its own target directory: the patched binary never replaces target/release.
 CARGO_TARGET_DIR="$here/../target/ceiling" cargo build --release --manifest-path "$wt/Cargo.toml" -q
 BIN="$here/../target/ceiling/release/consentry"
