@@ -34,11 +34,59 @@ enum Msg {
 }
 
 struct Job {
-    at: crate::clock::Millis,
-    body: Vec<u8>,
-    subjects: Vec<u8>,
-    commits: Vec<[u8; 32]>,
+    event: Encoded,
     done: Done,
+}
+
+/// An event as it is stored: its JSON without the customer entries, and
+/// the entries sealed with their commitments (`entries::seal`).
+#[derive(Debug)]
+pub struct Encoded {
+    pub at: crate::clock::Millis,
+    pub body: Vec<u8>,
+    pub subjects: Vec<u8>,
+    pub commits: Vec<[u8; 32]>,
+}
+
+/// Encodes `event` for the store: the work a request's event costs its
+/// runtime thread before the hand-off to the writer.
+pub fn encode(mut event: Event) -> Result<Encoded, AuditError> {
+    let entries = std::mem::take(&mut event.subjects);
+    // Sized for a request's event, so that encoding it does not grow the
+    // buffer through the allocator's larger size classes.
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, &event)
+        .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
+    let (subjects, commits) = entries::seal(&entries)?;
+    Ok(Encoded {
+        at: event.at,
+        body,
+        subjects,
+        commits,
+    })
+}
+
+impl Encoded {
+    fn row(&self) -> Row<'_> {
+        Row {
+            at: self.at,
+            body: &self.body,
+            subjects: &self.subjects,
+            commits: &self.commits,
+        }
+    }
+}
+
+/// Tells each job of a batch what its commit gave: its sequence number, or
+/// the error.
+fn acknowledge(batch: Vec<Job>, result: &Result<Vec<u64>, AuditError>) {
+    for (i, j) in batch.into_iter().enumerate() {
+        let r = match result {
+            Ok(seqs) => seqs.get(i).copied().ok_or(AuditError::Stopped),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = j.done.send(r);
+    }
 }
 
 /// The handle the gateway and the admin API record through.
@@ -123,22 +171,10 @@ impl Audit {
 
     /// Records `event`; resolves once it is committed (fsync'd), with its
     /// sequence number.
-    pub async fn record(&self, mut event: Event) -> Result<u64, AuditError> {
-        let entries = std::mem::take(&mut event.subjects);
-        // Sized for a request's event, so that encoding it does not grow
-        // the buffer through the allocator's larger size classes.
-        let mut body = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut body, &event)
-            .map_err(|e| AuditError::Store(format!("cannot encode an event: {e}")))?;
-        let (subjects, commits) = entries::seal(&entries)?;
+    pub async fn record(&self, event: Event) -> Result<u64, AuditError> {
+        let event = encode(event)?;
         let (done, wait) = tokio::sync::oneshot::channel();
-        let job = Job {
-            at: event.at,
-            body,
-            subjects,
-            commits,
-            done,
-        };
+        let job = Job { event, done };
         match self.tx.try_send(Msg::Event(job)) {
             Ok(()) => {
                 if let Some(m) = self.metrics.get() {
@@ -227,15 +263,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let events: Vec<Row<'_>> = batch
-            .iter()
-            .map(|j| Row {
-                at: j.at,
-                body: &j.body,
-                subjects: &j.subjects,
-                commits: &j.commits,
-            })
-            .collect();
+        let events: Vec<Row<'_>> = batch.iter().map(|j| j.event.row()).collect();
         let started = std::time::Instant::now();
         let result = store.append(&events);
         if let Some(m) = metrics.get() {
@@ -247,13 +275,7 @@ fn run(
         if let Err(e) = &result {
             tracing::error!(error = %e, events = batch.len(), "audit events could not be stored; their responses are refused");
         }
-        for (i, j) in batch.into_iter().enumerate() {
-            let r = match &result {
-                Ok(seqs) => seqs.get(i).copied().ok_or(AuditError::Stopped),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = j.done.send(r);
-        }
+        acknowledge(batch, &result);
         for done in control {
             let _ = done.send(prune(&mut store, retention));
         }
