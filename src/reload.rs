@@ -150,10 +150,7 @@ fn check(
     set: PolicySet,
     warnings: &Report,
 ) -> Result<(Reloaded, PolicySet, Arc<crate::config::Clients>), String> {
-    let (policy_files, policies_sha256) = set
-        .fingerprint()
-        .map(|f| (f.files, f.sha256.clone()))
-        .ok_or("the policies were not loaded from a folder")?;
+    let fingerprint = set.audited_fingerprint()?;
     // Against the file the gateway started with: what changed since.
     let restart_required = changed_sections(&gw.config().sections, &cfg.sections);
     if cfg.policies_dir != gw.config().policies_dir {
@@ -193,8 +190,8 @@ fn check(
         version: gw.live().version + 1,
         resources: set.resources().len(),
         clients: clients.len(),
-        policy_files,
-        policies_sha256,
+        policy_files: fingerprint.files,
+        policies_sha256: fingerprint.sha256,
         restart_required,
         warnings: warnings.warnings().map(|w| w.to_string()).collect(),
     };

@@ -403,6 +403,14 @@ impl PolicySet {
         self.fingerprint.as_ref()
     }
 
+    /// The fingerprint the audit trail names at start and on each reload;
+    /// a set served with a trail comes from a folder.
+    pub fn audited_fingerprint(&self) -> Result<Fingerprint, String> {
+        self.fingerprint
+            .clone()
+            .ok_or_else(|| "the policies were not loaded from a folder".to_owned())
+    }
+
     /// An empty set: every request is unmatched (the fail-closed default).
     pub fn empty() -> PolicySet {
         PolicySet::default()

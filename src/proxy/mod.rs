@@ -189,18 +189,15 @@ impl Gateway {
             return Ok(());
         };
         let policies = self.policies();
-        let (files, fingerprint) = policies
-            .fingerprint()
-            .map(|f| (f.files, f.sha256.clone()))
-            .ok_or("the policies were not loaded from a folder")?;
+        let fingerprint = policies.audited_fingerprint()?;
         let master = self
             .keys
             .as_ref()
             .and_then(|k| k.ring_versions().ok())
             .map(|(_, c)| c);
         let counts = serde_json::json!({
-            "policy_files": files,
-            "policies_sha256": fingerprint,
+            "policy_files": fingerprint.files,
+            "policies_sha256": fingerprint.sha256,
             "resources": policies.resources().len(),
             "master_key_version": master,
         });
