@@ -11,16 +11,7 @@ R=${1:-6}
 run=/tmp/consentry-audit-bench
 . "$here/lib.sh"
 prelude "$run"
-mkdir -p "$run/on" "$run/off"
-for mode in on off; do
-  port=18092; audit="$run/on/audit.db"
-  [ "$mode" = off ] && { port=18093; audit=off; }
-  peer_config "$run/$mode" "$port" "$audit"
-done
-start_nginx_a "$run"
-"$bin" serve --config "$run/on/consentry.yaml" 2> "$run/on.err" & pids+=($!)
-"$bin" serve --config "$run/off/consentry.yaml" 2> "$run/off.err" & pids+=($!)
-wait_ports 18080 18092 18093
+start_audit_pair "$run"
 for p in /api/contacts/1 /api/contacts; do
   ab "$p" "$R" 18093 "audit-off" 18092 "audit-on"
 done

@@ -12,13 +12,7 @@ R=${1:-2}
 run=/tmp/consentry-cpu-bench
 . "$here/lib.sh"
 prelude "$run"
-mkdir -p "$run/on" "$run/off"
-peer_config "$run/on" 18092 "$run/on/audit.db"
-peer_config "$run/off" 18093 off
-start_nginx_a "$run"
-"$bin" serve --config "$run/on/consentry.yaml" 2> "$run/on.err" & on=$!; pids+=($on)
-"$bin" serve --config "$run/off/consentry.yaml" 2> "$run/off.err" & off=$!; pids+=($off)
-wait_ports 18080 18092 18093
+start_audit_pair "$run"
 nginx_worker=$(pgrep -P "$(cat "$run/A.pid")" | head -1)
 # "thread-name ticks" for every thread of PID, then nginx's worker.
 snap() {
@@ -27,7 +21,7 @@ snap() {
 }
 for r in $(seq "$R"); do
   for mode in off on; do
-    pid=$on port=18092; [ "$mode" = off ] && { pid=$off port=18093; }
+    pid=$on_pid port=18092; [ "$mode" = off ] && { pid=$off_pid port=18093; }
     wrk -t1 -c"${CONNS:-32}" -d6s -H "X-Api-Key: $KEY" "http://127.0.0.1:$port/api/contacts/1" > "$run/wrk.out" &
     w=$!; sleep 1
     snap "$pid" > "$run/before"; t0=$(date +%s.%N)

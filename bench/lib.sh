@@ -1,7 +1,8 @@
 # Shared by the scripts that run gateways against nginx A of ../shared/bench
-# (audit.sh, consent.sh, regress.sh, rss.sh): their set-up, nginx A as the
-# upstream, waiting for listeners, interleaved wrk rounds between two
-# gateways, and the peers' config. Sourced after `here` is set.
+# (audit.sh, ceiling.sh, consent.sh, cpu.sh, regress.sh, rss.sh): their
+# set-up, nginx A as the upstream, waiting for listeners, interleaved wrk
+# rounds between two gateways, the peers' config, and the audit-on/off
+# pair. Sourced after `here` is set.
 
 BENCH_DIR=${BENCH_DIR:-/tmp/consentry-bench}
 KEY=bench-key-0123456789abcdef
@@ -62,4 +63,18 @@ peer_config() {
   sed -e "s/^listen: .*/listen: 127.0.0.1:$2/" -e "s|^policies: .*|policies: $here/policies|" \
       "$here/consentry-peer.yaml" > "$1/consentry.yaml"
   printf 'storage: { sqlite: %s/consentry.db, audit: %s }\n' "$1" "$3" >> "$1/consentry.yaml"
+}
+
+# start_audit_pair RUN_DIR
+# The peers' config twice, the audit trail on (port 18092, in RUN_DIR/on)
+# and off (18093, RUN_DIR/off), both serving beside nginx A; sets on_pid
+# and off_pid.
+start_audit_pair() {
+  mkdir -p "$1/on" "$1/off"
+  peer_config "$1/on" 18092 "$1/on/audit.db"
+  peer_config "$1/off" 18093 off
+  start_nginx_a "$1"
+  "$bin" serve --config "$1/on/consentry.yaml" 2> "$1/on.err" & on_pid=$!; pids+=("$on_pid")
+  "$bin" serve --config "$1/off/consentry.yaml" 2> "$1/off.err" & off_pid=$!; pids+=("$off_pid")
+  wait_ports 18080 18092 18093
 }
