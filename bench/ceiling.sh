@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the durable audit trail's cost goes, on single-contact GETs: builds
 # this commit with bench/ceiling.patch (diagnostic switches in
-# src/audit/writer.rs, and the io-uring crate; never shipped: they break the trail's contract) in a
+# src/audit/writer.rs and store.rs, and the io-uring crate; never shipped: they break the trail's contract) in a
 # worktree, then runs one gateway per variant, all at once, and one with
 # the trail off; interleaved wrk rounds (1 thread, CONNS=32 connections,
 # 4 s) against one nginx upstream, as in bench/audit.sh.
@@ -11,6 +11,9 @@
 #   direct     the writer thread writes each batch with one O_DIRECT|O_DSYNC
 #              pwrite to a preallocated file (chain hashes; no SQLite, no
 #              index, no replay: durable, but not a trail one can query)
+#   indexed    direct, and SQLite (no fsync) filled from the journal's events
+#              every 10 ms by the same thread: the hot path of a journal
+#              design whose index serves queries, erasure and pruning
 #   leader     no writer thread: the first request to find no write under
 #              way makes it (as direct) on its runtime thread, for all queued
 #   uring      no writer thread: a task on the runtime writes each batch (as
@@ -24,13 +27,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 R=${1:-6}; shift || true
-variants=("${@:-shipped drop nostore direct uring}")
+variants=("${@:-shipped drop nostore direct indexed uring}")
 read -r -a variants <<< "${variants[*]}"
 wt=/tmp/consentry-ceiling-src
 git -C "$here/.." worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
 git -C "$here/.." worktree prune
 git -C "$here/.." worktree add -q --detach "$wt" HEAD
-git -C "$wt" apply "$here/ceiling.patch" || { echo "bench/ceiling.patch no longer applies to this commit (it changes src/audit/writer.rs and Cargo.toml); redo its switches" >&2; exit 1; }
+git -C "$wt" apply "$here/ceiling.patch" || { echo "bench/ceiling.patch no longer applies to this commit (it changes src/audit/writer.rs, store.rs and Cargo.toml); redo its switches" >&2; exit 1; }
 # Its own target directory: the patched binary never replaces target/release.
 CARGO_TARGET_DIR="$here/../target/ceiling" cargo build --release --manifest-path "$wt/Cargo.toml" -q
 BIN="$here/../target/ceiling/release/consentry"
@@ -50,7 +53,7 @@ for i in "${!variants[@]}"; do
   v=${variants[$i]} port=$((18100 + i))
   case $v in
     shipped) env=() ;;
-    drop|nostore|nowait|direct|leader|uring) env=(CEILING=$v) ;;
+    drop|nostore|nowait|direct|indexed|leader|uring) env=(CEILING=$v) ;;
     delay*) env=(CEILING_DELAY_US=${v#delay}) ;;
     spin*) env=(CEILING_SPIN_US=${v#spin}) ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
